@@ -1,0 +1,250 @@
+//! Route handlers. Each one parses, validates, calls the engine or the store through
+//! [`crate::run`], and answers JSON or SSE; every error is an [`ApiError`] in the envelope.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use localgem_wire::{CreateInteractionRequest, Model, ModelList, Status};
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::run::{self, to_wire, Progress, StepsView};
+use crate::sse;
+use crate::tenant::Tenant;
+use crate::validate::validate_create;
+use crate::AppState;
+
+/// The revision this server speaks; older ones get the live API's 400.
+const API_REVISION: &str = "2026-05-20";
+
+/// `GET /healthz`: 200 once the default model is loaded.
+pub async fn healthz(State(st): State<AppState>) -> Response {
+    if st.engine.ready() {
+        (StatusCode::OK, Json(json!({"status": "ok"}))).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "loading"})),
+        )
+            .into_response()
+    }
+}
+
+fn check_revision(headers: &HeaderMap) -> Result<(), ApiError> {
+    if let Some(rev) = headers.get("api-revision").and_then(|v| v.to_str().ok()) {
+        if rev.trim() < API_REVISION {
+            return Err(ApiError::bad_request(
+                "The legacy Interactions API schema is no longer supported. Use Api-Revision 2026-05-20 or later.",
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<bytes_alias::Bytes, ApiError> {
+    let declared = headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::too_large(limit));
+    }
+    to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
+            .any(|e| e.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            ApiError::too_large(limit)
+        } else {
+            ApiError::bad_request(format!("cannot read the request body: {e}"))
+        }
+    })
+}
+
+mod bytes_alias {
+    pub use axum::body::Bytes;
+}
+
+/// `POST /{v}/interactions`.
+pub async fn create(
+    State(st): State<AppState>,
+    Path(_version): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    tenant: Tenant,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    check_revision(&headers)?;
+    let bytes = read_body(body, &headers, st.config.max_body_bytes).await?;
+    let req: CreateInteractionRequest = serde_json::from_slice(&bytes).map_err(|e| {
+        let msg = e.to_string();
+        if let Some(field) = msg
+            .strip_prefix("unknown field `")
+            .and_then(|r| r.split('`').next())
+        {
+            ApiError::bad_request(format!("Unknown parameter '{field}'."))
+        } else {
+            ApiError::bad_request(format!("Invalid JSON payload: {msg}"))
+        }
+    })?;
+    let mut valid = validate_create(req)?;
+    // `?alt=sse` is the older way to ask for a stream; honour it.
+    if query.get("alt").is_some_and(|a| a == "sse") {
+        valid.stream = true;
+    }
+    let stream = valid.stream;
+    let running = run::start(&st, tenant, valid).await?;
+    if stream {
+        return Ok(sse::live(running));
+    }
+    let mut progress = running.progress;
+    while let Some(p) = progress.recv().await {
+        match p {
+            Progress::Text(_) => {}
+            Progress::Done(record) => {
+                return Ok(Json(to_wire(&record, StepsView::Output)).into_response());
+            }
+            Progress::StoreFailed(e) => return Err(ApiError::internal(e)),
+        }
+    }
+    Err(ApiError::internal("generation task ended without a result"))
+}
+
+fn parse_bool(query: &HashMap<String, String>, name: &str) -> Result<bool, ApiError> {
+    match query.get(name).map(String::as_str) {
+        None | Some("false" | "False" | "0" | "") => Ok(false),
+        Some("true" | "True" | "1") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "query parameter `{name}` must be true or false; got {other:?}"
+        ))),
+    }
+}
+
+/// `GET /{v}/interactions/{id}` (JSON, or SSE replay with `stream=true`).
+pub async fn get_interaction(
+    State(st): State<AppState>,
+    Path((_version, id)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    tenant: Tenant,
+) -> Result<Response, ApiError> {
+    let stream = parse_bool(&query, "stream")?;
+    parse_bool(&query, "include_input")?;
+    let mut record = st
+        .store
+        .get(&tenant.0, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("interaction {id:?} not found")))?;
+    if !stream {
+        return Ok(Json(to_wire(&record, StepsView::All)).into_response());
+    }
+    // Attach: wait for a running interaction to end, then replay it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    while !record.status.is_terminal() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        record = st
+            .store
+            .get(&tenant.0, &id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("interaction {id:?} not found")))?;
+    }
+    Ok(sse::replay_response(&record))
+}
+
+/// `DELETE /{v}/interactions/{id}`: stops it if running, removes it, answers `{}`.
+pub async fn delete_interaction(
+    State(st): State<AppState>,
+    Path((_version, id)): Path<(String, String)>,
+    tenant: Tenant,
+) -> Result<Response, ApiError> {
+    if st.store.get(&tenant.0, &id).await?.is_none() {
+        return Err(ApiError::not_found(format!("interaction {id:?} not found")));
+    }
+    if let Some(n) = st.running.lock().expect("poisoned").get(&id) {
+        n.notify_one();
+    }
+    if !st.store.delete(&tenant.0, &id).await? {
+        return Err(ApiError::not_found(format!("interaction {id:?} not found")));
+    }
+    Ok(Json(json!({})).into_response())
+}
+
+/// `POST /{v}/interactions/{id}/cancel`: stops a running interaction; a finished one is
+/// returned unchanged.
+pub async fn cancel(
+    State(st): State<AppState>,
+    Path((_version, id)): Path<(String, String)>,
+    tenant: Tenant,
+) -> Result<Response, ApiError> {
+    let not_found = || ApiError::not_found(format!("interaction {id:?} not found"));
+    let mut record = st.store.get(&tenant.0, &id).await?.ok_or_else(not_found)?;
+    if !record.status.is_terminal() {
+        if let Some(n) = st.running.lock().expect("poisoned").get(&id) {
+            n.notify_one();
+        }
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            record = st.store.get(&tenant.0, &id).await?.ok_or_else(not_found)?;
+            if record.status.is_terminal() {
+                break;
+            }
+        }
+        if record.status == Status::InProgress {
+            return Err(ApiError::unavailable("the interaction did not stop in time"));
+        }
+    }
+    Ok(Json(to_wire(&record, StepsView::All)).into_response())
+}
+
+fn wire_model(name: &str, info: &localgem_core::ModelInfo, max_out: u32) -> Model {
+    Model {
+        name: format!("models/{name}"),
+        base_model_id: info.id.clone(),
+        version: "local".into(),
+        display_name: info.display_name.clone(),
+        description: format!("{} served locally by localgem", info.display_name),
+        input_token_limit: info.context_tokens,
+        output_token_limit: u64::from(max_out),
+        supported_generation_methods: vec!["interactions".into()],
+    }
+}
+
+/// `GET /{v}/models`.
+pub async fn list_models(State(st): State<AppState>) -> Json<ModelList> {
+    let max = st.config.default_max_output_tokens;
+    Json(ModelList {
+        models: st
+            .engine
+            .models()
+            .iter()
+            .map(|m| wire_model(&m.id, m, max))
+            .collect(),
+    })
+}
+
+/// `GET /{v}/models/{id}` (aliases resolve).
+pub async fn get_model(
+    State(st): State<AppState>,
+    Path((_version, id)): Path<(String, String)>,
+) -> Result<Json<Model>, ApiError> {
+    let served = st.engine.models();
+    let target = st.config.aliases.resolve(&id, &served)?;
+    let info = served
+        .iter()
+        .find(|m| m.id == target)
+        .ok_or_else(|| ApiError::not_found(format!("model {id:?} not found")))?;
+    Ok(Json(wire_model(&id, info, st.config.default_max_output_tokens)))
+}
+
+/// Unknown paths.
+pub async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::not_found(format!("no such endpoint: {method} {}", uri.path()))
+}
+
+/// Known paths, wrong method.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
+}

@@ -1,0 +1,90 @@
+//! localgem's HTTP layer: the Gemini Interactions API over axum.
+//!
+//! Layout: [`error`] (the error envelope), [`validate`] (wire → validated request),
+//! [`run`] (one generation: engine events in, steps and store writes out), [`sse`] (stream
+//! encoding), [`handlers`] (routes), [`models`] (model ids and aliases), [`tenant`] (API key →
+//! tenant). The layer sees only the `Engine` and `Store` traits.
+
+pub mod error;
+pub mod handlers;
+pub mod models;
+pub mod run;
+pub mod sse;
+pub mod tenant;
+pub mod testing;
+pub mod validate;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::routing::{get, post};
+use axum::Router;
+use localgem_core::{Engine, Store};
+use tokio::sync::Notify;
+
+pub use error::ApiError;
+pub use models::ModelAliases;
+
+/// HTTP-level settings.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Model ids that resolve to served models.
+    pub aliases: ModelAliases,
+    /// Request bodies above this many bytes get 413.
+    pub max_body_bytes: usize,
+    /// Output cap when the request sets none.
+    pub default_max_output_tokens: u32,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            aliases: ModelAliases::default(),
+            max_body_bytes: 20 * 1024 * 1024,
+            default_max_output_tokens: 1024,
+        }
+    }
+}
+
+/// Shared state of all handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// Text generation.
+    pub engine: Arc<dyn Engine>,
+    /// Durable interactions.
+    pub store: Arc<dyn Store>,
+    /// Settings.
+    pub config: Arc<ApiConfig>,
+    /// Cancellation signals of running interactions, by id.
+    pub running: Arc<Mutex<HashMap<String, Arc<Notify>>>>,
+}
+
+impl AppState {
+    /// State over an engine and a store.
+    pub fn new(engine: Arc<dyn Engine>, store: Arc<dyn Store>, config: ApiConfig) -> Self {
+        AppState {
+            engine,
+            store,
+            config: Arc::new(config),
+            running: Arc::default(),
+        }
+    }
+}
+
+/// The whole API as a router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(handlers::healthz))
+        .route("/{v}/interactions", post(handlers::create))
+        .route(
+            "/{v}/interactions/{id}",
+            get(handlers::get_interaction).delete(handlers::delete_interaction),
+        )
+        .route("/{v}/interactions/{id}/cancel", post(handlers::cancel))
+        .route("/{v}/models", get(handlers::list_models))
+        .route("/{v}/models/{id}", get(handlers::get_model))
+        .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}

@@ -1,0 +1,139 @@
+//! A scripted engine for fast API tests: no model, deterministic output.
+//!
+//! It answers `Echo: <last user message>` one word per event, honours `max_output_tokens`
+//! (one word = one token) and stop sequences, and can pause between words so tests can
+//! cancel or disconnect mid-generation.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use localgem_core::{
+    Engine, EngineError, EngineEvent, FinishReason, GenerateRequest, Generation, ModelInfo, Role,
+    TokenUsage,
+};
+use tokio::sync::mpsc;
+
+/// The fake engine.
+#[derive(Debug, Default)]
+pub struct FakeEngine {
+    /// Pause between words.
+    pub delay: Duration,
+    /// Requests seen (for assertions).
+    pub requests: Arc<std::sync::Mutex<Vec<GenerateRequest>>>,
+    /// Generations still running (not cancelled or finished).
+    pub live: Arc<AtomicUsize>,
+}
+
+impl FakeEngine {
+    /// The id of the one model it serves.
+    pub const MODEL: &'static str = "fake-model";
+
+    /// A fake that pauses `delay` between words.
+    pub fn with_delay(delay: Duration) -> Self {
+        FakeEngine {
+            delay,
+            ..Self::default()
+        }
+    }
+}
+
+struct LiveGuard(Arc<AtomicUsize>);
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl Engine for FakeEngine {
+    fn models(&self) -> Vec<ModelInfo> {
+        vec![ModelInfo {
+            id: Self::MODEL.into(),
+            display_name: "Fake".into(),
+            context_tokens: 1000,
+            ready: true,
+        }]
+    }
+
+    fn ready(&self) -> bool {
+        true
+    }
+
+    async fn generate(&self, req: GenerateRequest) -> Result<Generation, EngineError> {
+        if req.model != Self::MODEL {
+            return Err(EngineError::UnknownModel {
+                model: req.model,
+                available: Self::MODEL.into(),
+            });
+        }
+        self.requests.lock().expect("poisoned").push(req.clone());
+        let prompt_tokens: u64 = req
+            .messages
+            .iter()
+            .map(|m| m.content.split_whitespace().count() as u64 + 2)
+            .sum();
+        if prompt_tokens > 1000 {
+            return Err(EngineError::PromptTooLong {
+                model: req.model,
+                tokens: prompt_tokens,
+                limit: 1000,
+            });
+        }
+        let last = req
+            .messages
+            .iter()
+            .rev()
+            .find(|m| m.role == Role::User)
+            .map(|m| m.content.clone())
+            .unwrap_or_default();
+        let answer = format!("Echo: {last}");
+        let (tx, events) = mpsc::unbounded_channel();
+        let delay = self.delay;
+        self.live.fetch_add(1, Ordering::SeqCst);
+        let guard = LiveGuard(self.live.clone());
+        tokio::spawn(async move {
+            let _guard = guard;
+            let mut emitted = String::new();
+            let mut n = 0u64;
+            let mut reason = FinishReason::Stop;
+            for (i, word) in answer.split(' ').enumerate() {
+                if n >= u64::from(req.max_output_tokens) {
+                    reason = FinishReason::MaxTokens;
+                    break;
+                }
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                let piece = if i == 0 { word.to_owned() } else { format!(" {word}") };
+                let candidate = format!("{emitted}{piece}");
+                if let Some(pos) = req.stop_sequences.iter().filter_map(|s| candidate.find(s.as_str())).min() {
+                    let rest = &candidate[emitted.len()..pos.max(emitted.len())];
+                    if !rest.is_empty() {
+                        let _ = tx.send(EngineEvent::Text(rest.to_owned()));
+                    }
+                    n += 1;
+                    break;
+                }
+                if tx.send(EngineEvent::Text(piece)).is_err() {
+                    return; // cancelled
+                }
+                emitted = candidate;
+                n += 1;
+            }
+            let _ = tx.send(EngineEvent::Finished {
+                reason,
+                usage: TokenUsage {
+                    input_tokens: prompt_tokens,
+                    output_tokens: n,
+                    cached_tokens: 0,
+                },
+            });
+        });
+        Ok(Generation {
+            prompt_tokens,
+            events,
+        })
+    }
+}

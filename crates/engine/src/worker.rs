@@ -1,0 +1,378 @@
+//! The thread that owns one model and its context.
+//!
+//! Threading model: llama.cpp's `LlamaContext` borrows the model and is not `Send`, so both live
+//! on this one OS thread for their whole life. Requests arrive over a bounded tokio channel;
+//! each step of the loop admits new requests, drops cancelled ones (their event receiver is
+//! gone), plans one batch across all live sequences (one token per decoding sequence plus
+//! chunks of pending prompts), runs one `decode`, and samples and streams one token per
+//! sequence whose logits were computed.
+
+use std::collections::VecDeque;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+use localgem_core::{EngineError, EngineEvent, FinishReason, GenerateRequest, Generation, TokenUsage};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::scheduler::{plan, SeqState, SlotPool};
+use crate::template::ChatTemplate;
+use crate::text::{StopMatcher, Utf8Buffer};
+use crate::{backend, EngineConfig};
+
+/// A message to the worker.
+pub(crate) enum Command {
+    Generate {
+        request: GenerateRequest,
+        admit: oneshot::Sender<Result<Generation, EngineError>>,
+    },
+}
+
+/// Load state reported by the worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LoadState {
+    Loading,
+    Ready { context_tokens: u64 },
+    Failed(String),
+}
+
+/// A request whose prompt is tokenized, waiting for a slot.
+struct Pending {
+    prompt: Vec<LlamaToken>,
+    request: GenerateRequest,
+    tx: mpsc::UnboundedSender<EngineEvent>,
+}
+
+/// A live sequence holding a KV slot.
+struct Seq {
+    slot: i32,
+    prompt: Vec<LlamaToken>,
+    fed: usize,
+    n_past: i32,
+    next: Option<LlamaToken>,
+    sampler: LlamaSampler,
+    tx: mpsc::UnboundedSender<EngineEvent>,
+    utf8: Utf8Buffer,
+    stop: StopMatcher,
+    generated: u32,
+    max_output: u32,
+}
+
+fn sampler_for(request: &GenerateRequest) -> LlamaSampler {
+    let s = request.sampling;
+    if s.temperature <= 0.0 {
+        LlamaSampler::greedy()
+    } else {
+        LlamaSampler::chain_simple([
+            LlamaSampler::top_p(s.top_p.clamp(f32::MIN_POSITIVE, 1.0), 1),
+            LlamaSampler::temp(s.temperature),
+            LlamaSampler::dist(s.seed),
+        ])
+    }
+}
+
+pub(crate) fn run(
+    path: PathBuf,
+    model_id: String,
+    config: EngineConfig,
+    mut rx: mpsc::Receiver<Command>,
+    state: watch::Sender<LoadState>,
+) {
+    let fail = |msg: String| {
+        tracing::error!(model = %model_id, "{msg}");
+        let _ = state.send(LoadState::Failed(msg));
+    };
+    let backend = match backend() {
+        Ok(b) => b,
+        Err(e) => return fail(e),
+    };
+    let mut mparams = LlamaModelParams::default();
+    if config.gpu_layers > 0 {
+        mparams = mparams.with_n_gpu_layers(config.gpu_layers);
+    }
+    let model = match LlamaModel::load_from_file(backend, &path, &mparams) {
+        Ok(m) => m,
+        Err(e) => return fail(format!("cannot load {}: {e}", path.display())),
+    };
+    let parallel = config.parallel.max(1);
+    let n_ctx = config.ctx_size.max(256 * parallel);
+    let cparams = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(n_ctx))
+        .with_n_batch(config.batch_size)
+        .with_n_ubatch(config.batch_size)
+        .with_n_seq_max(parallel)
+        .with_kv_unified(false)
+        .with_n_threads(config.threads)
+        .with_n_threads_batch(config.threads);
+    let mut ctx = match model.new_context(backend, cparams) {
+        Ok(c) => c,
+        Err(e) => return fail(format!("cannot create a context for {}: {e}", path.display())),
+    };
+    let per_seq = ctx.n_ctx() / parallel;
+    let arch = model
+        .meta_val_str("general.architecture")
+        .unwrap_or_default();
+    let vocab = model.vocab();
+    let piece = |t: LlamaToken| String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned();
+    let gguf_template = model.chat_template(None).ok().and_then(|t| t.to_string().ok());
+    let template = match ChatTemplate::new(gguf_template, &arch, &piece(vocab.bos()), &piece(vocab.eos())) {
+        Ok(t) => t,
+        Err(e) => return fail(format!("chat template of {} does not compile: {e}", path.display())),
+    };
+    tracing::info!(
+        model = %model_id, arch = %arch, template = template.source, n_ctx = ctx.n_ctx(),
+        per_seq, parallel, threads = config.threads, "model ready"
+    );
+    let _ = state.send(LoadState::Ready {
+        context_tokens: u64::from(per_seq),
+    });
+
+    let mut w = Worker {
+        model_id,
+        model: &model,
+        template,
+        per_seq,
+        slots: SlotPool::new(parallel as usize),
+        waiting: VecDeque::new(),
+        active: Vec::new(),
+        max_queue: config.max_queue,
+        batch: LlamaBatch::new(config.batch_size as usize, 1),
+        batch_size: config.batch_size as usize,
+    };
+    loop {
+        if w.active.is_empty() && w.waiting.is_empty() {
+            match rx.blocking_recv() {
+                Some(cmd) => w.handle(cmd),
+                None => break,
+            }
+        }
+        while let Ok(cmd) = rx.try_recv() {
+            w.handle(cmd);
+        }
+        w.step(&mut ctx);
+    }
+    tracing::info!(model = %w.model_id, "engine thread stopped");
+}
+
+struct Worker<'m> {
+    model_id: String,
+    model: &'m LlamaModel,
+    template: ChatTemplate,
+    per_seq: u32,
+    slots: SlotPool,
+    waiting: VecDeque<Pending>,
+    active: Vec<Seq>,
+    max_queue: usize,
+    batch: LlamaBatch<'static>,
+    batch_size: usize,
+}
+
+impl Worker<'_> {
+    fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Generate { request, admit } => {
+                let result = self.prepare(request);
+                match result {
+                    Ok(pending) => {
+                        let (tx, events) = mpsc::unbounded_channel();
+                        let prompt_tokens = pending.0.len() as u64;
+                        let gen = Generation {
+                            prompt_tokens,
+                            events,
+                        };
+                        if admit.send(Ok(gen)).is_ok() {
+                            self.waiting.push_back(Pending {
+                                prompt: pending.0,
+                                request: pending.1,
+                                tx,
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        let _ = admit.send(Err(e));
+                    }
+                }
+            }
+        }
+    }
+
+    fn prepare(&self, request: GenerateRequest) -> Result<(Vec<LlamaToken>, GenerateRequest), EngineError> {
+        if self.waiting.len() >= self.max_queue {
+            return Err(EngineError::Overloaded(format!(
+                "{} requests are already waiting for model {}",
+                self.waiting.len(),
+                self.model_id
+            )));
+        }
+        let text = self
+            .template
+            .render(&request.messages)
+            .map_err(|e| EngineError::InvalidPrompt(format!("the chat template rejected the conversation: {e}")))?;
+        let vocab = self.model.vocab();
+        let mut tokens = vocab.tokenize(text.as_bytes(), false, true);
+        if vocab.should_add_bos() && tokens.first() != Some(&vocab.bos()) {
+            tokens.insert(0, vocab.bos());
+        }
+        let limit = u64::from(self.per_seq.saturating_sub(1));
+        if tokens.len() as u64 > limit {
+            return Err(EngineError::PromptTooLong {
+                model: self.model_id.clone(),
+                tokens: tokens.len() as u64,
+                limit,
+            });
+        }
+        Ok((tokens, request))
+    }
+
+    /// Move waiting requests into free slots; drop cancelled ones.
+    fn admit(&mut self) {
+        self.waiting.retain(|p| !p.tx.is_closed());
+        while let Some(slot) = (!self.waiting.is_empty()).then(|| self.slots.acquire()).flatten() {
+            let Some(p) = self.waiting.pop_front() else {
+                self.slots.release(slot);
+                break;
+            };
+            self.active.push(Seq {
+                slot,
+                sampler: sampler_for(&p.request),
+                stop: StopMatcher::new(&p.request.stop_sequences),
+                max_output: p.request.max_output_tokens.max(1),
+                prompt: p.prompt,
+                fed: 0,
+                n_past: 0,
+                next: None,
+                tx: p.tx,
+                utf8: Utf8Buffer::default(),
+                generated: 0,
+            });
+        }
+    }
+
+    fn step(&mut self, ctx: &mut LlamaContext<'_>) {
+        // Cancelled sequences free their slot before anything is computed for them.
+        let mut i = 0;
+        while i < self.active.len() {
+            if self.active[i].tx.is_closed() {
+                let s = self.active.swap_remove(i);
+                self.release(ctx, s.slot);
+            } else {
+                i += 1;
+            }
+        }
+        self.admit();
+        if self.active.is_empty() {
+            return;
+        }
+
+        let states: Vec<SeqState> = self
+            .active
+            .iter()
+            .map(|s| SeqState {
+                pending_prompt: s.prompt.len() - s.fed,
+                decoding: s.next.is_some(),
+            })
+            .collect();
+        let planned = plan(&states, self.batch_size);
+        self.batch.clear();
+        let mut logits_at: Vec<Option<i32>> = vec![None; self.active.len()];
+        for (i, (s, &n)) in self.active.iter_mut().zip(&planned).enumerate() {
+            if n == 0 {
+                continue;
+            }
+            if let Some(tok) = s.next.take() {
+                if self.batch.add(tok, s.n_past, &[s.slot], true).is_err() {
+                    continue;
+                }
+                s.n_past += 1;
+                logits_at[i] = Some(self.batch.n_tokens() - 1);
+            } else {
+                for k in 0..n {
+                    let last = s.fed + k + 1 == s.prompt.len();
+                    if self.batch.add(s.prompt[s.fed + k], s.n_past, &[s.slot], last).is_err() {
+                        break;
+                    }
+                    s.n_past += 1;
+                    if last {
+                        logits_at[i] = Some(self.batch.n_tokens() - 1);
+                    }
+                }
+                s.fed += n;
+            }
+        }
+        if self.batch.n_tokens() == 0 {
+            return;
+        }
+        if let Err(e) = ctx.decode(&mut self.batch) {
+            tracing::error!(model = %self.model_id, "decode failed: {e}");
+            for s in std::mem::take(&mut self.active) {
+                let _ = s.tx.send(EngineEvent::Failed(format!("decode failed: {e}")));
+                self.release(ctx, s.slot);
+            }
+            return;
+        }
+
+        let vocab = self.model.vocab();
+        let mut finished: Vec<(usize, FinishReason, bool)> = Vec::new();
+        for (i, s) in self.active.iter_mut().enumerate() {
+            let Some(idx) = logits_at[i] else { continue };
+            let tok = s.sampler.sample(ctx, idx);
+            if vocab.is_eog(tok) {
+                finished.push((i, FinishReason::Stop, false));
+                continue;
+            }
+            s.generated += 1;
+            let text = s.utf8.push(&vocab.token_to_piece(tok, false, None));
+            let out = s.stop.push(&text);
+            if !out.emit.is_empty() {
+                let _ = s.tx.send(EngineEvent::Text(out.emit));
+            }
+            if out.stopped {
+                finished.push((i, FinishReason::Stop, true));
+            } else if s.generated >= s.max_output {
+                finished.push((i, FinishReason::MaxTokens, false));
+            } else if s.n_past as u32 + 1 >= self.per_seq {
+                finished.push((i, FinishReason::ContextFull, false));
+            } else {
+                s.next = Some(tok);
+            }
+        }
+        // Remove from the back so indices stay valid.
+        finished.sort_by(|a, b| b.0.cmp(&a.0));
+        for (i, reason, stopped) in finished {
+            let mut s = self.active.swap_remove(i);
+            if !stopped {
+                let rest = s.utf8.finish();
+                let out = s.stop.push(&rest);
+                let mut tail = out.emit;
+                if !out.stopped {
+                    tail.push_str(&s.stop.finish());
+                }
+                if !tail.is_empty() {
+                    let _ = s.tx.send(EngineEvent::Text(tail));
+                }
+            }
+            let _ = s.tx.send(EngineEvent::Finished {
+                reason,
+                usage: TokenUsage {
+                    input_tokens: s.prompt.len() as u64,
+                    output_tokens: u64::from(s.generated),
+                    cached_tokens: 0,
+                },
+            });
+            self.release(ctx, s.slot);
+        }
+    }
+
+    fn release(&mut self, ctx: &mut LlamaContext<'_>, slot: i32) {
+        if let Err(e) = ctx.clear_kv_cache_seq(Some(slot as u32), None, None) {
+            tracing::error!("cannot clear KV of slot {slot}: {e}");
+        }
+        self.slots.release(slot);
+    }
+}

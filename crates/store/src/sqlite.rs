@@ -1,0 +1,218 @@
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use localgem_core::{InteractionRecord, Store, StoreError};
+use localgem_wire::{Status, Step, Usage};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+/// Interactions in one SQLite file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) the database at `path` and run pending migrations.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] if the file cannot be opened or migrated.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let url = format!("sqlite://{}", path.display());
+        let opts = SqliteConnectOptions::from_str(&url)
+            .map_err(backend)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await
+            .map_err(backend)?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .map_err(backend)?;
+        Ok(SqliteStore { pool })
+    }
+
+    /// Run `PRAGMA integrity_check`; returns its first line (`ok` when healthy).
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] if the query fails.
+    pub async fn integrity_check(&self) -> Result<String, StoreError> {
+        let row = sqlx::query("PRAGMA integrity_check")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.try_get::<String, _>(0).map_err(backend)
+    }
+
+    /// Close the pool, checkpointing the WAL.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn encode(record: &InteractionRecord) -> Result<(String, String, String), StoreError> {
+    let corrupt = |e: serde_json::Error| StoreError::Corrupt {
+        id: record.id.clone(),
+        reason: e.to_string(),
+    };
+    Ok((
+        serde_json::to_string(&record.input).map_err(corrupt)?,
+        serde_json::to_string(&record.output).map_err(corrupt)?,
+        serde_json::to_string(&record.usage).map_err(corrupt)?,
+    ))
+}
+
+fn decode(row: &sqlx::sqlite::SqliteRow) -> Result<InteractionRecord, StoreError> {
+    let id: String = row.try_get("id").map_err(backend)?;
+    let corrupt = |reason: String| StoreError::Corrupt {
+        id: id.clone(),
+        reason,
+    };
+    let status: String = row.try_get("status").map_err(backend)?;
+    let input: String = row.try_get("input").map_err(backend)?;
+    let output: String = row.try_get("output").map_err(backend)?;
+    let usage: String = row.try_get("usage").map_err(backend)?;
+    Ok(InteractionRecord {
+        tenant: row.try_get("tenant").map_err(backend)?,
+        model: row.try_get("model").map_err(backend)?,
+        status: Status::parse(&status).ok_or_else(|| corrupt(format!("status {status}")))?,
+        created: row.try_get("created").map_err(backend)?,
+        updated: row.try_get("updated").map_err(backend)?,
+        previous_interaction_id: row.try_get("previous_interaction_id").map_err(backend)?,
+        input: serde_json::from_str::<Vec<Step>>(&input).map_err(|e| corrupt(e.to_string()))?,
+        output: serde_json::from_str::<Vec<Step>>(&output).map_err(|e| corrupt(e.to_string()))?,
+        usage: serde_json::from_str::<Usage>(&usage).map_err(|e| corrupt(e.to_string()))?,
+        error: row.try_get("error").map_err(backend)?,
+        id,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn insert(&self, r: &InteractionRecord) -> Result<(), StoreError> {
+        let (input, output, usage) = encode(r)?;
+        let res = sqlx::query(
+            "INSERT INTO interactions (id, tenant, model, status, created, updated, \
+             previous_interaction_id, input, output, usage, error) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&r.id)
+        .bind(&r.tenant)
+        .bind(&r.model)
+        .bind(r.status.as_str())
+        .bind(r.created)
+        .bind(r.updated)
+        .bind(&r.previous_interaction_id)
+        .bind(input)
+        .bind(output)
+        .bind(usage)
+        .bind(&r.error)
+        .execute(&self.pool)
+        .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StoreError::Duplicate(r.id.clone()))
+            }
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn finish(&self, r: &InteractionRecord) -> Result<bool, StoreError> {
+        let (input, output, usage) = encode(r)?;
+        let res = sqlx::query(
+            "UPDATE interactions SET status = ?, updated = ?, input = ?, output = ?, usage = ?, \
+             error = ? WHERE id = ? AND tenant = ?",
+        )
+        .bind(r.status.as_str())
+        .bind(r.updated)
+        .bind(input)
+        .bind(output)
+        .bind(usage)
+        .bind(&r.error)
+        .bind(&r.id)
+        .bind(&r.tenant)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    async fn get(&self, tenant: &str, id: &str) -> Result<Option<InteractionRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM interactions WHERE id = ? AND tenant = ?")
+            .bind(id)
+            .bind(tenant)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(decode).transpose()
+    }
+
+    async fn delete(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
+        let res = sqlx::query("DELETE FROM interactions WHERE id = ? AND tenant = ?")
+            .bind(id)
+            .bind(tenant)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    async fn fail_unfinished(&self, reason: &str) -> Result<u64, StoreError> {
+        let res = sqlx::query(
+            "UPDATE interactions SET status = 'failed', error = ?, updated = unixepoch() \
+             WHERE status IN ('in_progress', 'queued')",
+        )
+        .bind(reason)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(res.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sqlite_passes_the_store_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db.sqlite")).await.unwrap();
+        crate::suite::run(&store).await;
+        assert_eq!(store.integrity_check().await.unwrap(), "ok");
+    }
+
+    #[tokio::test]
+    async fn records_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let rec = crate::suite::record("t1", "v1_a", Status::Completed);
+        {
+            let store = SqliteStore::open(&path).await.unwrap();
+            store.insert(&rec).await.unwrap();
+            let mut unfinished = crate::suite::record("t1", "v1_b", Status::InProgress);
+            unfinished.output.clear();
+            store.insert(&unfinished).await.unwrap();
+            // no close: like a crash, the pool is just dropped
+        }
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(store.get("t1", "v1_a").await.unwrap(), Some(rec));
+        assert_eq!(store.fail_unfinished("crash").await.unwrap(), 1);
+        let b = store.get("t1", "v1_b").await.unwrap().unwrap();
+        assert_eq!(b.status, Status::Failed);
+        assert_eq!(b.error.as_deref(), Some("crash"));
+    }
+}

@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# localgem SDK conformance suite.
+#
+# Runs the Python / JavaScript / REST examples of the user's seed documents
+# (shared/seeds/*.txt) UNCHANGED against a live localgem, with only
+# GOOGLE_GEMINI_BASE_URL and GEMINI_API_KEY set, plus extra SDK checks
+# (sdk_extra.py with google-genai 3.x, sdk_extra.mjs with @google/genai).
+#
+#   bash tests/conformance/run.sh
+#
+# Environment (all optional):
+#   LOCALGEM_URL            use this running server instead of starting one
+#   LOCALGEM_BIN            server binary (default: $CARGO_TARGET_DIR/release/localgem
+#                           if CARGO_TARGET_DIR is set, else <repo>/target/release/localgem)
+#   LOCALGEM_HEALTH_TIMEOUT seconds to wait for GET /healthz (default 300)
+#   LOCALGEM_SEED_DIR       seed documents (default <repo>/../shared/seeds)
+#   LOCALGEM_CACHE          cache root; SDKs live in $LOCALGEM_CACHE/conformance
+#                           (default ~/.cache/localgem/conformance)
+#   CONFORMANCE_TIMEOUT     per-example timeout in seconds (default 120)
+#   CONFORMANCE_EXTRA_TIMEOUT whole-script timeout for each sdk_extra file (default 1200)
+#   CONFORMANCE_ONLY        regex: run only the checks whose name matches
+#   CONFORMANCE_NO_EXTRA=1  skip sdk_extra.py / sdk_extra.mjs
+#   CONFORMANCE_SKIP_SETUP=1 do not run setup.sh (SDKs must already be installed)
+#   CONFORMANCE_KEEP=1      keep the work dir (example files, outputs, server.log)
+#
+# Output: one line per check, "PASS name" / "FAIL name: reason" /
+# "SKIP name: reason" (plus "# ..." notes), then exactly one line
+# "conformance: N passed, M failed[, K skipped]".  Exit status 1 if any failed.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/../.." && pwd)"
+CACHE="${LOCALGEM_CONFORMANCE_CACHE:-${LOCALGEM_CACHE:-$HOME/.cache/localgem}/conformance}"
+export LOCALGEM_CONFORMANCE_CACHE="$CACHE"
+HEALTH_TIMEOUT="${LOCALGEM_HEALTH_TIMEOUT:-300}"
+EX_TIMEOUT="${CONFORMANCE_TIMEOUT:-120}"
+EXTRA_TIMEOUT="${CONFORMANCE_EXTRA_TIMEOUT:-1200}"
+PYTHON="${PYTHON:-python3}"
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/localgem-conformance.XXXXXX")"
+SERVER_PID=""
+DATA_DIR=""
+
+cleanup() {
+  local rc=$?
+  if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  [ -n "$DATA_DIR" ] && rm -rf "$DATA_DIR"
+  if [ "${CONFORMANCE_KEEP:-0}" = 1 ]; then
+    echo "# work dir kept: $WORK" >&2
+  else
+    rm -rf "$WORK"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---- SDKs ---------------------------------------------------------------------
+if [ "${CONFORMANCE_SKIP_SETUP:-0}" != 1 ]; then
+  bash "$HERE/setup.sh"
+fi
+PY3="$CACHE/py3/bin/python"
+PY2="$CACHE/py2/bin/python"
+for f in "$PY3" "$PY2" "$CACHE/node/node_modules/@google/genai/package.json"; do
+  [ -e "$f" ] || { echo "run.sh: $f missing; run tests/conformance/setup.sh" >&2; exit 2; }
+done
+
+# ---- examples -------------------------------------------------------------------
+"$PYTHON" "$HERE/extract.py" --out "$WORK" ${LOCALGEM_SEED_DIR:+--seed-dir "$LOCALGEM_SEED_DIR"} >/dev/null
+# ESM ignores NODE_PATH: put node_modules next to the .mjs files instead.
+ln -s "$CACHE/node/node_modules" "$WORK/node_modules"
+cp "$HERE/sdk_extra.mjs" "$WORK/sdk_extra.mjs"
+
+# ---- server ---------------------------------------------------------------------
+if [ -n "${LOCALGEM_URL:-}" ]; then
+  BASE_URL="${LOCALGEM_URL%/}"
+else
+  if [ -n "${LOCALGEM_BIN:-}" ]; then
+    BIN="$LOCALGEM_BIN"
+  elif [ -n "${CARGO_TARGET_DIR:-}" ]; then
+    BIN="$CARGO_TARGET_DIR/release/localgem"
+  else
+    BIN="$REPO/target/release/localgem"
+  fi
+  case "$BIN" in /*) ;; *) BIN="$REPO/$BIN" ;; esac
+  if [ ! -x "$BIN" ]; then
+    echo "run.sh: server binary $BIN not found (cargo build --release, or set LOCALGEM_BIN / LOCALGEM_URL)" >&2
+    echo "FAIL run.sh: server binary $BIN not found"
+    echo "conformance: 0 passed, 1 failed"
+    exit 1
+  fi
+  PORT="$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+  DATA_DIR="$(mktemp -d "${TMPDIR:-/tmp}/localgem-conformance-data.XXXXXX")"
+  BASE_URL="http://127.0.0.1:$PORT"
+  echo "# starting $BIN serve --addr 127.0.0.1:$PORT --data-dir $DATA_DIR" >&2
+  "$BIN" serve --addr "127.0.0.1:$PORT" --data-dir "$DATA_DIR" >"$WORK/server.log" 2>&1 &
+  SERVER_PID=$!
+fi
+
+deadline=$((SECONDS + HEALTH_TIMEOUT))
+until curl -fsS -o /dev/null --max-time 5 "$BASE_URL/healthz" 2>/dev/null; do
+  if [ -n "$SERVER_PID" ] && ! kill -0 "$SERVER_PID" 2>/dev/null; then
+    echo "run.sh: server exited before becoming healthy; last log lines:" >&2
+    tail -n 30 "$WORK/server.log" >&2 || true
+    echo "FAIL run.sh: server exited before GET /healthz answered 200"
+    echo "conformance: 0 passed, 1 failed"
+    exit 1
+  fi
+  if [ "$SECONDS" -ge "$deadline" ]; then
+    echo "run.sh: $BASE_URL/healthz not ready after ${HEALTH_TIMEOUT}s" >&2
+    if [ -f "$WORK/server.log" ]; then tail -n 30 "$WORK/server.log" >&2; fi
+    echo "FAIL run.sh: GET /healthz not 200 within ${HEALTH_TIMEOUT}s"
+    echo "conformance: 0 passed, 1 failed"
+    exit 1
+  fi
+  sleep 1
+done
+echo "# server ready at $BASE_URL" >&2
+
+export GOOGLE_GEMINI_BASE_URL="$BASE_URL"
+export GEMINI_API_KEY="conformance-test-key"
+unset GOOGLE_API_KEY GOOGLE_GENAI_API_VERSION GOOGLE_GENAI_USE_VERTEXAI || true
+export NO_PROXY="127.0.0.1,localhost" no_proxy="127.0.0.1,localhost"
+
+# ---- run --------------------------------------------------------------------------
+LOG="$WORK/results.log"
+: >"$LOG"
+
+# $1 = label for crash reporting; rest = command. Its PASS/FAIL/SKIP lines go to
+# the log; a crash without any FAIL line is counted as one FAIL.
+run_part() {
+  local label="$1"; shift
+  local before after rc=0
+  before="$(grep -c '^FAIL ' "$LOG" || true)"
+  "$@" 2>"$WORK/$label.stderr" | tee -a "$LOG" || rc=$?
+  after="$(grep -c '^FAIL ' "$LOG" || true)"
+  if [ "$rc" -ne 0 ] && [ "$after" = "$before" ]; then
+    echo "FAIL $label: exited $rc without reporting a failure; stderr: $(tail -c 400 "$WORK/$label.stderr" | tr '\n' ' ')" | tee -a "$LOG"
+  fi
+}
+
+run_part seed-examples "$PYTHON" "$HERE/runner.py" --work "$WORK" --py3 "$PY3" --py2 "$PY2" --timeout "$EX_TIMEOUT"
+
+if [ "${CONFORMANCE_NO_EXTRA:-0}" != 1 ]; then
+  run_part sdk_extra.py timeout "$EXTRA_TIMEOUT" "$PY3" "$HERE/sdk_extra.py"
+  run_part sdk_extra.mjs bash -c 'cd "$1" && exec timeout "$2" node sdk_extra.mjs' _ "$WORK" "$EXTRA_TIMEOUT"
+fi
+
+passed="$(grep -c '^PASS ' "$LOG" || true)"
+failed="$(grep -c '^FAIL ' "$LOG" || true)"
+skipped="$(grep -c '^SKIP ' "$LOG" || true)"
+if [ "$passed" -eq 0 ] && [ "$failed" -eq 0 ]; then
+  echo "FAIL run.sh: no check ran"
+  failed=1
+fi
+summary="conformance: $passed passed, $failed failed"
+[ "$skipped" -gt 0 ] && summary="$summary, $skipped skipped"
+echo "$summary"
+[ "$failed" -eq 0 ]
