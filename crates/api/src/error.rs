@@ -59,7 +59,11 @@ impl ApiError {
 
     /// 415 `invalid_request`.
     pub fn unsupported_media_type(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request", message)
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request",
+            message,
+        )
     }
 
     /// 429 `resource_exhausted`.
@@ -79,7 +83,11 @@ impl ApiError {
     /// 500 `internal`; the detail is logged, not sent.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!("internal error: {detail}");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Something went wrong")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Something went wrong",
+        )
     }
 
     /// Google's status string for this HTTP status.

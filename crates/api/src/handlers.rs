@@ -46,7 +46,11 @@ fn check_revision(headers: &HeaderMap) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<bytes_alias::Bytes, ApiError> {
+async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<bytes_alias::Bytes, ApiError> {
     let declared = headers
         .get("content-length")
         .and_then(|v| v.to_str().ok())
@@ -91,7 +95,7 @@ pub async fn create(
             ApiError::bad_request(format!("Invalid JSON payload: {msg}"))
         }
     })?;
-    let mut valid = validate_create(req)?;
+    let mut valid = validate_create(req, st.config.sampling)?;
     // `?alt=sse` is the older way to ask for a stream; honour it.
     if query.get("alt").is_some_and(|a| a == "sse") {
         valid.stream = true;
@@ -193,7 +197,9 @@ pub async fn cancel(
             }
         }
         if record.status == Status::InProgress {
-            return Err(ApiError::unavailable("the interaction did not stop in time"));
+            return Err(ApiError::unavailable(
+                "the interaction did not stop in time",
+            ));
         }
     }
     Ok(Json(to_wire(&record, StepsView::All)).into_response())
@@ -236,7 +242,11 @@ pub async fn get_model(
         .iter()
         .find(|m| m.id == target)
         .ok_or_else(|| ApiError::not_found(format!("model {id:?} not found")))?;
-    Ok(Json(wire_model(&id, info, st.config.default_max_output_tokens)))
+    Ok(Json(wire_model(
+        &id,
+        info,
+        st.config.default_max_output_tokens,
+    )))
 }
 
 /// Unknown paths.

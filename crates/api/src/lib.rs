@@ -34,6 +34,8 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Output cap when the request sets none.
     pub default_max_output_tokens: u32,
+    /// Sampling when the request sets none.
+    pub sampling: validate::SamplingDefaults,
 }
 
 impl Default for ApiConfig {
@@ -41,7 +43,8 @@ impl Default for ApiConfig {
         ApiConfig {
             aliases: ModelAliases::default(),
             max_body_bytes: 20 * 1024 * 1024,
-            default_max_output_tokens: 1024,
+            default_max_output_tokens: 512,
+            sampling: validate::SamplingDefaults::default(),
         }
     }
 }
@@ -85,6 +88,10 @@ pub fn router(state: AppState) -> Router {
         .route("/{v}/models/{id}", get(handlers::get_model))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().on_failure(
+                tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG),
+            ),
+        )
         .with_state(state)
 }

@@ -102,14 +102,34 @@ mod tests {
 
     #[test]
     fn resolves_ids_and_aliases() {
-        let a = ModelAliases::parse(&["gemini-*=default,gemma-4-*=gemma-3-270m".into()], "smollm2-135m").unwrap();
-        assert_eq!(a.resolve("gemini-3-flash-preview", &served()).unwrap(), "smollm2-135m");
-        assert_eq!(a.resolve("models/gemini-2.5-pro", &served()).unwrap(), "smollm2-135m");
-        assert_eq!(a.resolve("gemma-3-270m", &served()).unwrap(), "gemma-3-270m");
-        assert_eq!(a.resolve("gemma-4-31b-it", &served()).unwrap(), "gemma-3-270m");
+        let a = ModelAliases::parse(
+            &["gemini-*=default,gemma-4-*=gemma-3-270m".into()],
+            "smollm2-135m",
+        )
+        .unwrap();
+        assert_eq!(
+            a.resolve("gemini-3-flash-preview", &served()).unwrap(),
+            "smollm2-135m"
+        );
+        assert_eq!(
+            a.resolve("models/gemini-2.5-pro", &served()).unwrap(),
+            "smollm2-135m"
+        );
+        assert_eq!(
+            a.resolve("gemma-3-270m", &served()).unwrap(),
+            "gemma-3-270m"
+        );
+        assert_eq!(
+            a.resolve("gemma-4-31b-it", &served()).unwrap(),
+            "gemma-3-270m"
+        );
         let e = a.resolve("gpt-4", &served()).unwrap_err();
         assert_eq!(e.status.as_u16(), 404);
-        assert!(e.message.contains("smollm2-135m, gemma-3-270m"), "{}", e.message);
+        assert!(
+            e.message.contains("smollm2-135m, gemma-3-270m"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

@@ -109,7 +109,11 @@ pub fn to_wire(r: &InteractionRecord, view: StepsView) -> Interaction {
 }
 
 /// The steps of the whole conversation before this turn, oldest first.
-async fn load_history(state: &AppState, tenant: &Tenant, first: &str) -> Result<Vec<Step>, ApiError> {
+async fn load_history(
+    state: &AppState,
+    tenant: &Tenant,
+    first: &str,
+) -> Result<Vec<Step>, ApiError> {
     let mut chain = Vec::new();
     let mut next = Some(first.to_owned());
     while let Some(id) = next {
@@ -146,7 +150,11 @@ async fn load_history(state: &AppState, tenant: &Tenant, first: &str) -> Result<
 /// # Errors
 /// 4xx for an unknown model or chain, content the model cannot take, or a prompt that does
 /// not fit; 429/503 when the engine cannot take it now; 500 when the store fails.
-pub async fn start(state: &AppState, tenant: Tenant, req: ValidCreate) -> Result<Running, ApiError> {
+pub async fn start(
+    state: &AppState,
+    tenant: Tenant,
+    req: ValidCreate,
+) -> Result<Running, ApiError> {
     let served = state.engine.models();
     let engine_model = state.config.aliases.resolve(&req.model, &served)?;
     check_modalities(&req.input, &engine_model)?;

@@ -95,7 +95,11 @@ fn step_events(index: u32, step: &Step) -> Vec<StreamEvent> {
                 }
             }
         }
-        Step::FunctionCall { id, name, arguments } => {
+        Step::FunctionCall {
+            id,
+            name,
+            arguments,
+        } => {
             out.push(StreamEvent::StepStart {
                 index,
                 step: json!({"type": "function_call", "id": id, "name": name, "arguments": {}}),
@@ -185,7 +189,9 @@ pub fn live(mut run: Running) -> Response {
                         .await;
                     if record.status == Status::Failed {
                         // One error event, then close (spec §4.5).
-                        let err = ApiError::internal(record.error.as_deref().unwrap_or("generation failed"));
+                        let err = ApiError::internal(
+                            record.error.as_deref().unwrap_or("generation failed"),
+                        );
                         let _ = tx
                             .send(event(&StreamEvent::Error {
                                 error: err.body(),
@@ -244,15 +250,27 @@ mod tests {
             created: 0,
             updated: 1,
             previous_interaction_id: None,
-            input: vec![Step::UserInput { content: vec![Content::text("q")] }],
-            output: vec![Step::ModelOutput { content: vec![Content::text("a")], error: None }],
+            input: vec![Step::UserInput {
+                content: vec![Content::text("q")],
+            }],
+            output: vec![Step::ModelOutput {
+                content: vec![Content::text("a")],
+                error: None,
+            }],
             usage: Usage::text(1, 1, 0),
             error: None,
         };
         let types: Vec<&str> = replay(&r).iter().map(StreamEvent::event_type).collect();
         assert_eq!(
             types,
-            ["interaction.created", "interaction.status_update", "step.start", "step.delta", "step.stop", "interaction.completed"]
+            [
+                "interaction.created",
+                "interaction.status_update",
+                "step.start",
+                "step.delta",
+                "step.stop",
+                "interaction.completed"
+            ]
         );
     }
 }

@@ -27,15 +27,18 @@ fn key_from_query(query: &str) -> Option<String> {
 
 /// The API key a request carries, if any.
 pub fn api_key(parts: &Parts) -> Option<String> {
-    if let Some(k) = parts.headers.get("x-goog-api-key").and_then(|v| v.to_str().ok()) {
+    if let Some(k) = parts
+        .headers
+        .get("x-goog-api-key")
+        .and_then(|v| v.to_str().ok())
+    {
         return Some(k.trim().to_owned());
     }
     if let Some(k) = parts.uri.query().and_then(key_from_query) {
         return Some(k);
     }
     let auth = parts.headers.get("authorization")?.to_str().ok()?;
-    auth.strip_prefix("Bearer ")
-        .map(|k| k.trim().to_owned())
+    auth.strip_prefix("Bearer ").map(|k| k.trim().to_owned())
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Tenant {
@@ -57,11 +60,28 @@ mod tests {
 
     #[test]
     fn key_sources() {
-        let p = parts(Request::builder().uri("/v1/x").header("x-goog-api-key", "k1").body(()).unwrap());
+        let p = parts(
+            Request::builder()
+                .uri("/v1/x")
+                .header("x-goog-api-key", "k1")
+                .body(())
+                .unwrap(),
+        );
         assert_eq!(api_key(&p).as_deref(), Some("k1"));
-        let p = parts(Request::builder().uri("/v1/x?alt=sse&key=k2").body(()).unwrap());
+        let p = parts(
+            Request::builder()
+                .uri("/v1/x?alt=sse&key=k2")
+                .body(())
+                .unwrap(),
+        );
         assert_eq!(api_key(&p).as_deref(), Some("k2"));
-        let p = parts(Request::builder().uri("/v1/x").header("authorization", "Bearer k3").body(()).unwrap());
+        let p = parts(
+            Request::builder()
+                .uri("/v1/x")
+                .header("authorization", "Bearer k3")
+                .body(())
+                .unwrap(),
+        );
         assert_eq!(api_key(&p).as_deref(), Some("k3"));
         let p = parts(Request::builder().uri("/v1/x").body(()).unwrap());
         assert_eq!(api_key(&p), None);

@@ -106,9 +106,18 @@ impl Engine for FakeEngine {
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
-                let piece = if i == 0 { word.to_owned() } else { format!(" {word}") };
+                let piece = if i == 0 {
+                    word.to_owned()
+                } else {
+                    format!(" {word}")
+                };
                 let candidate = format!("{emitted}{piece}");
-                if let Some(pos) = req.stop_sequences.iter().filter_map(|s| candidate.find(s.as_str())).min() {
+                if let Some(pos) = req
+                    .stop_sequences
+                    .iter()
+                    .filter_map(|s| candidate.find(s.as_str()))
+                    .min()
+                {
                     let rest = &candidate[emitted.len()..pos.max(emitted.len())];
                     if !rest.is_empty() {
                         let _ = tx.send(EngineEvent::Text(rest.to_owned()));

@@ -30,6 +30,24 @@ pub struct ValidCreate {
     pub stream: bool,
 }
 
+/// Sampling used when a request leaves `temperature` or `top_p` out.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SamplingDefaults {
+    /// Temperature.
+    pub temperature: f32,
+    /// Nucleus mass.
+    pub top_p: f32,
+}
+
+impl Default for SamplingDefaults {
+    fn default() -> Self {
+        SamplingDefaults {
+            temperature: 0.7,
+            top_p: 0.95,
+        }
+    }
+}
+
 const THINKING_LEVELS: [&str; 5] = ["minimal", "low", "medium", "high", "xhigh"];
 const SERVICE_TIERS: [&str; 4] = ["flex", "standard", "priority", "deferred"];
 const MAX_STOP_SEQUENCES: usize = 16;
@@ -38,7 +56,10 @@ const MAX_STOP_SEQUENCES: usize = 16;
 ///
 /// # Errors
 /// A 400 naming the first problem found.
-pub fn validate_create(req: CreateInteractionRequest) -> Result<ValidCreate, ApiError> {
+pub fn validate_create(
+    req: CreateInteractionRequest,
+    defaults: SamplingDefaults,
+) -> Result<ValidCreate, ApiError> {
     if req.agent.is_some() || req.agent_config.is_some() {
         return Err(ApiError::bad_request(
             "agents are not served by this server; set `model` instead of `agent`",
@@ -92,7 +113,10 @@ pub fn validate_create(req: CreateInteractionRequest) -> Result<ValidCreate, Api
             )));
         }
     }
-    validate_response_format(req.response_format.as_ref(), req.response_mime_type.as_deref())?;
+    validate_response_format(
+        req.response_format.as_ref(),
+        req.response_mime_type.as_deref(),
+    )?;
     if let Some(id) = &req.previous_interaction_id {
         if id.is_empty() {
             return Err(ApiError::bad_request(
@@ -105,7 +129,7 @@ pub fn validate_create(req: CreateInteractionRequest) -> Result<ValidCreate, Api
         None => return Err(ApiError::bad_request("`input` is required")),
     };
     let cfg = req.generation_config.unwrap_or_default();
-    let (sampling, stop_sequences, max_output_tokens) = validate_generation_config(&cfg)?;
+    let (sampling, stop_sequences, max_output_tokens) = validate_generation_config(&cfg, defaults)?;
     Ok(ValidCreate {
         model,
         input,
@@ -158,6 +182,7 @@ fn validate_response_format(format: Option<&Value>, mime: Option<&str>) -> Resul
 
 fn validate_generation_config(
     cfg: &GenerationConfig,
+    defaults: SamplingDefaults,
 ) -> Result<(Sampling, Vec<String>, Option<u32>), ApiError> {
     let temperature = match cfg.temperature {
         Some(t) if !(0.0..=2.0).contains(&t) || !t.is_finite() => {
@@ -166,7 +191,7 @@ fn validate_generation_config(
             )))
         }
         Some(t) => t as f32,
-        None => 1.0,
+        None => defaults.temperature,
     };
     let top_p = match cfg.top_p {
         Some(p) if !(0.0..=1.0).contains(&p) || !p.is_finite() => {
@@ -175,7 +200,7 @@ fn validate_generation_config(
             )))
         }
         Some(p) => p as f32,
-        None => 0.95,
+        None => defaults.top_p,
     };
     // Seeds are int32 on Google's API; any integer is accepted and mapped onto 32 bits.
     let seed = match cfg.seed {
@@ -347,7 +372,9 @@ pub fn parse_input(input: Value) -> Result<Vec<Step>, ApiError> {
                 .map(|(i, v)| match (v, type_of(v)) {
                     (Value::Object(_), Some(t)) if CONTENT_TYPES.contains(&t) => Ok("content"),
                     (Value::Object(_), Some(t)) if STEP_TYPES.contains(&t) => Ok("step"),
-                    (Value::Object(o), None) if o.contains_key("role") || o.contains_key("content") => {
+                    (Value::Object(o), None)
+                        if o.contains_key("role") || o.contains_key("content") =>
+                    {
                         Ok("turn")
                     }
                     (Value::Object(_), Some(t)) => Err(ApiError::bad_request(format!(
@@ -485,21 +512,38 @@ mod tests {
 
     fn req(v: Value) -> Result<ValidCreate, ApiError> {
         let r: CreateInteractionRequest = serde_json::from_value(v).unwrap();
-        validate_create(r)
+        validate_create(r, SamplingDefaults::default())
     }
 
     #[test]
     fn four_input_forms() {
         let s = parse_input(json!("hi")).unwrap();
-        assert_eq!(s, vec![Step::UserInput { content: vec![Content::text("hi")] }]);
-        assert_eq!(parse_input(json!({"type": "text", "text": "hi"})).unwrap(), s);
-        assert_eq!(parse_input(json!([{"type": "text", "text": "hi"}])).unwrap(), s);
         assert_eq!(
-            parse_input(json!([{"type": "user_input", "content": [{"type": "text", "text": "hi"}]}])).unwrap(),
+            s,
+            vec![Step::UserInput {
+                content: vec![Content::text("hi")]
+            }]
+        );
+        assert_eq!(
+            parse_input(json!({"type": "text", "text": "hi"})).unwrap(),
+            s
+        );
+        assert_eq!(
+            parse_input(json!([{"type": "text", "text": "hi"}])).unwrap(),
+            s
+        );
+        assert_eq!(
+            parse_input(
+                json!([{"type": "user_input", "content": [{"type": "text", "text": "hi"}]}])
+            )
+            .unwrap(),
             s
         );
         // legacy role turns
-        assert_eq!(parse_input(json!([{"role": "user", "content": "hi"}])).unwrap(), s);
+        assert_eq!(
+            parse_input(json!([{"role": "user", "content": "hi"}])).unwrap(),
+            s
+        );
     }
 
     #[test]
@@ -534,13 +578,20 @@ mod tests {
             json!([{"type": "text"}]),
             json!([{"type": "user_input", "content": "x", "extra": 1}, 3]),
         ] {
-            assert_eq!(parse_input(bad.clone()).unwrap_err().status.as_u16(), 400, "{bad}");
+            assert_eq!(
+                parse_input(bad.clone()).unwrap_err().status.as_u16(),
+                400,
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn conversation_must_end_with_user() {
-        let steps = parse_input(json!([{"type": "model_output", "content": [{"type": "text", "text": "x"}]}])).unwrap();
+        let steps = parse_input(
+            json!([{"type": "model_output", "content": [{"type": "text", "text": "x"}]}]),
+        )
+        .unwrap();
         assert!(to_messages(None, &steps).is_err());
     }
 
@@ -560,16 +611,25 @@ mod tests {
             json!({"thinking_summaries": "sometimes"}),
             json!({"tool_choice": "maybe"}),
         ] {
-            let e = req(json!({"model": "m", "input": "x", "generation_config": bad.clone()})).unwrap_err();
+            let e = req(json!({"model": "m", "input": "x", "generation_config": bad.clone()}))
+                .unwrap_err();
             assert_eq!(e.status.as_u16(), 400, "{bad}");
         }
     }
 
     #[test]
     fn top_level_rules() {
-        assert!(req(json!({"input": "x"})).unwrap_err().message.contains("`model`"));
-        assert!(req(json!({"model": "m"})).unwrap_err().message.contains("`input`"));
-        assert!(req(json!({"model": "m", "input": "x", "store": false, "background": true})).is_err());
+        assert!(req(json!({"input": "x"}))
+            .unwrap_err()
+            .message
+            .contains("`model`"));
+        assert!(req(json!({"model": "m"}))
+            .unwrap_err()
+            .message
+            .contains("`input`"));
+        assert!(
+            req(json!({"model": "m", "input": "x", "store": false, "background": true})).is_err()
+        );
         assert!(req(json!({"model": "m", "input": "x", "agent": "a"})).is_err());
         assert!(req(json!({"model": "m", "input": "x", "service_tier": "gold"})).is_err());
         assert!(req(json!({"model": "m", "input": "x", "response_format": {"type": "text", "mime_type": "text/plain"}})).is_ok());

@@ -29,6 +29,7 @@ fn app_with(engine: FakeEngine, store: Arc<dyn Store>, max_body: usize) -> App {
             aliases: ModelAliases::parse(&["gemini-*=default".into()], FakeEngine::MODEL).unwrap(),
             max_body_bytes: max_body,
             default_max_output_tokens: 64,
+            sampling: Default::default(),
         },
     );
     App { state, engine }
@@ -39,8 +40,17 @@ fn app() -> App {
 }
 
 impl App {
-    async fn call(&self, method: &str, uri: &str, key: &str, body: Option<Value>) -> (StatusCode, String, String) {
-        let mut b = Request::builder().method(method).uri(uri).header("x-goog-api-key", key);
+    async fn call(
+        &self,
+        method: &str,
+        uri: &str,
+        key: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, String, String) {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("x-goog-api-key", key);
         let body = match body {
             Some(v) => {
                 b = b.header("content-type", "application/json");
@@ -48,7 +58,10 @@ impl App {
             }
             None => Body::empty(),
         };
-        let resp = router(self.state.clone()).oneshot(b.body(body).unwrap()).await.unwrap();
+        let resp = router(self.state.clone())
+            .oneshot(b.body(body).unwrap())
+            .await
+            .unwrap();
         let status = resp.status();
         let ct = resp
             .headers()
@@ -59,21 +72,34 @@ impl App {
         (status, ct, String::from_utf8(bytes.to_vec()).unwrap())
     }
 
-    async fn json(&self, method: &str, uri: &str, key: &str, body: Option<Value>) -> (StatusCode, Value) {
+    async fn json(
+        &self,
+        method: &str,
+        uri: &str,
+        key: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let (s, ct, text) = self.call(method, uri, key, body).await;
-        assert!(ct.starts_with("application/json"), "content-type {ct} for {text}");
+        assert!(
+            ct.starts_with("application/json"),
+            "content-type {ct} for {text}"
+        );
         (s, serde_json::from_str(&text).unwrap())
     }
 
     async fn create(&self, body: Value) -> Value {
-        let (s, v) = self.json("POST", "/v1beta/interactions", "k", Some(body)).await;
+        let (s, v) = self
+            .json("POST", "/v1beta/interactions", "k", Some(body))
+            .await;
         assert_eq!(s, StatusCode::OK, "{v}");
         v
     }
 }
 
 fn text_of(v: &Value) -> &str {
-    v["steps"].as_array().unwrap().last().unwrap()["content"][0]["text"].as_str().unwrap()
+    v["steps"].as_array().unwrap().last().unwrap()["content"][0]["text"]
+        .as_str()
+        .unwrap()
 }
 
 /// Parse an SSE body into (event line, data JSON or "[DONE]") pairs.
@@ -98,7 +124,9 @@ fn sse_events(body: &str) -> Vec<(String, String)> {
 #[tokio::test]
 async fn basic_create_matches_the_wire_shape() {
     let a = app();
-    let v = a.create(json!({"model": "gemini-3-flash-preview", "input": "How does AI work?"})).await;
+    let v = a
+        .create(json!({"model": "gemini-3-flash-preview", "input": "How does AI work?"}))
+        .await;
     assert!(v["id"].as_str().unwrap().starts_with("v1_"));
     assert_eq!(v["object"], "interaction");
     assert_eq!(v["model"], "gemini-3-flash-preview");
@@ -119,7 +147,14 @@ async fn basic_create_matches_the_wire_shape() {
     assert!(created.ends_with('Z'));
     // GET shows the input step too
     let id = v["id"].as_str().unwrap();
-    let (s, g) = a.json("GET", &format!("/v1/interactions/{id}?stream=false"), "k", None).await;
+    let (s, g) = a
+        .json(
+            "GET",
+            &format!("/v1/interactions/{id}?stream=false"),
+            "k",
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(g["steps"][0]["type"], "user_input");
     assert_eq!(g["steps"][0]["content"][0]["text"], "How does AI work?");
@@ -175,7 +210,10 @@ async fn previous_interaction_id_carries_the_whole_chain() {
     let last = reqs.last().unwrap();
     // system instruction is interaction-scoped: not inherited
     let roles: Vec<Role> = last.messages.iter().map(|m| m.role).collect();
-    assert_eq!(roles, [Role::User, Role::Model, Role::User, Role::Model, Role::User]);
+    assert_eq!(
+        roles,
+        [Role::User, Role::Model, Role::User, Role::Model, Role::User]
+    );
     assert_eq!(last.messages[0].content, "I have 2 dogs in my house.");
     assert_eq!(last.messages[1].content, "Echo: I have 2 dogs in my house.");
     assert_eq!(last.messages[4].content, "And cats?");
@@ -189,7 +227,9 @@ async fn stateless_history_as_python_model_dump_sends_it() {
             "input": [{"type": "user_input", "content": [{"type": "text", "text": "I have 2 dogs in my house."}]}]}))
         .await;
     assert_eq!(one["id"], "");
-    let mut history = vec![json!({"type": "user_input", "content": [{"type": "text", "text": "I have 2 dogs in my house."}]})];
+    let mut history = vec![
+        json!({"type": "user_input", "content": [{"type": "text", "text": "I have 2 dogs in my house."}]}),
+    ];
     for step in one["steps"].as_array().unwrap() {
         let mut s = step.clone();
         // what pydantic's model_dump() adds
@@ -198,7 +238,9 @@ async fn stateless_history_as_python_model_dump_sends_it() {
         history.push(s);
     }
     history.push(json!({"type": "user_input", "content": [{"type": "text", "text": "How many paws are in my house?"}]}));
-    let two = a.create(json!({"model": "gemini-3-flash-preview", "store": false, "input": history})).await;
+    let two = a
+        .create(json!({"model": "gemini-3-flash-preview", "store": false, "input": history}))
+        .await;
     assert_eq!(text_of(&two), "Echo: How many paws are in my house?");
     let reqs = a.engine.requests.lock().unwrap();
     assert_eq!(reqs.last().unwrap().messages.len(), 3);
@@ -207,12 +249,21 @@ async fn stateless_history_as_python_model_dump_sends_it() {
 #[tokio::test]
 async fn store_false_is_not_retrievable_or_chainable() {
     let a = app();
-    let one = a.create(json!({"model": "fake-model", "input": "x", "store": false})).await;
+    let one = a
+        .create(json!({"model": "fake-model", "input": "x", "store": false}))
+        .await;
     assert_eq!(one["id"], "");
     let (s, v) = a.json("GET", "/v1/interactions/", "k", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
     let (s, v) = a
-        .json("POST", "/v1/interactions", "k", Some(json!({"model": "fake-model", "input": "y", "previous_interaction_id": "v1_nope"})))
+        .json(
+            "POST",
+            "/v1/interactions",
+            "k",
+            Some(
+                json!({"model": "fake-model", "input": "y", "previous_interaction_id": "v1_nope"}),
+            ),
+        )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_eq!(v["error"]["code"], "not_found");
@@ -221,7 +272,9 @@ async fn store_false_is_not_retrievable_or_chainable() {
 #[tokio::test]
 async fn tenancy_hides_everything_from_other_keys() {
     let a = app();
-    let one = a.create(json!({"model": "fake-model", "input": "secret"})).await;
+    let one = a
+        .create(json!({"model": "fake-model", "input": "secret"}))
+        .await;
     let id = one["id"].as_str().unwrap();
     for (method, uri, body) in [
         ("GET", format!("/v1/interactions/{id}"), None),
@@ -238,7 +291,9 @@ async fn tenancy_hides_everything_from_other_keys() {
         assert_eq!(s, StatusCode::NOT_FOUND, "{method} {uri}: {body}");
     }
     // the owner still has it
-    let (s, _) = a.json("GET", &format!("/v1/interactions/{id}"), "k", None).await;
+    let (s, _) = a
+        .json("GET", &format!("/v1/interactions/{id}"), "k", None)
+        .await;
     assert_eq!(s, StatusCode::OK);
 }
 
@@ -247,12 +302,18 @@ async fn delete_then_404() {
     let a = app();
     let one = a.create(json!({"model": "fake-model", "input": "x"})).await;
     let id = one["id"].as_str().unwrap();
-    let (s, v) = a.json("DELETE", &format!("/v1beta/interactions/{id}"), "k", None).await;
+    let (s, v) = a
+        .json("DELETE", &format!("/v1beta/interactions/{id}"), "k", None)
+        .await;
     assert_eq!((s, v), (StatusCode::OK, json!({})));
-    let (s, v) = a.json("GET", &format!("/v1beta/interactions/{id}"), "k", None).await;
+    let (s, v) = a
+        .json("GET", &format!("/v1beta/interactions/{id}"), "k", None)
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_eq!(v["error"]["code"], "not_found");
-    let (s, _) = a.json("DELETE", &format!("/v1beta/interactions/{id}"), "k", None).await;
+    let (s, _) = a
+        .json("DELETE", &format!("/v1beta/interactions/{id}"), "k", None)
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
 
@@ -274,12 +335,21 @@ async fn garbage_gets_clear_400s() {
         json!([1, 2, 3]),
     ];
     for body in cases {
-        let (s, v) = a.json("POST", "/v1/interactions", "k", Some(body.clone())).await;
+        let (s, v) = a
+            .json("POST", "/v1/interactions", "k", Some(body.clone()))
+            .await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{body} -> {v}");
         assert_eq!(v["error"]["code"], "invalid_request", "{v}");
         assert!(!v["error"]["message"].as_str().unwrap().is_empty());
     }
-    let (s, v) = a.json("POST", "/v1/interactions", "k", Some(json!({"model": "fake-model", "input": "x", "tool_choice": "auto"}))).await;
+    let (s, v) = a
+        .json(
+            "POST",
+            "/v1/interactions",
+            "k",
+            Some(json!({"model": "fake-model", "input": "x", "tool_choice": "auto"})),
+        )
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(v["error"]["message"], "Unknown parameter 'tool_choice'.");
     // not JSON at all
@@ -296,13 +366,28 @@ async fn garbage_gets_clear_400s() {
 #[tokio::test]
 async fn unknown_model_names_the_available_ones() {
     let a = app();
-    let (s, v) = a.json("POST", "/v1/interactions", "k", Some(json!({"model": "gpt-4o", "input": "x"}))).await;
+    let (s, v) = a
+        .json(
+            "POST",
+            "/v1/interactions",
+            "k",
+            Some(json!({"model": "gpt-4o", "input": "x"})),
+        )
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    assert!(v["error"]["message"].as_str().unwrap().contains("fake-model"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("fake-model"),
+        "{v}"
+    );
     let (s, v) = a.json("GET", "/v1beta/models", "k", None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["models"][0]["name"], "models/fake-model");
-    let (s, v) = a.json("GET", "/v1beta/models/gemini-3-flash-preview", "k", None).await;
+    let (s, v) = a
+        .json("GET", "/v1beta/models/gemini-3-flash-preview", "k", None)
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["baseModelId"], "fake-model");
 }
@@ -311,14 +396,21 @@ async fn unknown_model_names_the_available_ones() {
 async fn oversized_bodies_get_413_and_legacy_revision_400() {
     let a = app_with(FakeEngine::default(), Arc::new(MemoryStore::new()), 1024);
     let (s, v) = a
-        .json("POST", "/v1/interactions", "k", Some(json!({"model": "fake-model", "input": "x".repeat(5000)})))
+        .json(
+            "POST",
+            "/v1/interactions",
+            "k",
+            Some(json!({"model": "fake-model", "input": "x".repeat(5000)})),
+        )
         .await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
     let req = Request::builder()
         .method("POST")
         .uri("/v1beta/interactions")
         .header("api-revision", "2026-05-07")
-        .body(Body::from(json!({"model": "fake-model", "input": "x"}).to_string()))
+        .body(Body::from(
+            json!({"model": "fake-model", "input": "x"}).to_string(),
+        ))
         .unwrap();
     let resp = router(a.state.clone()).oneshot(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
@@ -326,9 +418,14 @@ async fn oversized_bodies_get_413_and_legacy_revision_400() {
         .method("POST")
         .uri("/v1beta/interactions")
         .header("api-revision", "2026-05-20")
-        .body(Body::from(json!({"model": "fake-model", "input": "x"}).to_string()))
+        .body(Body::from(
+            json!({"model": "fake-model", "input": "x"}).to_string(),
+        ))
         .unwrap();
-    assert_eq!(router(a.state.clone()).oneshot(req).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        router(a.state.clone()).oneshot(req).await.unwrap().status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -352,14 +449,28 @@ async fn stream_follows_the_spec_event_sequence_and_matches_get() {
     assert!(ct.starts_with("text/event-stream"), "{ct}");
     let events = sse_events(&body);
     let names: Vec<&str> = events.iter().map(|(e, _)| e.as_str()).collect();
-    assert_eq!(names[..3], ["interaction.created", "interaction.status_update", "step.start"]);
-    assert_eq!(names[names.len() - 3..], ["step.stop", "interaction.completed", "done"]);
+    assert_eq!(
+        names[..3],
+        [
+            "interaction.created",
+            "interaction.status_update",
+            "step.start"
+        ]
+    );
+    assert_eq!(
+        names[names.len() - 3..],
+        ["step.stop", "interaction.completed", "done"]
+    );
     assert_eq!(events.last().unwrap().1, "[DONE]");
     let mut text = String::new();
     let mut id = String::new();
     for (name, data) in &events[..events.len() - 1] {
         let v: Value = serde_json::from_str(data).unwrap();
-        assert_eq!(v["event_type"], name.as_str(), "event line and event_type agree");
+        assert_eq!(
+            v["event_type"],
+            name.as_str(),
+            "event line and event_type agree"
+        );
         match name.as_str() {
             "interaction.created" => {
                 id = v["interaction"]["id"].as_str().unwrap().to_owned();
@@ -380,10 +491,19 @@ async fn stream_follows_the_spec_event_sequence_and_matches_get() {
         }
     }
     assert_eq!(text, "Echo: Explain how AI works");
-    let (_, g) = a.json("GET", &format!("/v1/interactions/{id}"), "k", None).await;
+    let (_, g) = a
+        .json("GET", &format!("/v1/interactions/{id}"), "k", None)
+        .await;
     assert_eq!(text_of(&g), text);
     // replay
-    let (s, ct, replay) = a.call("GET", &format!("/v1/interactions/{id}?stream=true"), "k", None).await;
+    let (s, ct, replay) = a
+        .call(
+            "GET",
+            &format!("/v1/interactions/{id}?stream=true"),
+            "k",
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert!(ct.starts_with("text/event-stream"));
     let names2: Vec<String> = sse_events(&replay).into_iter().map(|(e, _)| e).collect();
@@ -391,7 +511,12 @@ async fn stream_follows_the_spec_event_sequence_and_matches_get() {
     assert_eq!(names2.last().unwrap(), "done");
     // ?alt=sse also streams
     let (_, ct, _) = a
-        .call("POST", "/v1beta/interactions?alt=sse", "k", Some(json!({"model": "fake-model", "input": "x", "stream": true})))
+        .call(
+            "POST",
+            "/v1beta/interactions?alt=sse",
+            "k",
+            Some(json!({"model": "fake-model", "input": "x", "stream": true})),
+        )
         .await;
     assert!(ct.starts_with("text/event-stream"));
 }
@@ -400,7 +525,12 @@ async fn stream_follows_the_spec_event_sequence_and_matches_get() {
 async fn stored_false_stream_has_empty_id() {
     let a = app();
     let (_, _, body) = a
-        .call("POST", "/v1/interactions", "k", Some(json!({"model": "fake-model", "input": "x", "stream": true, "store": false})))
+        .call(
+            "POST",
+            "/v1/interactions",
+            "k",
+            Some(json!({"model": "fake-model", "input": "x", "stream": true, "store": false})),
+        )
         .await;
     let events = sse_events(&body);
     let v: Value = serde_json::from_str(&events[0].1).unwrap();
@@ -410,7 +540,11 @@ async fn stored_false_stream_has_empty_id() {
 #[tokio::test]
 async fn client_disconnect_stops_generation_and_records_it() {
     let store = Arc::new(MemoryStore::new());
-    let a = app_with(FakeEngine::with_delay(Duration::from_millis(50)), store.clone(), 1 << 20);
+    let a = app_with(
+        FakeEngine::with_delay(Duration::from_millis(50)),
+        store.clone(),
+        1 << 20,
+    );
     let req = Request::builder()
         .method("POST")
         .uri("/v1/interactions")
@@ -440,7 +574,11 @@ async fn client_disconnect_stops_generation_and_records_it() {
     let tenant = localgem_api::tenant::Tenant::from_key("k");
     let mut rec = None;
     for _ in 0..50 {
-        rec = store.get(&tenant.0, &id).await.unwrap().filter(|r| r.status.is_terminal());
+        rec = store
+            .get(&tenant.0, &id)
+            .await
+            .unwrap()
+            .filter(|r| r.status.is_terminal());
         if rec.is_some() {
             break;
         }
@@ -451,14 +589,21 @@ async fn client_disconnect_stops_generation_and_records_it() {
 
 #[tokio::test]
 async fn cancel_stops_a_running_interaction() {
-    let a = app_with(FakeEngine::with_delay(Duration::from_millis(100)), Arc::new(MemoryStore::new()), 1 << 20);
+    let a = app_with(
+        FakeEngine::with_delay(Duration::from_millis(100)),
+        Arc::new(MemoryStore::new()),
+        1 << 20,
+    );
     let state = a.state.clone();
     let task = tokio::spawn(async move {
         let req = Request::builder()
             .method("POST")
             .uri("/v1/interactions")
             .header("x-goog-api-key", "k")
-            .body(Body::from(json!({"model": "fake-model", "input": "a b c d e f g h i j k l m n o p q r s"}).to_string()))
+            .body(Body::from(
+                json!({"model": "fake-model", "input": "a b c d e f g h i j k l m n o p q r s"})
+                    .to_string(),
+            ))
             .unwrap();
         let resp = router(state).oneshot(req).await.unwrap();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
@@ -474,13 +619,17 @@ async fn cancel_stops_a_running_interaction() {
         }
     }
     let id = id.expect("interaction never started");
-    let (s, v) = a.json("POST", &format!("/v1/interactions/{id}/cancel"), "k", None).await;
+    let (s, v) = a
+        .json("POST", &format!("/v1/interactions/{id}/cancel"), "k", None)
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["status"], "cancelled");
     let unary = task.await.unwrap();
     assert_eq!(unary["status"], "cancelled");
     // cancelling a finished one returns it unchanged
-    let (s, v2) = a.json("POST", &format!("/v1/interactions/{id}/cancel"), "k", None).await;
+    let (s, v2) = a
+        .json("POST", &format!("/v1/interactions/{id}/cancel"), "k", None)
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v2["status"], "cancelled");
 }
@@ -488,13 +637,26 @@ async fn cancel_stops_a_running_interaction() {
 #[tokio::test]
 async fn sqlite_store_end_to_end() {
     let dir = tempfile_dir();
-    let store = Arc::new(localgem_store::SqliteStore::open(&dir.join("db.sqlite")).await.unwrap());
+    let store = Arc::new(
+        localgem_store::SqliteStore::open(&dir.join("db.sqlite"))
+            .await
+            .unwrap(),
+    );
     let a = app_with(FakeEngine::default(), store, 1 << 20);
-    let one = a.create(json!({"model": "gemini-3-flash-preview", "input": "I have 2 dogs"})).await;
+    let one = a
+        .create(json!({"model": "gemini-3-flash-preview", "input": "I have 2 dogs"}))
+        .await;
     let two = a
         .create(json!({"model": "gemini-3-flash-preview", "input": "paws?", "previous_interaction_id": one["id"]}))
         .await;
-    let (_, g) = a.json("GET", &format!("/v1/interactions/{}", two["id"].as_str().unwrap()), "k", None).await;
+    let (_, g) = a
+        .json(
+            "GET",
+            &format!("/v1/interactions/{}", two["id"].as_str().unwrap()),
+            "k",
+            None,
+        )
+        .await;
     assert_eq!(g["previous_interaction_id"], one["id"]);
     assert_eq!(text_of(&g), "Echo: paws?");
 }

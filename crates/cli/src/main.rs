@@ -18,7 +18,11 @@ use localgem_engine::{EngineConfig, LlamaEngine, ModelSpec};
 use localgem_store::SqliteStore;
 
 #[derive(Parser, Debug)]
-#[command(name = "localgem", version, about = "Serve Google's Gemini Interactions API from local open-weight models")]
+#[command(
+    name = "localgem",
+    version,
+    about = "Serve Google's Gemini Interactions API from local open-weight models"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -94,6 +98,12 @@ struct ServeArgs {
     /// Output cap when a request sets no `max_output_tokens`.
     #[arg(long, env = "LOCALGEM_DEFAULT_MAX_OUTPUT_TOKENS", default_value_t = ApiConfig::default().default_max_output_tokens)]
     default_max_output_tokens: u32,
+    /// Temperature when a request sets none (tiny models ramble at Gemini's 1.0).
+    #[arg(long, env = "LOCALGEM_DEFAULT_TEMPERATURE", default_value_t = localgem_api::validate::SamplingDefaults::default().temperature)]
+    default_temperature: f32,
+    /// `top_p` when a request sets none.
+    #[arg(long, env = "LOCALGEM_DEFAULT_TOP_P", default_value_t = localgem_api::validate::SamplingDefaults::default().top_p)]
+    default_top_p: f32,
     /// Log format: `text` or `json`.
     #[arg(long, env = "LOCALGEM_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -152,7 +162,9 @@ fn data_dir(c: &Common) -> PathBuf {
 }
 
 fn models_dir(c: &Common) -> PathBuf {
-    c.models_dir.clone().unwrap_or_else(|| data_dir(c).join("models"))
+    c.models_dir
+        .clone()
+        .unwrap_or_else(|| data_dir(c).join("models"))
 }
 
 /// Resolve `--model` entries into files (fetching bundled ones) and pick the default.
@@ -168,11 +180,17 @@ fn resolve_models(common: &Common, args: &EngineArgs) -> Result<(Vec<ModelSpec>,
             Some((id, path)) => {
                 let path = PathBuf::from(path);
                 if !path.is_file() {
-                    bail!("model file {} (for --model {id}) does not exist", path.display());
+                    bail!(
+                        "model file {} (for --model {id}) does not exist",
+                        path.display()
+                    );
                 }
                 ModelSpec {
                     id: id.to_owned(),
-                    display_name: path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+                    display_name: path
+                        .file_name()
+                        .map(|f| f.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
                     path,
                 }
             }
@@ -180,7 +198,11 @@ fn resolve_models(common: &Common, args: &EngineArgs) -> Result<(Vec<ModelSpec>,
                 let b = catalog::find(entry).with_context(|| {
                     format!(
                         "unknown model {entry:?}: use a bundled id ({}) or ID=PATH.gguf",
-                        catalog::BUNDLED.iter().map(|b| b.id).collect::<Vec<_>>().join(", ")
+                        catalog::BUNDLED
+                            .iter()
+                            .map(|b| b.id)
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )
                 })?;
                 ModelSpec {
@@ -201,8 +223,9 @@ fn resolve_models(common: &Common, args: &EngineArgs) -> Result<(Vec<ModelSpec>,
         .or_else(|| specs.first().map(|s| s.id.clone()))
         .unwrap_or_else(|| catalog::DEFAULT_MODEL.to_owned());
     if !specs.iter().any(|s| s.id == default) {
-        let b = catalog::find(&default)
-            .with_context(|| format!("default model {default:?} is neither bundled nor given with --model"))?;
+        let b = catalog::find(&default).with_context(|| {
+            format!("default model {default:?} is neither bundled nor given with --model")
+        })?;
         specs.insert(
             0,
             ModelSpec {
@@ -228,9 +251,12 @@ fn engine_config(args: &EngineArgs) -> EngineConfig {
 }
 
 fn init_tracing(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LOCALGEM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,llama_cpp_2=warn,tower_http=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LOCALGEM_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,llama-cpp-2=warn,tower_http=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -244,7 +270,8 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };
@@ -260,17 +287,24 @@ async fn shutdown_signal() {
 async fn serve(args: ServeArgs) -> Result<()> {
     init_tracing(args.log_format == "json");
     let dir = data_dir(&args.common);
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create data dir {}", dir.display()))?;
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create data dir {}", dir.display()))?;
     // Bind first so the address problem shows before a long model fetch.
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.addr))?;
     let (common, eargs) = (args.common.clone(), args.engine.clone());
-    let (specs, default) = tokio::task::spawn_blocking(move || resolve_models(&common, &eargs)).await??;
+    let (specs, default) =
+        tokio::task::spawn_blocking(move || resolve_models(&common, &eargs)).await??;
     let store = SqliteStore::open(&dir.join("localgem.sqlite")).await?;
-    let failed = store.fail_unfinished("the server stopped before this interaction finished").await?;
+    let failed = store
+        .fail_unfinished("the server stopped before this interaction finished")
+        .await?;
     if failed > 0 {
-        tracing::warn!(count = failed, "marked interactions left unfinished by an earlier run as failed");
+        tracing::warn!(
+            count = failed,
+            "marked interactions left unfinished by an earlier run as failed"
+        );
     }
     let engine = LlamaEngine::start(specs, &default, engine_config(&args.engine))?;
     let aliases = ModelAliases::parse(
@@ -286,6 +320,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
             aliases,
             max_body_bytes: args.max_body_bytes,
             default_max_output_tokens: args.default_max_output_tokens.max(1),
+            sampling: localgem_api::validate::SamplingDefaults {
+                temperature: args.default_temperature.clamp(0.0, 2.0),
+                top_p: args.default_top_p.clamp(0.0, 1.0),
+            },
         },
     );
     let addr = listener.local_addr()?;
@@ -304,7 +342,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
 async fn run(args: RunArgs) -> Result<()> {
     init_tracing(false);
     let (common, eargs) = (args.common.clone(), args.engine.clone());
-    let (specs, default) = tokio::task::spawn_blocking(move || resolve_models(&common, &eargs)).await??;
+    let (specs, default) =
+        tokio::task::spawn_blocking(move || resolve_models(&common, &eargs)).await??;
     let mut cfg = engine_config(&args.engine);
     cfg.parallel = 1;
     cfg.ctx_size = cfg.ctx_size.min(8192);
@@ -361,7 +400,11 @@ fn models(args: ModelsArgs) -> Result<()> {
         ModelsCmd::List => {
             println!("{:<16} {:<10} {:<34} PATH", "ID", "PRESENT", "NAME");
             for b in catalog::BUNDLED {
-                let default = if b.id == catalog::DEFAULT_MODEL { " (default)" } else { "" };
+                let default = if b.id == catalog::DEFAULT_MODEL {
+                    " (default)"
+                } else {
+                    ""
+                };
                 println!(
                     "{:<16} {:<10} {:<34} {}",
                     b.id,

@@ -64,6 +64,9 @@ impl Default for EngineConfig {
     }
 }
 
+/// How long a request waits for its model to finish loading before it gets 503.
+const LOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
 static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
 
 /// The process-wide llama.cpp backend (it may be initialised only once).
@@ -95,11 +98,19 @@ impl LlamaEngine {
     ///
     /// # Errors
     /// When `default_model` is not among `models`, or a thread cannot be spawned.
-    pub fn start(models: Vec<ModelSpec>, default_model: &str, config: EngineConfig) -> Result<Self, EngineError> {
+    pub fn start(
+        models: Vec<ModelSpec>,
+        default_model: &str,
+        config: EngineConfig,
+    ) -> Result<Self, EngineError> {
         if !models.iter().any(|m| m.id == default_model) {
             return Err(EngineError::UnknownModel {
                 model: default_model.to_owned(),
-                available: models.iter().map(|m| m.id.as_str()).collect::<Vec<_>>().join(", "),
+                available: models
+                    .iter()
+                    .map(|m| m.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             });
         }
         let mut map = BTreeMap::new();
@@ -110,7 +121,9 @@ impl LlamaEngine {
             std::thread::Builder::new()
                 .name(format!("engine-{}", spec.id))
                 .spawn(move || worker::run(path, id, cfg, rx, state_tx))
-                .map_err(|e| EngineError::Unavailable(format!("cannot spawn engine thread: {e}")))?;
+                .map_err(|e| {
+                    EngineError::Unavailable(format!("cannot spawn engine thread: {e}"))
+                })?;
             map.insert(spec.id.clone(), ModelWorker { spec, tx, state });
         }
         Ok(LlamaEngine {
@@ -143,10 +156,12 @@ impl LlamaEngine {
     }
 
     fn worker(&self, model: &str) -> Result<&ModelWorker, EngineError> {
-        self.models.get(model).ok_or_else(|| EngineError::UnknownModel {
-            model: model.to_owned(),
-            available: self.models.keys().cloned().collect::<Vec<_>>().join(", "),
-        })
+        self.models
+            .get(model)
+            .ok_or_else(|| EngineError::UnknownModel {
+                model: model.to_owned(),
+                available: self.models.keys().cloned().collect::<Vec<_>>().join(", "),
+            })
     }
 }
 
@@ -178,14 +193,30 @@ impl Engine for LlamaEngine {
 
     async fn generate(&self, request: GenerateRequest) -> Result<Generation, EngineError> {
         let w = self.worker(&request.model)?;
-        match &*w.state.borrow() {
-            LoadState::Loading => return Err(EngineError::Loading(request.model.clone())),
-            LoadState::Failed(e) => return Err(EngineError::Unavailable(e.clone())),
-            LoadState::Ready { .. } => {}
+        // A model still loading is waited for (bounded), rather than refused.
+        let failed = {
+            let mut state = w.state.clone();
+            let loaded = tokio::time::timeout(
+                LOAD_WAIT,
+                state.wait_for(|s| !matches!(s, LoadState::Loading)),
+            )
+            .await;
+            match loaded {
+                Err(_) => return Err(EngineError::Loading(request.model.clone())),
+                Ok(Err(_)) => {
+                    return Err(EngineError::Unavailable("the engine thread stopped".into()))
+                }
+                Ok(Ok(s)) => match &*s {
+                    LoadState::Failed(e) => Some(e.clone()),
+                    _ => None,
+                },
+            }
+        };
+        if let Some(e) = failed {
+            return Err(EngineError::Unavailable(e));
         }
         let (admit, admitted) = oneshot::channel();
-        w.tx
-            .try_send(Command::Generate { request, admit })
+        w.tx.try_send(Command::Generate { request, admit })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => {
                     EngineError::Overloaded("the request queue is full".into())

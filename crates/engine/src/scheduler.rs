@@ -62,7 +62,10 @@ impl SlotPool {
     /// # Panics
     /// On a slot that is out of range or already free (a bookkeeping bug).
     pub fn release(&mut self, slot: i32) {
-        assert!((slot as usize) < self.size && !self.free.contains(&slot), "bad slot release {slot}");
+        assert!(
+            (slot as usize) < self.size && !self.free.contains(&slot),
+            "bad slot release {slot}"
+        );
         self.free.push(slot);
         self.free.sort_unstable_by(|a, b| b.cmp(a));
     }
@@ -92,7 +95,10 @@ mod tests {
 
     #[test]
     fn decoders_first_then_prefill_in_order() {
-        assert_eq!(plan(&[pre(600), dec(), pre(10), dec()], 512), vec![510, 1, 0, 1]);
+        assert_eq!(
+            plan(&[pre(600), dec(), pre(10), dec()], 512),
+            vec![510, 1, 0, 1]
+        );
         assert_eq!(plan(&[pre(100), dec(), pre(10)], 512), vec![100, 1, 10]);
     }
 

@@ -49,7 +49,12 @@ impl ChatTemplate {
     ///
     /// # Errors
     /// A template that does not compile.
-    pub fn new(gguf_template: Option<String>, arch: &str, bos: &str, eos: &str) -> Result<Self, Error> {
+    pub fn new(
+        gguf_template: Option<String>,
+        arch: &str,
+        bos: &str,
+        eos: &str,
+    ) -> Result<Self, Error> {
         let (src, source) = match gguf_template {
             Some(t) if !t.trim().is_empty() => (t, "gguf"),
             _ if arch.starts_with("gemma") => (GEMMA.to_owned(), "gemma"),
@@ -143,7 +148,8 @@ mod tests {
 
     #[test]
     fn smollm2_gguf_template() {
-        let t = ChatTemplate::new(Some(SMOLLM2.into()), "llama", "<|im_start|>", "<|im_end|>").unwrap();
+        let t =
+            ChatTemplate::new(Some(SMOLLM2.into()), "llama", "<|im_start|>", "<|im_end|>").unwrap();
         assert_eq!(t.source, "gguf");
         assert_eq!(
             t.render(&conv(true)).unwrap(),
@@ -178,13 +184,26 @@ mod tests {
     fn chatml_fallback_for_other_architectures() {
         let t = ChatTemplate::new(Some("  ".into()), "llama", "", "").unwrap();
         assert_eq!(t.source, "chatml");
-        assert!(t.render(&conv(false)).unwrap().ends_with("<|im_start|>assistant\n"));
+        assert!(t
+            .render(&conv(false))
+            .unwrap()
+            .ends_with("<|im_start|>assistant\n"));
     }
 
     #[test]
     fn template_exceptions_are_errors() {
-        let t = ChatTemplate::new(Some("{{ raise_exception('no system role') }}".into()), "x", "", "").unwrap();
-        assert!(t.render(&conv(true)).unwrap_err().to_string().contains("no system role"));
+        let t = ChatTemplate::new(
+            Some("{{ raise_exception('no system role') }}".into()),
+            "x",
+            "",
+            "",
+        )
+        .unwrap();
+        assert!(t
+            .render(&conv(true))
+            .unwrap_err()
+            .to_string()
+            .contains("no system role"));
     }
 
     #[test]
@@ -196,7 +215,10 @@ mod tests {
             "",
         )
         .unwrap();
-        assert_eq!(t.render(&[ChatMessage::new(Role::User, " hi ")]).unwrap(), "HI");
+        assert_eq!(
+            t.render(&[ChatMessage::new(Role::User, " hi ")]).unwrap(),
+            "HI"
+        );
     }
 
     #[test]

@@ -18,7 +18,9 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
-use localgem_core::{EngineError, EngineEvent, FinishReason, GenerateRequest, Generation, TokenUsage};
+use localgem_core::{
+    EngineError, EngineEvent, FinishReason, GenerateRequest, Generation, TokenUsage,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::scheduler::{plan, SeqState, SlotPool};
@@ -112,18 +114,37 @@ pub(crate) fn run(
         .with_n_threads_batch(config.threads);
     let mut ctx = match model.new_context(backend, cparams) {
         Ok(c) => c,
-        Err(e) => return fail(format!("cannot create a context for {}: {e}", path.display())),
+        Err(e) => {
+            return fail(format!(
+                "cannot create a context for {}: {e}",
+                path.display()
+            ))
+        }
     };
     let per_seq = ctx.n_ctx() / parallel;
     let arch = model
         .meta_val_str("general.architecture")
         .unwrap_or_default();
     let vocab = model.vocab();
-    let piece = |t: LlamaToken| String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned();
-    let gguf_template = model.chat_template(None).ok().and_then(|t| t.to_string().ok());
-    let template = match ChatTemplate::new(gguf_template, &arch, &piece(vocab.bos()), &piece(vocab.eos())) {
+    let piece =
+        |t: LlamaToken| String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned();
+    let gguf_template = model
+        .chat_template(None)
+        .ok()
+        .and_then(|t| t.to_string().ok());
+    let template = match ChatTemplate::new(
+        gguf_template,
+        &arch,
+        &piece(vocab.bos()),
+        &piece(vocab.eos()),
+    ) {
         Ok(t) => t,
-        Err(e) => return fail(format!("chat template of {} does not compile: {e}", path.display())),
+        Err(e) => {
+            return fail(format!(
+                "chat template of {} does not compile: {e}",
+                path.display()
+            ))
+        }
     };
     tracing::info!(
         model = %model_id, arch = %arch, template = template.source, n_ctx = ctx.n_ctx(),
@@ -202,7 +223,10 @@ impl Worker<'_> {
         }
     }
 
-    fn prepare(&self, request: GenerateRequest) -> Result<(Vec<LlamaToken>, GenerateRequest), EngineError> {
+    fn prepare(
+        &self,
+        request: GenerateRequest,
+    ) -> Result<(Vec<LlamaToken>, GenerateRequest), EngineError> {
         if self.waiting.len() >= self.max_queue {
             return Err(EngineError::Overloaded(format!(
                 "{} requests are already waiting for model {}",
@@ -210,10 +234,9 @@ impl Worker<'_> {
                 self.model_id
             )));
         }
-        let text = self
-            .template
-            .render(&request.messages)
-            .map_err(|e| EngineError::InvalidPrompt(format!("the chat template rejected the conversation: {e}")))?;
+        let text = self.template.render(&request.messages).map_err(|e| {
+            EngineError::InvalidPrompt(format!("the chat template rejected the conversation: {e}"))
+        })?;
         let vocab = self.model.vocab();
         let mut tokens = vocab.tokenize(text.as_bytes(), false, true);
         if vocab.should_add_bos() && tokens.first() != Some(&vocab.bos()) {
@@ -233,7 +256,10 @@ impl Worker<'_> {
     /// Move waiting requests into free slots; drop cancelled ones.
     fn admit(&mut self) {
         self.waiting.retain(|p| !p.tx.is_closed());
-        while let Some(slot) = (!self.waiting.is_empty()).then(|| self.slots.acquire()).flatten() {
+        while let Some(slot) = (!self.waiting.is_empty())
+            .then(|| self.slots.acquire())
+            .flatten()
+        {
             let Some(p) = self.waiting.pop_front() else {
                 self.slots.release(slot);
                 break;
@@ -294,7 +320,11 @@ impl Worker<'_> {
             } else {
                 for k in 0..n {
                     let last = s.fed + k + 1 == s.prompt.len();
-                    if self.batch.add(s.prompt[s.fed + k], s.n_past, &[s.slot], last).is_err() {
+                    if self
+                        .batch
+                        .add(s.prompt[s.fed + k], s.n_past, &[s.slot], last)
+                        .is_err()
+                    {
                         break;
                     }
                     s.n_past += 1;
@@ -311,7 +341,8 @@ impl Worker<'_> {
         if let Err(e) = ctx.decode(&mut self.batch) {
             tracing::error!(model = %self.model_id, "decode failed: {e}");
             for s in std::mem::take(&mut self.active) {
-                let _ = s.tx.send(EngineEvent::Failed(format!("decode failed: {e}")));
+                let _ =
+                    s.tx.send(EngineEvent::Failed(format!("decode failed: {e}")));
                 self.release(ctx, s.slot);
             }
             return;
@@ -343,7 +374,7 @@ impl Worker<'_> {
             }
         }
         // Remove from the back so indices stay valid.
-        finished.sort_by(|a, b| b.0.cmp(&a.0));
+        finished.sort_by_key(|f| std::cmp::Reverse(f.0));
         for (i, reason, stopped) in finished {
             let mut s = self.active.swap_remove(i);
             if !stopped {

@@ -13,4 +13,3 @@ pub use sqlite::SqliteStore;
 
 #[doc(hidden)]
 pub mod suite;
-

@@ -190,7 +190,9 @@ mod tests {
     #[tokio::test]
     async fn sqlite_passes_the_store_suite() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("db.sqlite")).await.unwrap();
+        let store = SqliteStore::open(&dir.path().join("db.sqlite"))
+            .await
+            .unwrap();
         crate::suite::run(&store).await;
         assert_eq!(store.integrity_check().await.unwrap(), "ok");
     }

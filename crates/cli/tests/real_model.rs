@@ -1,0 +1,413 @@
+//! Integration tests on the real bundled models over real HTTP: the `localgem` binary is
+//! started on a free port with a fresh data dir. They need the models present in
+//! `LOCALGEM_MODELS_DIR` (`scripts/test.sh` pulls them), hence `#[ignore]` for plain
+//! `cargo test`; `scripts/test.sh` runs them with `--include-ignored`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn models_dir() -> PathBuf {
+    PathBuf::from(std::env::var("LOCALGEM_MODELS_DIR").expect(
+        "set LOCALGEM_MODELS_DIR to a dir holding the bundled models (scripts/test.sh does)",
+    ))
+}
+
+fn start(data_dir: &Path, extra: &[&str]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_localgem"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--threads", "2"])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--models-dir")
+        .arg(models_dir())
+        .args(extra)
+        .env("LOCALGEM_PYTHON", "false") // never fetch: the models must already be there
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start localgem");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("server exited before printing its address")
+            .unwrap();
+        if let Some(rest) = line.split(" at ").nth(1) {
+            break rest.trim().to_owned();
+        }
+    };
+    // keep draining stdout so the child never blocks on a full pipe
+    std::thread::spawn(move || for _ in lines {});
+    let server = Server { child, url };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(r) = reqwest::blocking::get(format!("{}/healthz", server.url)) {
+            if r.status() == 200 {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "model did not load in time");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server
+}
+
+fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .unwrap()
+}
+
+impl Server {
+    fn post(&self, body: Value) -> (u16, Value) {
+        self.post_key("test-key", body)
+    }
+
+    fn post_key(&self, key: &str, body: Value) -> (u16, Value) {
+        let r = client()
+            .post(format!("{}/v1beta/interactions", self.url))
+            .header("x-goog-api-key", key)
+            .json(&body)
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().unwrap())
+    }
+
+    fn get(&self, id: &str) -> (u16, String) {
+        let r = client()
+            .get(format!("{}/v1/interactions/{id}", self.url))
+            .header("x-goog-api-key", "test-key")
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    }
+}
+
+fn text(v: &Value) -> String {
+    v["steps"].as_array().unwrap().last().unwrap()["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn greedy(input: &str, max: u32) -> Value {
+    json!({"model": "gemini-3-flash-preview", "input": input,
+           "generation_config": {"temperature": 0, "max_output_tokens": max}})
+}
+
+#[test]
+#[ignore = "needs the bundled models; run by scripts/test.sh"]
+fn real_generation_usage_and_determinism() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &[]);
+    let (st, a) = s.post(greedy("How does AI work?", 40));
+    assert_eq!(st, 200, "{a}");
+    let t = text(&a);
+    assert!(
+        t.split_whitespace().count() >= 5,
+        "too short an answer: {t:?}"
+    );
+    let u = &a["usage"];
+    assert!(u["total_input_tokens"].as_u64().unwrap() > 10, "{u}");
+    assert!(u["total_output_tokens"].as_u64().unwrap() > 5, "{u}");
+    assert_eq!(
+        u["total_tokens"].as_u64().unwrap(),
+        u["total_input_tokens"].as_u64().unwrap() + u["total_output_tokens"].as_u64().unwrap()
+    );
+    // temperature 0 is deterministic
+    let (_, b) = s.post(greedy("How does AI work?", 40));
+    assert_eq!(text(&b), t);
+    // the same seed gives the same sample at temperature 1
+    let seeded = json!({"model": "gemini-3-flash-preview", "input": "Write a short poem about rivers.",
+                        "generation_config": {"temperature": 1.0, "seed": 1234, "max_output_tokens": 30}});
+    let (_, c1) = s.post(seeded.clone());
+    let (_, c2) = s.post(seeded);
+    assert_eq!(text(&c1), text(&c2));
+    // GET returns the same text
+    let (st, g) = s.get(a["id"].as_str().unwrap());
+    assert_eq!(st, 200);
+    let g: Value = serde_json::from_str(&g).unwrap();
+    assert_eq!(text(&g), t);
+}
+
+#[test]
+#[ignore = "needs the bundled models; run by scripts/test.sh"]
+fn max_output_tokens_and_stop_sequences_on_the_real_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &[]);
+    let (_, a) = s.post(greedy("Explain how AI works", 5));
+    assert_eq!(a["status"], "incomplete");
+    assert_eq!(a["usage"]["total_output_tokens"], 5);
+
+    let (_, full) = s.post(greedy("Explain how AI works", 60));
+    let full = text(&full);
+    // stop at a word from the middle of the greedy answer: the output is exactly what came before it
+    let words: Vec<&str> = full.split_whitespace().collect();
+    assert!(words.len() > 8, "{full:?}");
+    let stop = words[6];
+    let cut = full.find(stop).unwrap();
+    let mut req = greedy("Explain how AI works", 60);
+    req["generation_config"]["stop_sequences"] = json!([stop]);
+    let (_, b) = s.post(req);
+    assert_eq!(b["status"], "completed");
+    assert_eq!(text(&b), full[..cut]);
+    assert!(!text(&b).contains(stop));
+}
+
+#[test]
+#[ignore = "needs the bundled models; run by scripts/test.sh"]
+fn streaming_text_equals_stored_text_and_chains_carry_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &[]);
+    let body = json!({"model": "gemini-3-flash-preview", "input": "I have 2 dogs in my house.", "stream": true,
+                      "generation_config": {"max_output_tokens": 40}});
+    let resp = client()
+        .post(format!("{}/v1beta/interactions?alt=sse", s.url))
+        .header("x-goog-api-key", "test-key")
+        .json(&body)
+        .send()
+        .unwrap();
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let sse = resp.text().unwrap();
+    let mut streamed = String::new();
+    let mut id = String::new();
+    let mut usage = Value::Null;
+    for block in sse.split("\n\n").filter(|b| !b.trim().is_empty()) {
+        let data = block
+            .lines()
+            .find_map(|l| l.strip_prefix("data: "))
+            .unwrap();
+        if data == "[DONE]" {
+            continue;
+        }
+        let v: Value = serde_json::from_str(data).unwrap();
+        match v["event_type"].as_str().unwrap() {
+            "interaction.created" => id = v["interaction"]["id"].as_str().unwrap().to_owned(),
+            "step.delta" => streamed.push_str(v["delta"]["text"].as_str().unwrap()),
+            "interaction.completed" => usage = v["interaction"]["usage"].clone(),
+            _ => {}
+        }
+    }
+    assert!(sse.trim_end().ends_with("data: [DONE]"));
+    assert!(!streamed.is_empty());
+    let (_, g) = s.get(&id);
+    let g: Value = serde_json::from_str(&g).unwrap();
+    assert_eq!(text(&g), streamed);
+
+    let (_, two) = s.post(json!({"model": "gemini-3-flash-preview", "input": "How many paws are in my house?",
+                                  "previous_interaction_id": id, "generation_config": {"max_output_tokens": 20}}));
+    let first_turn = usage["total_input_tokens"].as_u64().unwrap()
+        + usage["total_output_tokens"].as_u64().unwrap();
+    let second_input = two["usage"]["total_input_tokens"].as_u64().unwrap();
+    assert!(
+        second_input > first_turn,
+        "turn 2 prompt ({second_input}) must hold turn 1 ({first_turn})"
+    );
+
+    // another key cannot see or chain it
+    let (st, _) = s.post_key(
+        "someone-else",
+        json!({"model": "gemini-3-flash-preview", "input": "hi", "previous_interaction_id": id}),
+    );
+    assert_eq!(st, 404);
+}
+
+#[test]
+#[ignore = "needs the bundled models; run by scripts/test.sh"]
+fn prompt_longer_than_the_context_is_a_400() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &["--ctx-size", "1024", "--parallel", "2"]);
+    let (st, v) = s.post(greedy(&"word ".repeat(3000), 5));
+    assert_eq!(st, 400, "{v}");
+    assert_eq!(v["error"]["code"], "invalid_request");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("tokens"),
+        "{v}"
+    );
+}
+
+#[test]
+#[ignore = "needs the bundled models; run by scripts/test.sh"]
+fn concurrent_requests_all_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &["--parallel", "4"]);
+    let url = s.url.clone();
+    let handles: Vec<_> = (0..6)
+        .map(|i| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let r = client()
+                    .post(format!("{url}/v1/interactions"))
+                    .header("x-goog-api-key", "k")
+                    .json(&greedy(&format!("Count to {i}."), 24))
+                    .send()
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+                r.json::<Value>().unwrap()
+            })
+        })
+        .collect();
+    for h in handles {
+        let v = h.join().unwrap();
+        assert!(
+            matches!(v["status"].as_str(), Some("completed" | "incomplete")),
+            "{v}"
+        );
+        assert!(!text(&v).is_empty());
+    }
+}
+
+#[test]
+#[ignore = "needs the bundled models; run by scripts/test.sh"]
+fn gemma_without_a_template_serves_through_the_fallback() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(
+        dir.path(),
+        &["--model", "gemma-3-270m", "--default-model", "smollm2-135m"],
+    );
+    let (st, v) = s.post(
+        json!({"model": "gemma-3-270m", "input": "What is the capital of France?",
+                                "system_instruction": "Answer briefly.",
+                                "generation_config": {"temperature": 0, "max_output_tokens": 30}}),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert!(v["usage"]["total_output_tokens"].as_u64().unwrap() > 0);
+    let (st, v) = s.post(json!({"model": "no-such-model", "input": "x"}));
+    assert_eq!(st, 404);
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("gemma-3-270m") && msg.contains("smollm2-135m"),
+        "{msg}"
+    );
+}
+
+#[test]
+#[ignore = "needs the bundled models; run by scripts/test.sh"]
+fn kill_dash_nine_loses_no_completed_interaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = start(dir.path(), &[]);
+    let mut done = Vec::new();
+    for i in 0..3 {
+        let (st, v) = s.post(greedy(&format!("Tell me fact number {i} about cats."), 16));
+        assert_eq!(st, 200);
+        let id = v["id"].as_str().unwrap().to_owned();
+        let (_, before) = s.get(&id);
+        done.push((id, before));
+    }
+    // start a long streaming generation and kill the server while it runs
+    let url = s.url.clone();
+    let streamer = std::thread::spawn(move || {
+        let body = json!({"model": "gemini-3-flash-preview", "input": "Write a very long story about a dragon.",
+                          "stream": true, "generation_config": {"max_output_tokens": 1000}});
+        let mut resp = client()
+            .post(format!("{url}/v1beta/interactions"))
+            .header("x-goog-api-key", "test-key")
+            .json(&body)
+            .send()
+            .unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        // read until the connection dies
+        while let Ok(n) = std::io::Read::read(&mut resp, &mut chunk) {
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    // SIGKILL
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
+    let partial = streamer.join().unwrap();
+    let in_flight = partial
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .and_then(|d| serde_json::from_str::<Value>(d).ok())
+        .and_then(|v| v["interaction"]["id"].as_str().map(str::to_owned))
+        .expect("the stream never started");
+    assert!(
+        !partial.contains("[DONE]"),
+        "the generation finished before the kill; make it longer"
+    );
+
+    let s2 = start(dir.path(), &[]);
+    for (id, before) in &done {
+        let (st, after) = s2.get(id);
+        assert_eq!(st, 200);
+        assert_eq!(&after, before, "interaction {id} changed across the crash");
+    }
+    let (st, v) = s2.get(&in_flight);
+    assert_eq!(st, 200);
+    let v: Value = serde_json::from_str(&v).unwrap();
+    assert_eq!(v["status"], "failed");
+    drop(s2);
+    let out = Command::new("sqlite3")
+        .arg(dir.path().join("localgem.sqlite"))
+        .arg("PRAGMA integrity_check;")
+        .output()
+        .expect("sqlite3");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+}
+
+#[test]
+#[ignore = "needs the bundled models; run by scripts/test.sh"]
+fn client_disconnect_cancels_the_generation() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &[]);
+    let body = json!({"model": "gemini-3-flash-preview", "input": "Write a very long story about a dragon.",
+                      "stream": true, "generation_config": {"max_output_tokens": 1000}});
+    let mut resp = client()
+        .post(format!("{}/v1beta/interactions", s.url))
+        .header("x-goog-api-key", "test-key")
+        .json(&body)
+        .send()
+        .unwrap();
+    let mut chunk = [0u8; 2048];
+    let n = std::io::Read::read(&mut resp, &mut chunk).unwrap();
+    let first = String::from_utf8_lossy(&chunk[..n]).into_owned();
+    let id = first
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .and_then(|d| serde_json::from_str::<Value>(d).ok())
+        .and_then(|v| v["interaction"]["id"].as_str().map(str::to_owned))
+        .unwrap();
+    drop(resp);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, v) = s.get(&id);
+        let v: Value = serde_json::from_str(&v).unwrap();
+        if v["status"] == "cancelled" {
+            assert!(v["usage"]["total_output_tokens"].as_u64().unwrap() < 1000);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {} after the client left",
+            v["status"]
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the Debian packages localgem needs to build (cmake, libclang for bindgen, a C++
+# compiler) and, with --test, the tools the test suite uses (jq, curl). Idempotent: does
+# nothing when everything is present.
+set -euo pipefail
+need=()
+command -v cmake >/dev/null 2>&1 || need+=(cmake)
+command -v g++ >/dev/null 2>&1 || need+=(g++)
+command -v make >/dev/null 2>&1 || need+=(make)
+ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
+command -v python3 >/dev/null 2>&1 || need+=(python3 python3-pip python3-venv)
+if [ "${1:-}" = "--test" ]; then
+  command -v jq >/dev/null 2>&1 || need+=(jq)
+  command -v curl >/dev/null 2>&1 || need+=(curl)
+  command -v sqlite3 >/dev/null 2>&1 || need+=(sqlite3)
+fi
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${need[*]}" >&2
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+command -v cargo >/dev/null 2>&1 || { echo "cargo (Rust) is required: https://rustup.rs" >&2; exit 1; }

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole test suite: Rust unit and API tests, real-model integration tests over HTTP
+# (both bundled models), and the conformance suite that runs every seed example with the
+# official Python (3.x and 2.x) and JavaScript SDKs and curl against a live server.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export LOCALGEM_CACHE="${LOCALGEM_CACHE:-$HOME/.cache/localgem}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$LOCALGEM_CACHE/target}"
+export LOCALGEM_MODELS_DIR="${LOCALGEM_MODELS_DIR:-$LOCALGEM_CACHE/models}"
+start=$(date +%s)
+
+bash scripts/install-deps.sh --test
+echo "== build (release; cached in $CARGO_TARGET_DIR)"
+cargo build --release --locked --workspace --bins --tests
+BIN="$CARGO_TARGET_DIR/release/localgem"
+
+echo "== models"
+"$BIN" models pull smollm2-135m
+"$BIN" models pull gemma-3-270m
+
+echo "== cargo test (unit, API, store, real-model integration)"
+# One test at a time: each real-model test runs a server whose llama.cpp threads use both cores.
+cargo test --release --locked --workspace -- --include-ignored --test-threads=1
+
+echo "== conformance (seed examples: Python SDK 3.x and 2.x, JavaScript SDK, curl)"
+LOCALGEM_BIN="$BIN" bash tests/conformance/run.sh
+
+echo "== all tests passed in $(( $(date +%s) - start )) s"
