@@ -50,11 +50,7 @@ cleanup() {
     wait "$SERVER_PID" 2>/dev/null || true
   fi
   [ -n "$DATA_DIR" ] && rm -rf "$DATA_DIR"
-  if [ "${CONFORMANCE_KEEP:-0}" = 1 ]; then
-    echo "# work dir kept: $WORK" >&2
-  else
-    rm -rf "$WORK"
-  fi
+  [ "${CONFORMANCE_KEEP:-0}" = 1 ] || rm -rf "$WORK"
   exit "$rc"
 }
 trap cleanup EXIT
@@ -159,6 +155,7 @@ if [ "$passed" -eq 0 ] && [ "$failed" -eq 0 ]; then
   echo "FAIL run.sh: no check ran"
   failed=1
 fi
+[ "${CONFORMANCE_KEEP:-0}" = 1 ] && echo "# work dir kept: $WORK (server.log, *.out, *.stderr)" >&2
 summary="conformance: $passed passed, $failed failed"
 [ "$skipped" -gt 0 ] && summary="$summary, $skipped skipped"
 echo "$summary"

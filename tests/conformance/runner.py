@@ -79,7 +79,7 @@ def clean_stderr(err: str) -> str:
     return "\n".join(keep)
 
 
-def run(cmd, cwd, env, timeout):
+def run(cmd, cwd, env, timeout, save_as=None):
     # Own process group, so that a timeout also kills grandchildren (curl).
     p = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, start_new_session=True)
@@ -92,9 +92,13 @@ def run(cmd, cwd, env, timeout):
             pass
         out, err = p.communicate()
         err = clean_stderr(err.decode("utf-8", "replace"))
+        if save_as:
+            save_as(out.decode("utf-8", "replace"), err)
         raise CheckFailed(f"timed out after {timeout:g}s" + (f"; stderr: {tail(err)}" if err.strip() else ""))
-    return (p.returncode, out.decode("utf-8", "replace"),
-            clean_stderr(err.decode("utf-8", "replace")))
+    out, err = out.decode("utf-8", "replace"), clean_stderr(err.decode("utf-8", "replace"))
+    if save_as:
+        save_as(out, err)
+    return p.returncode, out, err
 
 
 # --------------------------------------------------------------------------- checks
@@ -252,6 +256,13 @@ def check_rest(ex: dict, code: str, out: str, dump: dict, env: dict, timeout: fl
 
 # --------------------------------------------------------------------------- main
 
+def save(work: str, name: str, out: str, err: str) -> None:
+    base = os.path.join(work, name.replace("/", "__"))
+    for ext, text in ((".out", out), (".err", err)):
+        with open(base + ext, "w", encoding="utf-8") as f:
+            f.write(text)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", required=True, help="dir with the extracted examples + manifest.json")
@@ -290,6 +301,7 @@ def main() -> int:
             if ex.get("skip"):
                 print(f"SKIP {name}: {ex['skip']}", flush=True)
                 continue
+            saver = (lambda o, e, _n=name: save(a.work, _n, o, e))
             try:
                 note = ""
                 if flavour == "rest":
@@ -299,7 +311,7 @@ def main() -> int:
                         if os.path.exists(os.path.join(dump_dir, v)):
                             os.remove(os.path.join(dump_dir, v))
                     rc, out, err = run(["bash", "--noprofile", "--norc", "-c", REST_WRAPPER,
-                                        "rest-example", path, dump_dir], a.work, env, a.timeout)
+                                        "rest-example", path, dump_dir], a.work, env, a.timeout, saver)
                     if rc != 0:
                         raise CheckFailed(f"exit code {rc}; stderr: {tail(err)}")
                     dump = {}
@@ -312,13 +324,10 @@ def main() -> int:
                         raise CheckFailed(f"stdout is empty; stderr: {tail(err)}")
                     note = check_rest(ex, code, out, dump, env, a.timeout)
                 else:
-                    rc, out, err = run(cmd, a.work, env, a.timeout)
+                    rc, out, err = run(cmd, a.work, env, a.timeout, saver)
                     if rc != 0:
                         raise CheckFailed(f"exit code {rc}; stderr: {tail(err)}")
                     check_sdk_output(code, out)
-                with open(os.path.join(a.work, name.replace("/", "__") + ".out"), "w",
-                          encoding="utf-8") as f:
-                    f.write(out)
                 if note:
                     print(f"# {name}: {note}", flush=True)
                 print(f"PASS {name}", flush=True)
