@@ -1,6 +1,7 @@
 //! One error type for every handler, rendered in the Interactions error envelope
 //! `{"error":{"message","code","status"}}` (string `code`, Google `status` beside it).
 
+use axum::body::to_bytes;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use localgem_core::{EngineError, StoreError};
@@ -154,4 +155,38 @@ impl From<StoreError> for ApiError {
             }
         }
     }
+}
+
+/// Safety net for errors produced outside our handlers (axum's extractor rejections, e.g. a
+/// malformed query string): any 4xx/5xx that is not already JSON is rewritten into the
+/// envelope, keeping its status and using its text as the message.
+pub async fn envelope_plain_errors(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let text = to_bytes(resp.into_body(), 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let code = match status.as_u16() {
+        404 => "not_found",
+        405 => "method_not_allowed",
+        413 => "payload_too_large",
+        429 => "resource_exhausted",
+        503 => "unavailable",
+        s if s >= 500 => "internal",
+        _ => "invalid_request",
+    };
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text
+    };
+    ApiError::new(status, code, message).into_response()
 }

@@ -87,6 +87,7 @@ pub fn router(state: AppState) -> Router {
         .route("/{v}/models", get(handlers::list_models))
         .route("/{v}/models/{id}", get(handlers::get_model))
         .fallback(handlers::not_found)
+        .layer(axum::middleware::map_response(error::envelope_plain_errors))
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(
             tower_http::trace::TraceLayer::new_for_http().on_failure(

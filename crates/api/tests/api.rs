@@ -434,6 +434,10 @@ async fn unknown_paths_and_methods_use_the_envelope() {
     let (s, v) = a.json("GET", "/v1/nothing-here", "k", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_eq!(v["error"]["code"], "not_found");
+    // axum's own rejections (a path segment that is not valid UTF-8) use it too
+    let (s, v) = a.json("GET", "/v1/interactions/%FF%FE", "k", None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["code"], "invalid_request");
     let (s, v) = a.json("PUT", "/v1/interactions", "k", None).await;
     assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
     assert!(v["error"]["message"].is_string());
