@@ -24,6 +24,15 @@ pub fn event(e: &StreamEvent) -> Event {
         .data(serde_json::to_string(e).unwrap_or_default())
 }
 
+/// An `error` event for a failure after the stream started; the detail is logged, the client
+/// gets the generic internal-error body.
+fn error_event(detail: impl std::fmt::Display) -> Event {
+    event(&StreamEvent::Error {
+        error: ApiError::internal(detail).body(),
+        event_id: None,
+    })
+}
+
 /// The closing `[DONE]` event.
 pub fn done() -> Event {
     Event::default().event("done").data("[DONE]")
@@ -189,15 +198,8 @@ pub fn live(mut run: Running) -> Response {
                         .await;
                     if record.status == Status::Failed {
                         // One error event, then close (spec §4.5).
-                        let err = ApiError::internal(
-                            record.error.as_deref().unwrap_or("generation failed"),
-                        );
-                        let _ = tx
-                            .send(event(&StreamEvent::Error {
-                                error: err.body(),
-                                event_id: None,
-                            }))
-                            .await;
+                        let detail = record.error.as_deref().unwrap_or("generation failed");
+                        let _ = tx.send(error_event(detail)).await;
                         return;
                     }
                     let _ = tx.send(event(&completed(&record))).await;
@@ -205,13 +207,7 @@ pub fn live(mut run: Running) -> Response {
                     return;
                 }
                 Progress::StoreFailed(e) => {
-                    let err = ApiError::internal(e);
-                    let _ = tx
-                        .send(event(&StreamEvent::Error {
-                            error: err.body(),
-                            event_id: None,
-                        }))
-                        .await;
+                    let _ = tx.send(error_event(e)).await;
                     return;
                 }
             };
