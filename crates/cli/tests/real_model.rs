@@ -249,18 +249,27 @@ fn prompt_longer_than_the_context_is_a_400() {
 
 #[test]
 #[ignore = "needs the bundled models; run by scripts/test.sh"]
-fn concurrent_requests_all_complete() {
+fn concurrent_requests_batch_and_match_sequential_greedy_output() {
     let dir = tempfile::tempdir().unwrap();
     let s = start(dir.path(), &["--parallel", "4"]);
+    let prompts: Vec<String> = (0..6)
+        .map(|i| format!("Tell me about the number {i}."))
+        .collect();
+    let sequential: Vec<String> = prompts
+        .iter()
+        .map(|p| text(&s.post(greedy(p, 24)).1))
+        .collect();
     let url = s.url.clone();
-    let handles: Vec<_> = (0..6)
-        .map(|i| {
+    let handles: Vec<_> = prompts
+        .iter()
+        .cloned()
+        .map(|p| {
             let url = url.clone();
             std::thread::spawn(move || {
                 let r = client()
                     .post(format!("{url}/v1/interactions"))
                     .header("x-goog-api-key", "k")
-                    .json(&greedy(&format!("Count to {i}."), 24))
+                    .json(&greedy(&p, 24))
                     .send()
                     .unwrap();
                 assert_eq!(r.status(), 200);
@@ -268,13 +277,18 @@ fn concurrent_requests_all_complete() {
             })
         })
         .collect();
-    for h in handles {
+    for (h, seq) in handles.into_iter().zip(&sequential) {
         let v = h.join().unwrap();
         assert!(
             matches!(v["status"].as_str(), Some("completed" | "incomplete")),
             "{v}"
         );
-        assert!(!text(&v).is_empty());
+        assert!(!seq.is_empty());
+        assert_eq!(
+            &text(&v),
+            seq,
+            "batched greedy output differs from the sequential one"
+        );
     }
 }
 
