@@ -120,7 +120,15 @@ impl LlamaEngine {
             let (path, id, cfg) = (spec.path.clone(), spec.id.clone(), config.clone());
             std::thread::Builder::new()
                 .name(format!("engine-{}", spec.id))
-                .spawn(move || worker::run(path, id, cfg, rx, state_tx))
+                .spawn(move || {
+                    let run =
+                        std::panic::AssertUnwindSafe(|| worker::run(path, id, cfg, rx, &state_tx));
+                    if std::panic::catch_unwind(run).is_err() {
+                        // Queued requests see their channels close; health turns 503.
+                        let _ =
+                            state_tx.send(LoadState::Failed("the engine thread panicked".into()));
+                    }
+                })
                 .map_err(|e| {
                     EngineError::Unavailable(format!("cannot spawn engine thread: {e}"))
                 })?;

@@ -84,7 +84,7 @@ pub(crate) fn run(
     model_id: String,
     config: EngineConfig,
     mut rx: mpsc::Receiver<Command>,
-    state: watch::Sender<LoadState>,
+    state: &watch::Sender<LoadState>,
 ) {
     let fail = |msg: String| {
         tracing::error!(model = %model_id, "{msg}");
