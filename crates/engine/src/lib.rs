@@ -5,6 +5,7 @@
 //! threads. The scheduling policy ([`scheduler`]), chat templates ([`template`]) and text
 //! streaming ([`text`]) are plain code with unit tests that need no model.
 
+pub mod kv;
 pub mod scheduler;
 pub mod template;
 pub mod text;

@@ -1,0 +1,266 @@
+//! The KV manager: which llama.cpp sequence slot holds which tokens.
+//!
+//! A finished sequence's KV stays resident, keyed by the tokens it holds. A new prompt takes
+//! the slot whose tokens share the longest common prefix with it and prefills only the rest;
+//! a slot whose tokens diverge is truncated to the common prefix, never reused past it. When
+//! no slot is free, the least recently used resident one is evicted. Plain bookkeeping: the
+//! worker applies the decisions to the llama.cpp context.
+//!
+//! Not wired into the worker yet: on the CPU backend a prefix reused from the cache, or
+//! computed in a different decode from its suffix, rounds differently from a one-shot
+//! prefill, so greedy continuations can change. Reuse must keep outputs identical before it
+//! is switched on.
+
+/// What a slot holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Slot {
+    Free,
+    /// In use by a live sequence.
+    Active,
+    /// Finished; its KV holds exactly `tokens` at positions `0..tokens.len()`.
+    Resident {
+        tokens: Vec<i32>,
+        last_used: u64,
+    },
+}
+
+/// The decision for one new prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// Slot (llama.cpp `seq_id`) to use.
+    pub slot: i32,
+    /// Prompt tokens already in that slot's KV (positions `0..reused`); the worker removes
+    /// everything from `reused` on and prefills the rest.
+    pub reused: usize,
+    /// Whether a resident sequence was evicted (its KV must be cleared entirely; `reused` is 0).
+    pub evicted: bool,
+}
+
+/// Slot bookkeeping for one context.
+#[derive(Debug)]
+pub struct KvManager {
+    slots: Vec<Slot>,
+    clock: u64,
+    min_reuse: usize,
+}
+
+fn common_prefix(a: &[i32], b: &[i32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+impl KvManager {
+    /// `n` slots. A resident prefix shorter than `min_reuse` tokens is not worth keeping a
+    /// slot busy for, so such slots count as free.
+    pub fn new(n: usize, min_reuse: usize) -> Self {
+        KvManager {
+            slots: vec![Slot::Free; n],
+            clock: 0,
+            min_reuse: min_reuse.max(1),
+        }
+    }
+
+    /// Pick a slot for `prompt`. `None` when every slot is active.
+    ///
+    /// At least one prompt token is always left to prefill, since sampling needs the logits of
+    /// the last prompt token.
+    pub fn acquire(&mut self, prompt: &[i32]) -> Option<Lease> {
+        self.clock += 1;
+        let limit = prompt.len().saturating_sub(1);
+        // Longest useful prefix among resident slots (ties: most recently used).
+        let best = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match s {
+                Slot::Resident { tokens, last_used } => {
+                    Some((i, common_prefix(tokens, prompt).min(limit), *last_used))
+                }
+                _ => None,
+            })
+            .filter(|&(_, n, _)| n >= self.min_reuse)
+            .max_by_key(|&(_, n, used)| (n, used));
+        if let Some((i, reused, _)) = best {
+            self.slots[i] = Slot::Active;
+            return Some(Lease {
+                slot: i as i32,
+                reused,
+                evicted: false,
+            });
+        }
+        if let Some(i) = self.slots.iter().position(|s| *s == Slot::Free) {
+            self.slots[i] = Slot::Active;
+            return Some(Lease {
+                slot: i as i32,
+                reused: 0,
+                evicted: false,
+            });
+        }
+        let lru = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match s {
+                Slot::Resident { last_used, .. } => Some((i, *last_used)),
+                _ => None,
+            })
+            .min_by_key(|&(_, used)| used)?;
+        self.slots[lru.0] = Slot::Active;
+        Some(Lease {
+            slot: lru.0 as i32,
+            reused: 0,
+            evicted: true,
+        })
+    }
+
+    /// A live sequence ended normally: its KV holds `tokens` and stays resident.
+    pub fn finish(&mut self, slot: i32, tokens: Vec<i32>) {
+        self.clock += 1;
+        self.slots[slot as usize] = if tokens.is_empty() {
+            Slot::Free
+        } else {
+            Slot::Resident {
+                tokens,
+                last_used: self.clock,
+            }
+        };
+    }
+
+    /// A live sequence ended without a usable state (cancelled, failed): its KV is cleared.
+    pub fn free(&mut self, slot: i32) {
+        self.slots[slot as usize] = Slot::Free;
+    }
+
+    /// Evict the least recently used resident slot (to make room in the KV buffer). Returns
+    /// the slot whose KV must be cleared.
+    pub fn evict_lru(&mut self) -> Option<i32> {
+        let (i, _) = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match s {
+                Slot::Resident { last_used, .. } => Some((i, *last_used)),
+                _ => None,
+            })
+            .min_by_key(|&(_, used)| used)?;
+        self.slots[i] = Slot::Free;
+        Some(i as i32)
+    }
+
+    /// Slots held by live sequences.
+    pub fn active(&self) -> usize {
+        self.slots.iter().filter(|s| **s == Slot::Active).count()
+    }
+
+    /// Slots holding finished sequences.
+    pub fn resident(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| matches!(s, Slot::Resident { .. }))
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reuses_the_longest_prefix_and_leaves_one_token() {
+        let mut kv = KvManager::new(3, 1);
+        let a = kv.acquire(&[1, 2, 3]).unwrap();
+        assert_eq!(
+            a,
+            Lease {
+                slot: 0,
+                reused: 0,
+                evicted: false
+            }
+        );
+        kv.finish(0, vec![1, 2, 3, 4, 5]);
+        let b = kv.acquire(&[9, 9]).unwrap();
+        assert_eq!(b.slot, 1, "a prompt sharing nothing takes a free slot");
+        kv.finish(1, vec![9, 9, 7]);
+        // continuation of conversation in slot 0
+        let c = kv.acquire(&[1, 2, 3, 4, 5, 6, 7]).unwrap();
+        assert_eq!(
+            c,
+            Lease {
+                slot: 0,
+                reused: 5,
+                evicted: false
+            }
+        );
+        kv.finish(0, vec![1, 2, 3, 4, 5, 6, 7, 8]);
+        // identical prompt: everything but the last token is reused
+        let d = kv.acquire(&[1, 2, 3, 4, 5, 6, 7, 8]).unwrap();
+        assert_eq!(
+            d,
+            Lease {
+                slot: 0,
+                reused: 7,
+                evicted: false
+            }
+        );
+    }
+
+    #[test]
+    fn diverging_tokens_are_never_reused_past_the_divergence() {
+        let mut kv = KvManager::new(1, 1);
+        kv.acquire(&[1, 2, 3]).unwrap();
+        kv.finish(0, vec![1, 2, 3, 4, 5, 6]);
+        // an earlier turn was rewritten (token 3 differs)
+        let l = kv.acquire(&[1, 2, 30, 4, 5, 6, 7]).unwrap();
+        assert_eq!(l.reused, 2);
+    }
+
+    #[test]
+    fn evicts_least_recently_used_when_full() {
+        let mut kv = KvManager::new(2, 2);
+        kv.acquire(&[1, 1]).unwrap();
+        kv.acquire(&[2, 2]).unwrap();
+        kv.finish(0, vec![1, 1, 1]);
+        kv.finish(1, vec![2, 2, 2]);
+        // touch slot 0 again so slot 1 is the LRU
+        let l = kv.acquire(&[1, 1, 1, 1]).unwrap();
+        assert_eq!((l.slot, l.reused), (0, 3));
+        kv.finish(0, vec![1, 1, 1, 1, 5]);
+        let l = kv.acquire(&[7, 7, 7]).unwrap();
+        assert_eq!(
+            l,
+            Lease {
+                slot: 1,
+                reused: 0,
+                evicted: true
+            }
+        );
+        assert_eq!(kv.resident(), 1);
+        assert_eq!(kv.active(), 1);
+    }
+
+    #[test]
+    fn short_prefixes_do_not_count_and_active_slots_are_never_taken() {
+        let mut kv = KvManager::new(2, 4);
+        kv.acquire(&[1, 2, 3, 4, 5]).unwrap();
+        kv.finish(0, vec![1, 2, 3, 4, 5]);
+        // shares only 2 tokens (< min_reuse 4): takes the free slot instead
+        let l = kv.acquire(&[1, 2, 9, 9, 9]).unwrap();
+        assert_eq!((l.slot, l.reused), (1, 0));
+        let l = kv.acquire(&[1, 2, 3, 4, 5, 6]).unwrap();
+        assert_eq!((l.slot, l.reused), (0, 5));
+        assert!(kv.acquire(&[1]).is_none(), "both slots active");
+        kv.free(1);
+        assert_eq!(kv.acquire(&[3]).unwrap().slot, 1);
+    }
+
+    #[test]
+    fn evict_lru_for_room() {
+        let mut kv = KvManager::new(3, 1);
+        for (i, t) in [[1, 1], [2, 2], [3, 3]].iter().enumerate() {
+            kv.acquire(t).unwrap();
+            kv.finish(i as i32, t.to_vec());
+        }
+        assert_eq!(kv.evict_lru(), Some(0));
+        assert_eq!(kv.evict_lru(), Some(1));
+        assert_eq!(kv.resident(), 1);
+    }
+}
