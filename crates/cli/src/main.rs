@@ -59,7 +59,8 @@ struct EngineArgs {
     /// Model used for `gemini-*` ids and when none is named.
     #[arg(long, env = "LOCALGEM_DEFAULT_MODEL")]
     default_model: Option<String>,
-    /// Total KV context per model, shared evenly by the parallel sequences.
+    /// Total KV context per model, split evenly between the KV slots (a conversation can hold
+    /// CTX_SIZE / KV_SLOTS tokens).
     #[arg(long, env = "LOCALGEM_CTX_SIZE", default_value_t = EngineConfig::default().ctx_size)]
     ctx_size: u32,
     /// Sequences decoded together.
@@ -77,6 +78,13 @@ struct EngineArgs {
     /// Layers to offload to a GPU (GPU builds only).
     #[arg(long, env = "LOCALGEM_GPU_LAYERS", default_value_t = 0)]
     gpu_layers: u32,
+    /// KV sequence slots: live sequences plus finished ones kept for prefix reuse.
+    #[arg(long, env = "LOCALGEM_KV_SLOTS", default_value_t = EngineConfig::default().kv_slots)]
+    kv_slots: u32,
+    /// Use flash attention (faster on long contexts, but reused and batched prefills then
+    /// round differently from fresh ones, so outputs are no longer bit-identical).
+    #[arg(long, env = "LOCALGEM_FLASH_ATTENTION", default_value_t = false)]
+    flash_attention: bool,
 }
 
 #[derive(Args, Debug)]
@@ -247,6 +255,9 @@ fn engine_config(args: &EngineArgs) -> EngineConfig {
         batch_size: args.batch_size.max(16),
         max_queue: args.max_queue.max(1),
         gpu_layers: args.gpu_layers,
+        kv_slots: args.kv_slots,
+        min_reuse: d.min_reuse,
+        flash_attention: args.flash_attention,
     }
 }
 

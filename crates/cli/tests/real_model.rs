@@ -425,3 +425,53 @@ fn client_disconnect_cancels_the_generation() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+#[ignore = "needs the bundled models; run by scripts/test.sh"]
+fn kv_cache_follows_the_conversation_and_matches_a_fresh_prefill() {
+    let turn1 = "I have 2 dogs in my house. Tell me something about dogs.";
+    let turn2 = "How many paws are in my house?";
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &[]);
+    let (_, one) = s.post(greedy(turn1, 40));
+    assert_eq!(one["usage"]["total_cached_tokens"], 0);
+    let mut req = greedy(turn2, 40);
+    req["previous_interaction_id"] = one["id"].clone();
+    let (_, two) = s.post(req);
+    let cached = two["usage"]["total_cached_tokens"].as_u64().unwrap();
+    let turn1_input = one["usage"]["total_input_tokens"].as_u64().unwrap();
+    assert!(
+        cached >= turn1_input,
+        "turn 2 reused {cached} tokens; turn 1's whole prompt ({turn1_input}) should be cached"
+    );
+    assert!(cached < two["usage"]["total_input_tokens"].as_u64().unwrap());
+
+    // A history whose first turn was rewritten must not reuse past the change.
+    let rewritten = json!({"model": "gemini-3-flash-preview", "store": false,
+        "input": [
+            {"type": "user_input", "content": [{"type": "text", "text": "I have 3 cats in my house. Tell me something about dogs."}]},
+            {"type": "model_output", "content": [{"type": "text", "text": text(&one)}]},
+            {"type": "user_input", "content": [{"type": "text", "text": turn2}]}],
+        "generation_config": {"temperature": 0, "max_output_tokens": 40}});
+    let (_, re) = s.post(rewritten.clone());
+    assert!(re["usage"]["total_cached_tokens"].as_u64().unwrap() < turn1_input);
+
+    // A fresh server (nothing cached) gives the same tokens for the same histories.
+    let dir2 = tempfile::tempdir().unwrap();
+    let fresh = start(dir2.path(), &[]);
+    let stateless = json!({"model": "gemini-3-flash-preview", "store": false,
+        "input": [
+            {"type": "user_input", "content": [{"type": "text", "text": turn1}]},
+            {"type": "model_output", "content": [{"type": "text", "text": text(&one)}]},
+            {"type": "user_input", "content": [{"type": "text", "text": turn2}]}],
+        "generation_config": {"temperature": 0, "max_output_tokens": 40}});
+    let (_, f) = fresh.post(stateless);
+    assert_eq!(f["usage"]["total_cached_tokens"], 0);
+    assert_eq!(text(&f), text(&two), "reused KV changed the output");
+    let (_, f2) = fresh.post(rewritten);
+    assert_eq!(
+        text(&f2),
+        text(&re),
+        "a partly reused state changed the output"
+    );
+}

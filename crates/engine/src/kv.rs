@@ -5,11 +5,6 @@
 //! a slot whose tokens diverge is truncated to the common prefix, never reused past it. When
 //! no slot is free, the least recently used resident one is evicted. Plain bookkeeping: the
 //! worker applies the decisions to the llama.cpp context.
-//!
-//! Not wired into the worker yet: on the CPU backend a prefix reused from the cache, or
-//! computed in a different decode from its suffix, rounds differently from a one-shot
-//! prefill, so greedy continuations can change. Reuse must keep outputs identical before it
-//! is switched on.
 
 /// What a slot holds.
 #[derive(Debug, Clone, PartialEq, Eq)]

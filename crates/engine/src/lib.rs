@@ -36,7 +36,8 @@ pub struct ModelSpec {
 /// Engine settings shared by all models.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineConfig {
-    /// Total context (KV cells) per model, split evenly between parallel sequences.
+    /// Total context (KV cells) per model, split evenly between the KV slots: each sequence
+    /// can hold `ctx_size / kv_slots` tokens (prompt and answer).
     pub ctx_size: u32,
     /// Sequences decoded together per step.
     pub parallel: u32,
@@ -48,12 +49,20 @@ pub struct EngineConfig {
     pub max_queue: usize,
     /// Layers to offload to a GPU (0 on CPU builds).
     pub gpu_layers: u32,
+    /// Sequence slots in the KV buffer: live sequences plus finished ones kept for prefix
+    /// reuse (at least `parallel`, at most 256).
+    pub kv_slots: u32,
+    /// Shortest cached prefix, in tokens, worth reusing a slot for.
+    pub min_reuse: u32,
+    /// Use flash attention. Off by default: it makes reused or batched computation round
+    /// differently from a fresh one (see the worker).
+    pub flash_attention: bool,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
-            ctx_size: 16_384,
+            ctx_size: 32_768,
             parallel: 4,
             threads: std::thread::available_parallelism()
                 .map(|n| n.get() as i32)
@@ -61,6 +70,9 @@ impl Default for EngineConfig {
             batch_size: 512,
             max_queue: 64,
             gpu_layers: 0,
+            kv_slots: 8,
+            min_reuse: 16,
+            flash_attention: false,
         }
     }
 }

@@ -36,46 +36,6 @@ pub fn plan(seqs: &[SeqState], budget: usize) -> Vec<usize> {
     out
 }
 
-/// A fixed pool of KV sequence slots (llama.cpp `seq_id`s).
-#[derive(Debug)]
-pub struct SlotPool {
-    free: Vec<i32>,
-    size: usize,
-}
-
-impl SlotPool {
-    /// `n` slots, ids `0..n`.
-    pub fn new(n: usize) -> Self {
-        SlotPool {
-            free: (0..n as i32).rev().collect(),
-            size: n,
-        }
-    }
-
-    /// Take the lowest free slot.
-    pub fn acquire(&mut self) -> Option<i32> {
-        self.free.pop()
-    }
-
-    /// Return a slot.
-    ///
-    /// # Panics
-    /// On a slot that is out of range or already free (a bookkeeping bug).
-    pub fn release(&mut self, slot: i32) {
-        assert!(
-            (slot as usize) < self.size && !self.free.contains(&slot),
-            "bad slot release {slot}"
-        );
-        self.free.push(slot);
-        self.free.sort_unstable_by(|a, b| b.cmp(a));
-    }
-
-    /// Slots in use.
-    pub fn in_use(&self) -> usize {
-        self.size - self.free.len()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,23 +71,5 @@ mod tests {
     #[test]
     fn budget_smaller_than_decoders() {
         assert_eq!(plan(&[dec(), dec(), dec()], 2), vec![1, 1, 0]);
-    }
-
-    #[test]
-    fn slots() {
-        let mut p = SlotPool::new(2);
-        assert_eq!(p.acquire(), Some(0));
-        assert_eq!(p.acquire(), Some(1));
-        assert_eq!(p.acquire(), None);
-        p.release(0);
-        assert_eq!(p.in_use(), 1);
-        assert_eq!(p.acquire(), Some(0));
-    }
-
-    #[test]
-    #[should_panic(expected = "bad slot release")]
-    fn double_release_panics() {
-        let mut p = SlotPool::new(2);
-        p.release(0);
     }
 }

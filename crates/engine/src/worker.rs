@@ -18,12 +18,14 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::DecodeError;
 use localgem_core::{
     EngineError, EngineEvent, FinishReason, GenerateRequest, Generation, TokenUsage,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::scheduler::{plan, SeqState, SlotPool};
+use crate::kv::KvManager;
+use crate::scheduler::{plan, SeqState};
 use crate::template::ChatTemplate;
 use crate::text::{StopMatcher, Utf8Buffer};
 use crate::{backend, EngineConfig};
@@ -55,6 +57,8 @@ struct Pending {
 struct Seq {
     slot: i32,
     prompt: Vec<LlamaToken>,
+    /// Prompt tokens found in the slot's KV at admission (not prefilled).
+    reused: usize,
     fed: usize,
     n_past: i32,
     next: Option<LlamaToken>,
@@ -103,13 +107,23 @@ pub(crate) fn run(
         Err(e) => return fail(format!("cannot load {}: {e}", path.display())),
     };
     let parallel = config.parallel.max(1);
-    let n_ctx = config.ctx_size.max(256 * parallel);
+    let kv_slots = config.kv_slots.clamp(parallel, 256);
+    let n_ctx = config.ctx_size.max(256 * kv_slots);
+    // One KV stream per slot (live sequences and finished ones kept for reuse), each
+    // `n_ctx / kv_slots` cells. Exactness needs both choices below (`examples/kv_probe.rs`):
+    // in a unified buffer a sequence whose cells do not start at cell 0 rounds differently,
+    // and with flash attention a prefill split across decodes rounds differently from a
+    // one-shot one. With separate streams and no flash attention, batched, chunked and reused
+    // computation are bit-identical to a fresh one, so reuse never changes an answer. The
+    // full-size SWA cache keeps every position, so sliding-window models (Gemma 3) reuse too.
     let cparams = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(n_ctx))
         .with_n_batch(config.batch_size)
         .with_n_ubatch(config.batch_size)
-        .with_n_seq_max(parallel)
+        .with_n_seq_max(kv_slots)
         .with_kv_unified(false)
+        .with_swa_full(true)
+        .with_flash_attention_policy(if config.flash_attention { 1 } else { 0 })
         .with_n_threads(config.threads)
         .with_n_threads_batch(config.threads);
     let mut ctx = match model.new_context(backend, cparams) {
@@ -121,7 +135,7 @@ pub(crate) fn run(
             ))
         }
     };
-    let per_seq = ctx.n_ctx() / parallel;
+    let per_seq = ctx.n_ctx() / kv_slots;
     let arch = model
         .meta_val_str("general.architecture")
         .unwrap_or_default();
@@ -159,7 +173,8 @@ pub(crate) fn run(
         model: &model,
         template,
         per_seq,
-        slots: SlotPool::new(parallel as usize),
+        kv: KvManager::new(kv_slots as usize, config.min_reuse.max(1) as usize),
+        parallel: parallel as usize,
         waiting: VecDeque::new(),
         active: Vec::new(),
         max_queue: config.max_queue,
@@ -186,7 +201,8 @@ struct Worker<'m> {
     model: &'m LlamaModel,
     template: ChatTemplate,
     per_seq: u32,
-    slots: SlotPool,
+    kv: KvManager,
+    parallel: usize,
     waiting: VecDeque<Pending>,
     active: Vec<Seq>,
     max_queue: usize,
@@ -253,25 +269,45 @@ impl Worker<'_> {
         Ok((tokens, request))
     }
 
-    /// Move waiting requests into free slots; drop cancelled ones.
-    fn admit(&mut self) {
+    /// Move waiting requests into slots (up to `parallel` live sequences), reusing the longest
+    /// cached prefix; drop cancelled ones.
+    fn admit(&mut self, ctx: &mut LlamaContext<'_>) {
         self.waiting.retain(|p| !p.tx.is_closed());
-        while let Some(slot) = (!self.waiting.is_empty())
-            .then(|| self.slots.acquire())
-            .flatten()
-        {
+        while self.active.len() < self.parallel {
             let Some(p) = self.waiting.pop_front() else {
-                self.slots.release(slot);
                 break;
             };
+            let ids: Vec<i32> = p.prompt.iter().map(|t| t.0).collect();
+            let Some(lease) = self.kv.acquire(&ids) else {
+                self.waiting.push_front(p);
+                break;
+            };
+            let slot = lease.slot;
+            let mut reused = lease.reused;
+            // Drop whatever the slot holds past the reused prefix.
+            let kept = ctx
+                .clear_kv_cache_seq(Some(slot as u32), Some(reused as u32), None)
+                .unwrap_or(false);
+            if !kept {
+                let _ = ctx.clear_kv_cache_seq(Some(slot as u32), None, None);
+                reused = 0;
+            }
+            tracing::debug!(
+                slot,
+                reused,
+                prompt = ids.len(),
+                evicted = lease.evicted,
+                "admitted"
+            );
             self.active.push(Seq {
                 slot,
                 sampler: sampler_for(&p.request),
                 stop: StopMatcher::new(&p.request.stop_sequences),
                 max_output: p.request.max_output_tokens.max(1),
                 prompt: p.prompt,
-                fed: 0,
-                n_past: 0,
+                reused,
+                fed: reused,
+                n_past: reused as i32,
                 next: None,
                 tx: p.tx,
                 utf8: Utf8Buffer::default(),
@@ -286,12 +322,12 @@ impl Worker<'_> {
         while i < self.active.len() {
             if self.active[i].tx.is_closed() {
                 let s = self.active.swap_remove(i);
-                self.release(ctx, s.slot);
+                self.discard(ctx, s.slot);
             } else {
                 i += 1;
             }
         }
-        self.admit();
+        self.admit(ctx);
         if self.active.is_empty() {
             return;
         }
@@ -338,14 +374,24 @@ impl Worker<'_> {
         if self.batch.n_tokens() == 0 {
             return;
         }
-        if let Err(e) = ctx.decode(&mut self.batch) {
-            tracing::error!(model = %self.model_id, "decode failed: {e}");
-            for s in std::mem::take(&mut self.active) {
-                let _ =
-                    s.tx.send(EngineEvent::Failed(format!("decode failed: {e}")));
-                self.release(ctx, s.slot);
+        loop {
+            match ctx.decode(&mut self.batch) {
+                Ok(()) => break,
+                // No room in the KV buffer: llama.cpp restored its state, so evict the least
+                // recently used finished sequence and retry the same batch.
+                Err(DecodeError::NoKvCacheSlot) => {
+                    if let Some(slot) = self.kv.evict_lru() {
+                        let _ = ctx.clear_kv_cache_seq(Some(slot as u32), None, None);
+                        continue;
+                    }
+                    self.fail_all(ctx, "no room in the KV cache");
+                    return;
+                }
+                Err(e) => {
+                    self.fail_all(ctx, &format!("decode failed: {e}"));
+                    return;
+                }
             }
-            return;
         }
 
         let vocab = self.model.vocab();
@@ -393,17 +439,32 @@ impl Worker<'_> {
                 usage: TokenUsage {
                     input_tokens: s.prompt.len() as u64,
                     output_tokens: u64::from(s.generated),
-                    cached_tokens: 0,
+                    cached_tokens: s.reused as u64,
                 },
             });
-            self.release(ctx, s.slot);
+            // Keep only the prompt's KV resident. The generated tokens' K/V were written by
+            // one-token decodes, which round differently from the batched prefill a fresh
+            // request would do (`examples/kv_probe.rs`, case G), so reusing them could change
+            // the next answer; the next turn prefills the answer again instead.
+            let held: Vec<i32> = s.prompt.iter().map(|t| t.0).collect();
+            let _ = ctx.clear_kv_cache_seq(Some(s.slot as u32), Some(held.len() as u32), None);
+            self.kv.finish(s.slot, held);
         }
     }
 
-    fn release(&mut self, ctx: &mut LlamaContext<'_>, slot: i32) {
+    fn fail_all(&mut self, ctx: &mut LlamaContext<'_>, why: &str) {
+        tracing::error!(model = %self.model_id, "{why}");
+        for s in std::mem::take(&mut self.active) {
+            let _ = s.tx.send(EngineEvent::Failed(why.to_owned()));
+            self.discard(ctx, s.slot);
+        }
+    }
+
+    /// Free a slot whose state is not worth keeping (cancelled or failed sequence).
+    fn discard(&mut self, ctx: &mut LlamaContext<'_>, slot: i32) {
         if let Err(e) = ctx.clear_kv_cache_seq(Some(slot as u32), None, None) {
             tracing::error!("cannot clear KV of slot {slot}: {e}");
         }
-        self.slots.release(slot);
+        self.kv.free(slot);
     }
 }
