@@ -90,18 +90,10 @@ impl KvManager {
                 evicted: false,
             });
         }
-        let lru = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| match s {
-                Slot::Resident { last_used, .. } => Some((i, *last_used)),
-                _ => None,
-            })
-            .min_by_key(|&(_, used)| used)?;
-        self.slots[lru.0] = Slot::Active;
+        let lru = self.lru()?;
+        self.slots[lru] = Slot::Active;
         Some(Lease {
-            slot: lru.0 as i32,
+            slot: lru as i32,
             reused: 0,
             evicted: true,
         })
@@ -128,17 +120,22 @@ impl KvManager {
     /// Evict the least recently used resident slot (to make room in the KV buffer). Returns
     /// the slot whose KV must be cleared.
     pub fn evict_lru(&mut self) -> Option<i32> {
-        let (i, _) = self
-            .slots
+        let i = self.lru()?;
+        self.slots[i] = Slot::Free;
+        Some(i as i32)
+    }
+
+    /// The least recently used resident slot.
+    fn lru(&self) -> Option<usize> {
+        self.slots
             .iter()
             .enumerate()
             .filter_map(|(i, s)| match s {
                 Slot::Resident { last_used, .. } => Some((i, *last_used)),
                 _ => None,
             })
-            .min_by_key(|&(_, used)| used)?;
-        self.slots[i] = Slot::Free;
-        Some(i as i32)
+            .min_by_key(|&(_, used)| used)
+            .map(|(i, _)| i)
     }
 
     /// Slots held by live sequences.
