@@ -35,6 +35,22 @@ pub async fn healthz(State(st): State<AppState>) -> Response {
     }
 }
 
+/// `GET /metrics`: Prometheus text exposition.
+pub async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
+    let render = st
+        .metrics
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found("metrics are not enabled"))?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        render(),
+    )
+        .into_response())
+}
+
 fn check_revision(headers: &HeaderMap) -> Result<(), ApiError> {
     if let Some(rev) = headers.get("api-revision").and_then(|v| v.to_str().ok()) {
         if rev.trim() < API_REVISION {

@@ -60,7 +60,12 @@ pub struct AppState {
     pub config: Arc<ApiConfig>,
     /// Cancellation signals of running interactions, by id.
     pub running: Arc<Mutex<HashMap<String, Arc<Notify>>>>,
+    /// Renders the Prometheus text exposition for `/metrics` (absent: 404).
+    pub metrics: Option<MetricsRender>,
 }
+
+/// Renders metrics in the Prometheus text format.
+pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
 
 impl AppState {
     /// State over an engine and a store.
@@ -70,7 +75,14 @@ impl AppState {
             store,
             config: Arc::new(config),
             running: Arc::default(),
+            metrics: None,
         }
+    }
+
+    /// Serve `/metrics` with this renderer.
+    pub fn with_metrics(mut self, render: MetricsRender) -> Self {
+        self.metrics = Some(render);
+        self
     }
 }
 
@@ -78,6 +90,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(handlers::healthz))
+        .route("/metrics", get(handlers::metrics))
         .route("/{v}/interactions", post(handlers::create))
         .route(
             "/{v}/interactions/{id}",

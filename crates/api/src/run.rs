@@ -164,6 +164,7 @@ pub async fn start(
     };
     timeline.extend(req.input.iter().cloned());
     let messages = to_messages(req.system_instruction.as_deref(), &timeline)?;
+    let model_label = engine_model.clone();
     let generation = state
         .engine
         .generate(GenerateRequest {
@@ -209,10 +210,20 @@ pub async fn start(
         let mut events = generation.events;
         let mut text = String::new();
         let mut fragments = 0u64;
+        let ttft = metrics::histogram!("localgem_time_to_first_token_seconds", "model" => model_label.clone());
+        let itl = metrics::histogram!("localgem_inter_token_latency_seconds", "model" => model_label.clone());
+        let started = std::time::Instant::now();
+        let mut last_text: Option<std::time::Instant> = None;
         let (status, usage, error) = loop {
             tokio::select! {
                 ev = events.recv() => match ev {
                     Some(EngineEvent::Text(t)) => {
+                        let now = std::time::Instant::now();
+                        match last_text {
+                            None => ttft.record(now.duration_since(started).as_secs_f64()),
+                            Some(prev) => itl.record(now.duration_since(prev).as_secs_f64()),
+                        }
+                        last_text = Some(now);
                         text.push_str(&t);
                         fragments += 1;
                         // A closed receiver is noticed by the `closed()` branch.
@@ -241,6 +252,8 @@ pub async fn start(
             }
         };
         drop(events); // stops the engine sequence if it still runs
+        metrics::counter!("localgem_interactions_total", "model" => model_label, "status" => status.as_str())
+            .increment(1);
         record.status = status;
         record.usage = usage;
         record.error = error;

@@ -677,3 +677,39 @@ fn rand_suffix() -> u64 {
         .unwrap()
         .as_nanos() as u64
 }
+
+#[tokio::test]
+async fn metrics_endpoint_exposes_latency_and_outcomes() {
+    use std::sync::OnceLock;
+    static HANDLE: OnceLock<metrics_exporter_prometheus::PrometheusHandle> = OnceLock::new();
+    let handle = HANDLE
+        .get_or_init(|| {
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .install_recorder()
+                .unwrap()
+        })
+        .clone();
+    // without a renderer the endpoint is a 404 in the envelope
+    let plain = app();
+    let (s, v) = plain.json("GET", "/metrics", "k", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(v["error"]["code"], "not_found");
+
+    let mut a = app();
+    a.state = a
+        .state
+        .clone()
+        .with_metrics(Arc::new(move || handle.render()));
+    a.create(json!({"model": "fake-model", "input": "one two three"}))
+        .await;
+    let (s, ct, body) = a.call("GET", "/metrics", "k", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(ct.starts_with("text/plain"), "{ct}");
+    for name in [
+        "localgem_time_to_first_token_seconds",
+        "localgem_inter_token_latency_seconds",
+        "localgem_interactions_total{model=\"fake-model\",status=\"completed\"}",
+    ] {
+        assert!(body.contains(name), "{name} missing from:\n{body}");
+    }
+}

@@ -275,6 +275,25 @@ fn init_tracing(json: bool) {
     }
 }
 
+/// Install the Prometheus recorder behind the `metrics` facade and return its renderer.
+fn install_metrics() -> Result<localgem_api::MetricsRender> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    let latency = [
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ];
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)?
+        .install_recorder()?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(Arc::new(move || handle.render()))
+}
+
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -337,6 +356,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             },
         },
     );
+    let state = state.with_metrics(install_metrics()?);
     let addr = listener.local_addr()?;
     println!("localgem serving model {default} at http://{addr}");
     println!("Point the Gemini SDKs and the curl examples at it with:");

@@ -469,6 +469,27 @@ fn kv_cache_follows_the_conversation_and_matches_a_fresh_prefill() {
     assert_eq!(f["usage"]["total_cached_tokens"], 0);
     assert_eq!(text(&f), text(&two), "reused KV changed the output");
     let (_, f2) = fresh.post(rewritten);
+
+    // the engine's counters saw the hit and the work
+    let metrics = client()
+        .get(format!("{}/metrics", s.url))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from:\n{metrics}"))
+    };
+    assert!(value("localgem_kv_cache_hits_total{model=\"smollm2-135m\"}") >= 1.0);
+    assert!(value("localgem_kv_tokens_reused_total{model=\"smollm2-135m\"}") >= cached as f64);
+    assert!(value("localgem_prefill_tokens_total{model=\"smollm2-135m\"}") > 0.0);
+    assert!(value("localgem_decode_tokens_total{model=\"smollm2-135m\"}") >= 80.0);
+    assert!(metrics.contains("localgem_time_to_first_token_seconds_bucket"));
     assert_eq!(
         text(&f2),
         text(&re),

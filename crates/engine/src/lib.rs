@@ -7,6 +7,7 @@
 
 pub mod kv;
 pub mod scheduler;
+mod telemetry;
 pub mod template;
 pub mod text;
 mod worker;

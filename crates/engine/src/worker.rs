@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::kv::KvManager;
 use crate::scheduler::{plan, SeqState};
+use crate::telemetry::EngineMetrics;
 use crate::template::ChatTemplate;
 use crate::text::{StopMatcher, Utf8Buffer};
 use crate::{backend, EngineConfig};
@@ -168,6 +169,7 @@ pub(crate) fn run(
         context_tokens: u64::from(per_seq),
     });
 
+    let w_model = model_id.clone();
     let mut w = Worker {
         model_id,
         model: &model,
@@ -180,6 +182,7 @@ pub(crate) fn run(
         max_queue: config.max_queue,
         batch: LlamaBatch::new(config.batch_size as usize, 1),
         batch_size: config.batch_size as usize,
+        metrics: EngineMetrics::new(&w_model),
     };
     loop {
         if w.active.is_empty() && w.waiting.is_empty() {
@@ -192,6 +195,9 @@ pub(crate) fn run(
             w.handle(cmd);
         }
         w.step(&mut ctx);
+        w.metrics.queue_depth.set(w.waiting.len() as f64);
+        w.metrics.running.set(w.active.len() as f64);
+        w.metrics.resident.set(w.kv.resident() as f64);
     }
     tracing::info!(model = %w.model_id, "engine thread stopped");
 }
@@ -208,6 +214,7 @@ struct Worker<'m> {
     max_queue: usize,
     batch: LlamaBatch<'static>,
     batch_size: usize,
+    metrics: EngineMetrics,
 }
 
 impl Worker<'_> {
@@ -299,6 +306,15 @@ impl Worker<'_> {
                 evicted = lease.evicted,
                 "admitted"
             );
+            if reused > 0 {
+                self.metrics.cache_hits.increment(1);
+                self.metrics.tokens_reused.increment(reused as u64);
+            } else {
+                self.metrics.cache_misses.increment(1);
+            }
+            if lease.evicted {
+                self.metrics.evictions.increment(1);
+            }
             self.active.push(Seq {
                 slot,
                 sampler: sampler_for(&p.request),
@@ -343,6 +359,7 @@ impl Worker<'_> {
         let planned = plan(&states, self.batch_size);
         self.batch.clear();
         let mut logits_at: Vec<Option<i32>> = vec![None; self.active.len()];
+        let (mut prefilled, mut decoded) = (0u64, 0u64);
         for (i, (s, &n)) in self.active.iter_mut().zip(&planned).enumerate() {
             if n == 0 {
                 continue;
@@ -352,6 +369,7 @@ impl Worker<'_> {
                     continue;
                 }
                 s.n_past += 1;
+                decoded += 1;
                 logits_at[i] = Some(self.batch.n_tokens() - 1);
             } else {
                 for k in 0..n {
@@ -369,6 +387,7 @@ impl Worker<'_> {
                     }
                 }
                 s.fed += n;
+                prefilled += n as u64;
             }
         }
         if self.batch.n_tokens() == 0 {
@@ -382,6 +401,7 @@ impl Worker<'_> {
                 Err(DecodeError::NoKvCacheSlot) => {
                     if let Some(slot) = self.kv.evict_lru() {
                         let _ = ctx.clear_kv_cache_seq(Some(slot as u32), None, None);
+                        self.metrics.evictions.increment(1);
                         continue;
                     }
                     self.fail_all(ctx, "no room in the KV cache");
@@ -394,6 +414,8 @@ impl Worker<'_> {
             }
         }
 
+        self.metrics.prefill_tokens.increment(prefilled);
+        self.metrics.decode_tokens.increment(decoded);
         let vocab = self.model.vocab();
         let mut finished: Vec<(usize, FinishReason, bool)> = Vec::new();
         for (i, s) in self.active.iter_mut().enumerate() {
