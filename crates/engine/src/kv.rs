@@ -117,14 +117,6 @@ impl KvManager {
         self.slots[slot as usize] = Slot::Free;
     }
 
-    /// Evict the least recently used resident slot (to make room in the KV buffer). Returns
-    /// the slot whose KV must be cleared.
-    pub fn evict_lru(&mut self) -> Option<i32> {
-        let i = self.lru()?;
-        self.slots[i] = Slot::Free;
-        Some(i as i32)
-    }
-
     /// The least recently used resident slot.
     fn lru(&self) -> Option<usize> {
         self.slots
@@ -242,17 +234,5 @@ mod tests {
         assert!(kv.acquire(&[1]).is_none(), "both slots active");
         kv.free(1);
         assert_eq!(kv.acquire(&[3]).unwrap().slot, 1);
-    }
-
-    #[test]
-    fn evict_lru_for_room() {
-        let mut kv = KvManager::new(3, 1);
-        for (i, t) in [[1, 1], [2, 2], [3, 3]].iter().enumerate() {
-            kv.acquire(t).unwrap();
-            kv.finish(i as i32, t.to_vec());
-        }
-        assert_eq!(kv.evict_lru(), Some(0));
-        assert_eq!(kv.evict_lru(), Some(1));
-        assert_eq!(kv.resident(), 1);
     }
 }

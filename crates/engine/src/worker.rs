@@ -18,7 +18,6 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
-use llama_cpp_2::DecodeError;
 use localgem_core::{
     EngineError, EngineEvent, FinishReason, GenerateRequest, Generation, TokenUsage,
 };
@@ -169,7 +168,7 @@ pub(crate) fn run(
         context_tokens: u64::from(per_seq),
     });
 
-    let w_model = model_id.clone();
+    let metrics = EngineMetrics::new(&model_id);
     let mut w = Worker {
         model_id,
         model: &model,
@@ -182,7 +181,7 @@ pub(crate) fn run(
         max_queue: config.max_queue,
         batch: LlamaBatch::new(config.batch_size as usize, 1),
         batch_size: config.batch_size as usize,
-        metrics: EngineMetrics::new(&w_model),
+        metrics,
     };
     loop {
         if w.active.is_empty() && w.waiting.is_empty() {
@@ -393,25 +392,12 @@ impl Worker<'_> {
         if self.batch.n_tokens() == 0 {
             return;
         }
-        loop {
-            match ctx.decode(&mut self.batch) {
-                Ok(()) => break,
-                // No room in the KV buffer: llama.cpp restored its state, so evict the least
-                // recently used finished sequence and retry the same batch.
-                Err(DecodeError::NoKvCacheSlot) => {
-                    if let Some(slot) = self.kv.evict_lru() {
-                        let _ = ctx.clear_kv_cache_seq(Some(slot as u32), None, None);
-                        self.metrics.evictions.increment(1);
-                        continue;
-                    }
-                    self.fail_all(ctx, "no room in the KV cache");
-                    return;
-                }
-                Err(e) => {
-                    self.fail_all(ctx, &format!("decode failed: {e}"));
-                    return;
-                }
-            }
+        // Each slot has its own KV stream and every sequence stays within its stream's size
+        // (prompt limit at admission, `ContextFull` while generating), so evicting another
+        // slot could never make room here: any decode failure fails the batch.
+        if let Err(e) = ctx.decode(&mut self.batch) {
+            self.fail_all(ctx, &format!("decode failed: {e}"));
+            return;
         }
 
         self.metrics.prefill_tokens.increment(prefilled);
