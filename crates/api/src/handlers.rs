@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use axum::body::{to_bytes, Body};
+use axum::body::{to_bytes, Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -62,11 +62,7 @@ fn check_revision(headers: &HeaderMap) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn read_body(
-    body: Body,
-    headers: &HeaderMap,
-    limit: usize,
-) -> Result<bytes_alias::Bytes, ApiError> {
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
     let declared = headers
         .get("content-length")
         .and_then(|v| v.to_str().ok())
@@ -83,10 +79,6 @@ async fn read_body(
             ApiError::bad_request(format!("cannot read the request body: {e}"))
         }
     })
-}
-
-mod bytes_alias {
-    pub use axum::body::Bytes;
 }
 
 /// `POST /{v}/interactions`.
