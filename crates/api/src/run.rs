@@ -175,6 +175,7 @@ pub async fn start(
             max_output_tokens: req
                 .max_output_tokens
                 .unwrap_or(state.config.default_max_output_tokens),
+            cache_scope: tenant.0.clone(),
         })
         .await?;
 

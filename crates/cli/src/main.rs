@@ -85,6 +85,11 @@ struct EngineArgs {
     /// round differently from fresh ones, so outputs are no longer bit-identical).
     #[arg(long, env = "LOCALGEM_FLASH_ATTENTION", default_value_t = false)]
     flash_attention: bool,
+    /// Disk budget, in MiB, for finished KV states kept in DATA_DIR/kv so that a later turn
+    /// (after an eviction, a restart, or on another replica sharing the data dir) restores
+    /// its conversation instead of prefilling it again. 0 keeps them in memory only.
+    #[arg(long, env = "LOCALGEM_KV_DISK_BUDGET_MB", default_value_t = 4096)]
+    kv_disk_budget_mb: u64,
 }
 
 #[derive(Args, Debug)]
@@ -246,7 +251,7 @@ fn resolve_models(common: &Common, args: &EngineArgs) -> Result<(Vec<ModelSpec>,
     Ok((specs, default))
 }
 
-fn engine_config(args: &EngineArgs) -> EngineConfig {
+fn engine_config(args: &EngineArgs, data_dir: Option<&Path>) -> EngineConfig {
     let d = EngineConfig::default();
     EngineConfig {
         ctx_size: args.ctx_size,
@@ -258,6 +263,10 @@ fn engine_config(args: &EngineArgs) -> EngineConfig {
         kv_slots: args.kv_slots,
         min_reuse: d.min_reuse,
         flash_attention: args.flash_attention,
+        spill_dir: data_dir
+            .filter(|_| args.kv_disk_budget_mb > 0)
+            .map(|d| d.join("kv")),
+        spill_budget: args.kv_disk_budget_mb.saturating_mul(1 << 20),
     }
 }
 
@@ -336,7 +345,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             "marked interactions left unfinished by an earlier run as failed"
         );
     }
-    let engine = LlamaEngine::start(specs, &default, engine_config(&args.engine))?;
+    let engine = LlamaEngine::start(specs, &default, engine_config(&args.engine, Some(&dir)))?;
     let aliases = ModelAliases::parse(
         &[vec!["gemini-*=default".to_owned()], args.aliases.clone()].concat(),
         &default,
@@ -375,7 +384,7 @@ async fn run(args: RunArgs) -> Result<()> {
     let (common, eargs) = (args.common.clone(), args.engine.clone());
     let (specs, default) =
         tokio::task::spawn_blocking(move || resolve_models(&common, &eargs)).await??;
-    let mut cfg = engine_config(&args.engine);
+    let mut cfg = engine_config(&args.engine, None);
     cfg.parallel = 1;
     cfg.ctx_size = cfg.ctx_size.min(8192);
     let engine = LlamaEngine::start(specs, &default, cfg)?;
@@ -396,6 +405,7 @@ async fn run(args: RunArgs) -> Result<()> {
             },
             stop_sequences: Vec::new(),
             max_output_tokens: args.max_output_tokens,
+            cache_scope: String::new(),
         })
         .await?;
     let mut out = std::io::stdout();

@@ -496,3 +496,242 @@ fn kv_cache_follows_the_conversation_and_matches_a_fresh_prefill() {
         "a partly reused state changed the output"
     );
 }
+
+/// The value of one Prometheus sample line starting with `name` (0 when absent).
+fn metric(url: &str, name: &str) -> f64 {
+    let body = client()
+        .get(format!("{url}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    body.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn wait_for_metric(url: &str, name: &str, at_least: f64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(url, name) < at_least {
+        assert!(Instant::now() < deadline, "{name} never reached {at_least}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A system instruction of roughly 900 tokens: longer than Gemma 3's 512-token sliding
+/// window, so a restored state must carry what the window layers need.
+fn long_system() -> String {
+    let mut s = String::from("You are a careful librarian. Here is the catalogue:\n");
+    for i in 0..60 {
+        s.push_str(&format!(
+            "Shelf {i} holds {} books about {} written in {}.\n",
+            i * 7 + 3,
+            ["rivers", "stars", "bread", "ships", "birds", "clocks"][i % 6],
+            1800 + i * 3
+        ));
+    }
+    s
+}
+
+fn chained(input: &str, prev: &Value, model: &str, system: &str) -> Value {
+    json!({"model": model, "input": input, "system_instruction": system,
+           "previous_interaction_id": prev["id"],
+           "generation_config": {"temperature": 0, "max_output_tokens": 24}})
+}
+
+fn history(turns: &[(&str, String)], next: &str, model: &str, system: &str) -> Value {
+    let mut input = Vec::new();
+    for (user, answer) in turns {
+        input.push(json!({"type": "user_input", "content": [{"type": "text", "text": user}]}));
+        input.push(json!({"type": "model_output", "content": [{"type": "text", "text": answer}]}));
+    }
+    input.push(json!({"type": "user_input", "content": [{"type": "text", "text": next}]}));
+    json!({"model": model, "store": false, "input": input, "system_instruction": system,
+           "generation_config": {"temperature": 0, "max_output_tokens": 24}})
+}
+
+fn cached(v: &Value) -> u64 {
+    v["usage"]["total_cached_tokens"].as_u64().unwrap()
+}
+
+fn input_tokens(v: &Value) -> u64 {
+    v["usage"]["total_input_tokens"].as_u64().unwrap()
+}
+
+/// Turn 1 and 2 on one server; SIGKILL; a new server on the same data dir continues from the
+/// states on disk. Every answer equals the one a server with nothing cached gives.
+fn spilled_states_survive_a_kill(args: &[&str], model: &str) {
+    let system = long_system();
+    let (q1, q2, q3) = (
+        "Which shelf holds books about ships?",
+        "And how many books are on shelf 7?",
+        "Thank you. Which topic is on shelf 12?",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(dir.path(), args);
+    let first = json!({"model": model, "input": q1, "system_instruction": system,
+                       "generation_config": {"temperature": 0, "max_output_tokens": 24}});
+    let (st, one) = a.post(first.clone());
+    assert_eq!(st, 200, "{one}");
+    assert!(input_tokens(&one) > 600, "{}", one["usage"]);
+    let (_, two) = a.post(chained(q2, &one, model, &system));
+    assert!(cached(&two) >= input_tokens(&one), "{}", two["usage"]);
+    let spills = format!("localgem_kv_spills_total{{model=\"{model}\"}}");
+    wait_for_metric(&a.url, &spills, 2.0);
+    drop(a); // SIGKILL
+
+    let b = start(dir.path(), args);
+    // Turn 3 first: turn 2's prompt comes back from disk.
+    let (_, three) = b.post(chained(q3, &two, model, &system));
+    assert!(cached(&three) >= input_tokens(&two), "{}", three["usage"]);
+    let restores = format!("localgem_kv_restores_total{{model=\"{model}\"}}");
+    assert_eq!(metric(&b.url, &restores), 1.0);
+    // Turn 2 again (a retry): everything but its last token is cached.
+    let (_, two_again) = b.post(chained(q2, &one, model, &system));
+    assert_eq!(
+        cached(&two_again),
+        input_tokens(&two) - 1,
+        "{}",
+        two_again["usage"]
+    );
+    assert_eq!(text(&two_again), text(&two));
+    // A history whose first question was rewritten restores nothing of it.
+    let (_, rewritten) = b.post(history(
+        &[("Which shelf holds books about birds?", text(&one))],
+        q2,
+        model,
+        &system,
+    ));
+    assert!(
+        cached(&rewritten) < input_tokens(&one),
+        "{}",
+        rewritten["usage"]
+    );
+    drop(b);
+
+    // Nothing cached anywhere: the same histories, prefilled from scratch.
+    let dir2 = tempfile::tempdir().unwrap();
+    let fresh = start(dir2.path(), &[args, &["--kv-disk-budget-mb", "0"]].concat());
+    let (_, f2) = fresh.post(history(&[(q1, text(&one))], q2, model, &system));
+    assert_eq!(cached(&f2), 0);
+    assert_eq!(text(&f2), text(&two), "restored KV changed turn 2");
+    let (_, f3) = fresh.post(history(
+        &[(q1, text(&one)), (q2, text(&two))],
+        q3,
+        model,
+        &system,
+    ));
+    assert_eq!(text(&f3), text(&three), "restored KV changed turn 3");
+}
+
+#[test]
+#[ignore = "needs the bundled models; run by scripts/test.sh"]
+fn spilled_kv_states_survive_a_kill_and_restore_exactly_smollm2() {
+    spilled_states_survive_a_kill(&[], "smollm2-135m");
+}
+
+#[test]
+#[ignore = "needs the bundled models; run by scripts/test.sh"]
+fn spilled_kv_states_survive_a_kill_and_restore_exactly_gemma_sliding_window() {
+    spilled_states_survive_a_kill(
+        &["--model", "gemma-3-270m", "--default-model", "gemma-3-270m"],
+        "gemma-3-270m",
+    );
+}
+
+#[test]
+#[ignore = "needs the bundled models; run by scripts/test.sh"]
+fn an_evicted_conversation_is_restored_from_disk_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    // One live sequence and two slots: two other conversations evict the first one.
+    let s = start(dir.path(), &["--parallel", "1", "--kv-slots", "2"]);
+    let model = "smollm2-135m";
+    let system = "You answer in one short sentence.";
+    let q1 = "My bicycle is green and my car is blue. What colour is the sea?";
+    let q2 = "What colour is my bicycle?";
+    let first = json!({"model": model, "input": q1, "system_instruction": system,
+                       "generation_config": {"temperature": 0, "max_output_tokens": 24}});
+    let (_, one) = s.post(first);
+    // (own system instructions, so they share no reusable prefix with it or each other)
+    for (sys, other) in [
+        (
+            "Trees.",
+            "Name three kinds of trees that grow in cold places.",
+        ),
+        (
+            "Poems.",
+            "Write a short line about the moon over the mountains.",
+        ),
+    ] {
+        let (st, _) = s.post(
+            json!({"model": model, "input": other, "system_instruction": sys,
+            "generation_config": {"temperature": 0, "max_output_tokens": 8}}),
+        );
+        assert_eq!(st, 200);
+    }
+    let evictions = format!("localgem_kv_cache_evictions_total{{model=\"{model}\"}}");
+    assert!(metric(&s.url, &evictions) >= 1.0);
+    let (_, two) = s.post(chained(q2, &one, model, system));
+    assert_eq!(cached(&two), input_tokens(&one), "{}", two["usage"]);
+    let restores = format!("localgem_kv_restores_total{{model=\"{model}\"}}");
+    assert!(metric(&s.url, &restores) >= 1.0);
+
+    let dir2 = tempfile::tempdir().unwrap();
+    let fresh = start(dir2.path(), &["--kv-disk-budget-mb", "0"]);
+    let (_, f) = fresh.post(history(&[(q1, text(&one))], q2, model, system));
+    assert_eq!(cached(&f), 0);
+    assert_eq!(
+        text(&f),
+        text(&two),
+        "the restored state changed the answer"
+    );
+    // With no disk budget the evicted conversation is prefilled again, and nothing is spilled.
+    assert_eq!(
+        metric(
+            &fresh.url,
+            &format!("localgem_kv_spills_total{{model=\"{model}\"}}")
+        ),
+        0.0
+    );
+}
+
+#[test]
+#[ignore = "needs the bundled models; run by scripts/test.sh"]
+fn a_full_queue_answers_429_resource_exhausted() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &["--parallel", "1", "--max-queue", "1"]);
+    let url = s.url.clone();
+    let handles: Vec<_> = (0..8)
+        .map(|i| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let r = client()
+                    .post(format!("{url}/v1beta/interactions"))
+                    .header("x-goog-api-key", "k")
+                    .json(&json!({"model": "gemini-3-flash-preview",
+                        "input": format!("Count from {i} to {} slowly, one number a line.", i + 200),
+                        "generation_config": {"temperature": 0, "max_output_tokens": 120}}))
+                    .send()
+                    .unwrap();
+                let status = r.status().as_u16();
+                let retry = r.headers().get("retry-after").is_some();
+                (status, retry, r.json::<Value>().unwrap())
+            })
+        })
+        .collect();
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let ok = results.iter().filter(|r| r.0 == 200).count();
+    let rejected: Vec<_> = results.iter().filter(|r| r.0 == 429).collect();
+    assert!(ok >= 1, "{results:?}");
+    assert!(
+        !rejected.is_empty(),
+        "no request was turned away: {results:?}"
+    );
+    assert_eq!(ok + rejected.len(), 8, "{results:?}");
+    for (_, retry, body) in rejected {
+        assert_eq!(body["error"]["status"], "RESOURCE_EXHAUSTED", "{body}");
+        assert!(retry, "429 without Retry-After");
+    }
+}

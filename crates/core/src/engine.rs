@@ -60,6 +60,9 @@ pub struct GenerateRequest {
     pub stop_sequences: Vec<String>,
     /// Output cap in tokens.
     pub max_output_tokens: u32,
+    /// Whose cached KV state this request may reuse and leave behind (the API key's hash):
+    /// requests of different scopes never share cached state.
+    pub cache_scope: String,
 }
 
 /// Why generation ended.

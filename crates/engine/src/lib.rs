@@ -7,6 +7,7 @@
 
 pub mod kv;
 pub mod scheduler;
+pub mod spill;
 mod telemetry;
 pub mod template;
 pub mod text;
@@ -58,6 +59,11 @@ pub struct EngineConfig {
     /// Use flash attention. Off by default: it makes reused or batched computation round
     /// differently from a fresh one (see the worker).
     pub flash_attention: bool,
+    /// Where finished KV states are kept on disk (a directory per model fingerprint is made
+    /// inside); `None` keeps them in memory only.
+    pub spill_dir: Option<PathBuf>,
+    /// Disk budget for those states, in bytes (least recently used ones are deleted).
+    pub spill_budget: u64,
 }
 
 impl Default for EngineConfig {
@@ -74,6 +80,8 @@ impl Default for EngineConfig {
             kv_slots: 8,
             min_reuse: 16,
             flash_attention: false,
+            spill_dir: None,
+            spill_budget: 4 << 30,
         }
     }
 }

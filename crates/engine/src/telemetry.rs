@@ -14,6 +14,15 @@ pub(crate) struct EngineMetrics {
     pub cache_misses: Counter,
     pub evictions: Counter,
     pub tokens_reused: Counter,
+    pub spills: Counter,
+    pub spill_bytes: Counter,
+    pub spill_skipped: Counter,
+    pub disk_evictions: Counter,
+    pub restores: Counter,
+    pub restore_failures: Counter,
+    pub tokens_restored: Counter,
+    pub disk_states: Gauge,
+    pub disk_bytes: Gauge,
 }
 
 impl EngineMetrics {
@@ -28,7 +37,16 @@ impl EngineMetrics {
             cache_hits: counter!("localgem_kv_cache_hits_total", "model" => m.clone()),
             cache_misses: counter!("localgem_kv_cache_misses_total", "model" => m.clone()),
             evictions: counter!("localgem_kv_cache_evictions_total", "model" => m.clone()),
-            tokens_reused: counter!("localgem_kv_tokens_reused_total", "model" => m),
+            tokens_reused: counter!("localgem_kv_tokens_reused_total", "model" => m.clone()),
+            spills: counter!("localgem_kv_spills_total", "model" => m.clone()),
+            spill_bytes: counter!("localgem_kv_spill_bytes_total", "model" => m.clone()),
+            spill_skipped: counter!("localgem_kv_spills_skipped_total", "model" => m.clone()),
+            disk_evictions: counter!("localgem_kv_disk_evictions_total", "model" => m.clone()),
+            restores: counter!("localgem_kv_restores_total", "model" => m.clone()),
+            restore_failures: counter!("localgem_kv_restore_failures_total", "model" => m.clone()),
+            tokens_restored: counter!("localgem_kv_tokens_restored_total", "model" => m.clone()),
+            disk_states: gauge!("localgem_kv_disk_states", "model" => m.clone()),
+            disk_bytes: gauge!("localgem_kv_disk_bytes", "model" => m),
         }
     }
 }

@@ -8,10 +8,15 @@
 //! sequence whose logits were computed.
 
 use std::collections::VecDeque;
+use std::io::Read;
 use std::num::NonZeroU32;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::session::LlamaStateSeqFlags;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
@@ -25,6 +30,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::kv::KvManager;
 use crate::scheduler::{plan, SeqState};
+use crate::spill::{state_name, SpillDir};
 use crate::telemetry::EngineMetrics;
 use crate::template::ChatTemplate;
 use crate::text::{StopMatcher, Utf8Buffer};
@@ -56,6 +62,7 @@ struct Pending {
 /// A live sequence holding a KV slot.
 struct Seq {
     slot: i32,
+    scope: String,
     prompt: Vec<LlamaToken>,
     /// Prompt tokens found in the slot's KV at admission (not prefilled).
     reused: usize,
@@ -169,6 +176,24 @@ pub(crate) fn run(
     });
 
     let metrics = EngineMetrics::new(&model_id);
+    let spill = config.spill_dir.as_ref().and_then(|root| {
+        let dir = root.join(fingerprint(&path, kv_slots, config.flash_attention));
+        match SpillDir::open(dir, config.spill_budget) {
+            Ok((d, _)) => {
+                let (states, bytes) = d.usage();
+                tracing::info!(model = %model_id, dir = %d.path().display(), states, bytes,
+                    "KV states on disk");
+                Some(Arc::new(d))
+            }
+            Err(e) => {
+                tracing::warn!(model = %model_id, "KV states will not be kept on disk: {e}");
+                None
+            }
+        }
+    });
+    let spill_tx = spill
+        .as_ref()
+        .map(|d| start_writer(&model_id, d.clone(), &metrics));
     let mut w = Worker {
         model_id,
         model: &model,
@@ -181,6 +206,12 @@ pub(crate) fn run(
         max_queue: config.max_queue,
         batch: LlamaBatch::new(config.batch_size as usize, 1),
         batch_size: config.batch_size as usize,
+        min_reuse: config.min_reuse.max(1) as usize,
+        spill,
+        spill_tx,
+        last_scan: Instant::now(),
+        prefill_secs_per_token: 1.0 / 2000.0,
+        restore_secs_per_byte: 1.0 / 200e6,
         metrics,
     };
     loop {
@@ -197,6 +228,11 @@ pub(crate) fn run(
         w.metrics.queue_depth.set(w.waiting.len() as f64);
         w.metrics.running.set(w.active.len() as f64);
         w.metrics.resident.set(w.kv.resident() as f64);
+        if let Some(d) = &w.spill {
+            let (states, bytes) = d.usage();
+            w.metrics.disk_states.set(states as f64);
+            w.metrics.disk_bytes.set(bytes as f64);
+        }
     }
     tracing::info!(model = %w.model_id, "engine thread stopped");
 }
@@ -213,7 +249,82 @@ struct Worker<'m> {
     max_queue: usize,
     batch: LlamaBatch<'static>,
     batch_size: usize,
+    min_reuse: usize,
+    /// Finished states on disk, and the writer thread that puts them there.
+    spill: Option<Arc<SpillDir>>,
+    spill_tx: Option<std_mpsc::SyncSender<SpillJob>>,
+    last_scan: Instant,
+    /// Running estimates for deciding whether a restore is cheaper than a prefill.
+    prefill_secs_per_token: f64,
+    restore_secs_per_byte: f64,
     metrics: EngineMetrics,
+}
+
+/// A finished state for the writer thread.
+struct SpillJob {
+    scope: String,
+    tokens: Vec<i32>,
+    payload: Vec<u8>,
+}
+
+/// How often a miss may rescan the spill directory for states other replicas wrote.
+const RESCAN_EVERY: Duration = Duration::from_secs(1);
+
+/// The directory name for states of this model file and KV layout: a state restores only
+/// into a context whose per-sequence layout matches (llama.cpp checks the rest itself and
+/// refuses a mismatched state, which is then deleted and prefilled instead).
+fn fingerprint(path: &Path, kv_slots: u32, flash_attention: bool) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    h.update(len.to_le_bytes());
+    let mut head = Vec::with_capacity(1 << 20);
+    if let Ok(f) = std::fs::File::open(path) {
+        let _ = f.take(1 << 20).read_to_end(&mut head);
+    }
+    h.update(&head);
+    h.update(kv_slots.to_le_bytes());
+    h.update([u8::from(flash_attention), 1 /* swa_full */]);
+    h.finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Start the thread that writes finished states to disk, off the engine thread.
+fn start_writer(
+    model_id: &str,
+    dir: Arc<SpillDir>,
+    metrics: &EngineMetrics,
+) -> std_mpsc::SyncSender<SpillJob> {
+    // Two states in flight at most: when the disk falls behind, states are skipped rather
+    // than piling up in memory.
+    let (tx, rx) = std_mpsc::sync_channel::<SpillJob>(2);
+    let (spills, spill_bytes, disk_evictions) = (
+        metrics.spills.clone(),
+        metrics.spill_bytes.clone(),
+        metrics.disk_evictions.clone(),
+    );
+    let model = model_id.to_owned();
+    let spawned = std::thread::Builder::new()
+        .name(format!("kv-spill-{model_id}"))
+        .spawn(move || {
+            for job in rx {
+                match dir.write(&job.scope, &job.tokens, &job.payload) {
+                    Ok((bytes, deleted)) => {
+                        spills.increment(1);
+                        spill_bytes.increment(bytes);
+                        disk_evictions.increment(deleted.len() as u64);
+                    }
+                    Err(e) => tracing::warn!(model = %model, "cannot write a KV state: {e}"),
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(model = %model_id, "cannot start the KV writer thread: {e}");
+    }
+    tx
 }
 
 impl Worker<'_> {
@@ -284,7 +395,9 @@ impl Worker<'_> {
                 break;
             };
             let ids: Vec<i32> = p.prompt.iter().map(|t| t.0).collect();
-            let Some(lease) = self.kv.acquire(&ids) else {
+            let scope = p.request.cache_scope.clone();
+            self.restore_if_cheaper(ctx, &scope, &ids);
+            let Some(lease) = self.kv.acquire(&scope, &ids) else {
                 self.waiting.push_front(p);
                 break;
             };
@@ -316,6 +429,7 @@ impl Worker<'_> {
             }
             self.active.push(Seq {
                 slot,
+                scope,
                 sampler: sampler_for(&p.request),
                 stop: StopMatcher::new(&p.request.stop_sequences),
                 max_output: p.request.max_output_tokens.max(1),
@@ -395,9 +509,14 @@ impl Worker<'_> {
         // Each slot has its own KV stream and every sequence stays within its stream's size
         // (prompt limit at admission, `ContextFull` while generating), so evicting another
         // slot could never make room here: any decode failure fails the batch.
+        let started = Instant::now();
         if let Err(e) = ctx.decode(&mut self.batch) {
             self.fail_all(ctx, &format!("decode failed: {e}"));
             return;
+        }
+        if prefilled >= 64 {
+            let per_token = started.elapsed().as_secs_f64() / (prefilled + decoded) as f64;
+            self.prefill_secs_per_token = 0.8 * self.prefill_secs_per_token + 0.2 * per_token;
         }
 
         self.metrics.prefill_tokens.increment(prefilled);
@@ -456,7 +575,112 @@ impl Worker<'_> {
             // the next answer; the next turn prefills the answer again instead.
             let held: Vec<i32> = s.prompt.iter().map(|t| t.0).collect();
             let _ = ctx.clear_kv_cache_seq(Some(s.slot as u32), Some(held.len() as u32), None);
-            self.kv.finish(s.slot, held);
+            self.spill(ctx, s.slot, &s.scope, &held);
+            self.kv.finish(s.slot, &s.scope, held);
+        }
+    }
+
+    /// Hand a finished slot's state to the writer thread, unless it is already on disk.
+    fn spill(&mut self, ctx: &LlamaContext<'_>, slot: i32, scope: &str, tokens: &[i32]) {
+        let (Some(dir), Some(tx)) = (&self.spill, &self.spill_tx) else {
+            return;
+        };
+        if tokens.len() < self.min_reuse || dir.contains(&state_name(scope, tokens)) {
+            return;
+        }
+        let flags = LlamaStateSeqFlags::empty();
+        let size = ctx.state_seq_get_size_ext(slot, flags);
+        let mut payload = vec![0u8; size];
+        // SAFETY: `payload` holds the `size` bytes llama.cpp just reported for this sequence,
+        // and nothing touches the context between the two calls (this thread owns it).
+        #[allow(unsafe_code)]
+        let written = unsafe { ctx.state_seq_get_data_ext(payload.as_mut_ptr(), slot, flags) };
+        if written != size {
+            tracing::warn!(slot, size, written, "cannot copy a KV state");
+            return;
+        }
+        let job = SpillJob {
+            scope: scope.to_owned(),
+            tokens: tokens.to_vec(),
+            payload,
+        };
+        if tx.try_send(job).is_err() {
+            self.metrics.spill_skipped.increment(1);
+        }
+    }
+
+    /// Before `prompt` takes a slot: when a state on disk holds a longer prefix of it than
+    /// any resident slot, and reading it costs less than prefilling the difference, restore
+    /// it into an empty slot, where the KV manager then finds it like any resident state.
+    fn restore_if_cheaper(&mut self, ctx: &mut LlamaContext<'_>, scope: &str, prompt: &[i32]) {
+        let Some(dir) = self.spill.clone() else {
+            return;
+        };
+        let resident = self.kv.best(scope, prompt).map_or(0, |(_, n)| n);
+        let mut found = dir.best(scope, prompt, self.min_reuse);
+        let worth = |f: &Option<(String, usize, u64)>| {
+            f.as_ref()
+                .is_some_and(|(_, n, _)| *n >= resident + self.min_reuse)
+        };
+        if !worth(&found) && self.last_scan.elapsed() >= RESCAN_EVERY {
+            // Another replica (or an earlier run) may have written it since.
+            self.last_scan = Instant::now();
+            if let Err(e) = dir.scan() {
+                tracing::warn!("cannot scan {}: {e}", dir.path().display());
+            }
+            found = dir.best(scope, prompt, self.min_reuse);
+        }
+        if !worth(&found) {
+            return;
+        }
+        let Some((name, n, bytes)) = found else {
+            return;
+        };
+        let restore_cost = bytes as f64 * self.restore_secs_per_byte;
+        let prefill_cost = (n - resident) as f64 * self.prefill_secs_per_token;
+        if restore_cost >= prefill_cost {
+            return;
+        }
+        let Some((slot, evicted)) = self.kv.take_empty() else {
+            return;
+        };
+        if evicted {
+            self.metrics.evictions.increment(1);
+        }
+        let _ = ctx.clear_kv_cache_seq(Some(slot as u32), None, None);
+        let started = Instant::now();
+        let tokens = prompt[..n].to_vec();
+        let restored = dir.read(&name, scope, &tokens).ok().is_some_and(|payload| {
+            // SAFETY: the bytes are a state this module wrote (CRC-checked, for this scope and
+            // these tokens, under this model's fingerprint); llama.cpp validates the layout
+            // itself and returns 0, leaving the sequence empty, on any mismatch.
+            #[allow(unsafe_code)]
+            let ok =
+                unsafe { ctx.state_seq_set_data_ext(&payload, slot, LlamaStateSeqFlags::empty()) };
+            ok
+        });
+        // The restored cells must hold exactly positions 0..n.
+        let exact = restored && ctx.kv_cache_seq_pos_max(slot) == n as i32 - 1;
+        if exact {
+            let secs = started.elapsed().as_secs_f64();
+            self.restore_secs_per_byte =
+                0.8 * self.restore_secs_per_byte + 0.2 * secs / bytes.max(1) as f64;
+            self.metrics.restores.increment(1);
+            self.metrics.tokens_restored.increment(n as u64);
+            tracing::debug!(
+                slot,
+                tokens = n,
+                bytes,
+                secs,
+                "restored a KV state from disk"
+            );
+            self.kv.finish(slot, scope, tokens);
+        } else {
+            self.metrics.restore_failures.increment(1);
+            tracing::warn!(slot, file = %name, "a KV state could not be restored; prefilling instead");
+            dir.delete(&name);
+            let _ = ctx.clear_kv_cache_seq(Some(slot as u32), None, None);
+            self.kv.free(slot);
         }
     }
 
