@@ -36,9 +36,41 @@ pub fn plan(seqs: &[SeqState], budget: usize) -> Vec<usize> {
     out
 }
 
+/// Tokens of finished answers to prefill into their conversations' KV this step, from the
+/// budget `plan` left over. Live work always comes first; while sequences are decoding, the
+/// background work is capped at `cap_while_decoding` tokens so their next token is not held
+/// back by more than a small prefill.
+pub fn background_budget(
+    seqs: &[SeqState],
+    planned: &[usize],
+    budget: usize,
+    cap_while_decoding: usize,
+) -> usize {
+    let left = budget.saturating_sub(planned.iter().sum());
+    if seqs.iter().any(|s| s.decoding) {
+        left.min(cap_while_decoding)
+    } else {
+        left
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn background_work_takes_only_what_live_work_leaves() {
+        let seqs = [dec(), pre(100)];
+        let planned = plan(&seqs, 512);
+        assert_eq!(background_budget(&seqs, &planned, 512, 32), 32);
+        let seqs = [pre(600)];
+        let planned = plan(&seqs, 512);
+        assert_eq!(background_budget(&seqs, &planned, 512, 32), 0);
+        let seqs = [pre(100)];
+        let planned = plan(&seqs, 512);
+        assert_eq!(background_budget(&seqs, &planned, 512, 32), 412);
+        assert_eq!(background_budget(&[], &[], 512, 32), 512);
+    }
 
     fn dec() -> SeqState {
         SeqState {

@@ -44,6 +44,19 @@ pub struct SpillEntry {
     pub last_used: u64,
 }
 
+/// A state on disk worth restoring for a prompt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// File name.
+    pub name: String,
+    /// Prompt tokens it provides.
+    pub usable: usize,
+    /// File size.
+    pub bytes: u64,
+    /// Every token it holds (`usable` of them, or all, are a prefix of the prompt).
+    pub tokens: Vec<i32>,
+}
+
 /// Which states are on disk, and the LRU policy over the disk budget.
 #[derive(Debug)]
 pub struct SpillIndex {
@@ -104,26 +117,46 @@ impl SpillIndex {
         self.entries.contains_key(name)
     }
 
-    /// The longest state of `scope` that is a proper prefix of `prompt` and holds at least
-    /// `min_len` tokens: `(name, tokens, bytes)`. A state must match the prompt entirely: a
-    /// restored state is only ever extended, never cut (sliding-window layers save only the
-    /// window before the state's end, so a cut state could lack cells the prompt needs).
+    /// The state of `scope` that saves the most prefill for `prompt`, holding at least
+    /// `min_len` usable tokens. With `allow_cut`, a state is usable up to its longest common
+    /// prefix with the prompt (the rest is cut after the restore). Without it, only a state
+    /// that is entirely a prefix of the prompt is usable: sliding-window layers save only the
+    /// window before the state's end, so a cut state could lack cells the prompt needs.
+    /// Never the whole prompt: its last token is always prefilled, for its logits.
     pub fn best(
         &self,
         scope: &str,
         prompt: &[i32],
         min_len: usize,
-    ) -> Option<(String, usize, u64)> {
+        allow_cut: bool,
+    ) -> Option<Candidate> {
+        let limit = prompt.len().saturating_sub(1);
         self.entries
             .iter()
-            .filter(|(_, e)| {
-                e.scope == scope
-                    && e.tokens.len() >= min_len.max(1)
-                    && e.tokens.len() < prompt.len()
-                    && prompt.starts_with(&e.tokens)
+            .filter(|(_, e)| e.scope == scope)
+            .filter_map(|(n, e)| {
+                let common = e
+                    .tokens
+                    .iter()
+                    .zip(prompt)
+                    .take_while(|(a, b)| a == b)
+                    .count();
+                let usable = if allow_cut {
+                    common.min(limit)
+                } else if common == e.tokens.len() && common <= limit {
+                    common
+                } else {
+                    0
+                };
+                (usable >= min_len.max(1)).then_some((n, e, usable))
             })
-            .max_by_key(|(n, e)| (e.tokens.len(), e.last_used, (*n).clone()))
-            .map(|(n, e)| (n.clone(), e.tokens.len(), e.bytes))
+            .max_by_key(|(n, e, usable)| (*usable, e.last_used, (*n).clone()))
+            .map(|(n, e, usable)| Candidate {
+                name: n.clone(),
+                usable,
+                bytes: e.bytes,
+                tokens: e.tokens.clone(),
+            })
     }
 
     /// Bytes indexed.
@@ -294,8 +327,9 @@ impl SpillDir {
         scope: &str,
         prompt: &[i32],
         min_len: usize,
-    ) -> Option<(String, usize, u64)> {
-        self.lock().best(scope, prompt, min_len)
+        allow_cut: bool,
+    ) -> Option<Candidate> {
+        self.lock().best(scope, prompt, min_len, allow_cut)
     }
 
     /// Bring the index up to date with the directory (files written by an earlier run or by
@@ -488,6 +522,16 @@ mod tests {
         }
     }
 
+    fn pick(
+        i: &SpillIndex,
+        scope: &str,
+        prompt: &[i32],
+        min: usize,
+        cut: bool,
+    ) -> Option<(String, usize)> {
+        i.best(scope, prompt, min, cut).map(|c| (c.name, c.usable))
+    }
+
     #[test]
     fn best_is_the_longest_whole_prefix_of_the_same_scope() {
         let mut i = SpillIndex::new(1000);
@@ -496,17 +540,45 @@ mod tests {
         i.insert("c".into(), entry("k", &[1, 2, 9, 9, 9], 10, 3));
         i.insert("d".into(), entry("other", &[1, 2, 3, 4, 5], 10, 4));
         let prompt = [1, 2, 3, 4, 5, 6];
-        assert_eq!(i.best("k", &prompt, 1), Some(("b".into(), 4, 10)));
-        // a state whose tokens differ anywhere is never chosen, however long the match
+        assert_eq!(pick(&i, "k", &prompt, 1, false), Some(("b".into(), 4)));
+        // a state whose tokens differ anywhere is never restored whole
         assert_eq!(
-            i.best("k", &[1, 2, 9, 9, 8, 8], 1),
-            Some(("a".into(), 2, 10))
+            pick(&i, "k", &[1, 2, 9, 9, 8, 8], 1, false),
+            Some(("a".into(), 2))
         );
         // never the whole prompt: the last token must be prefilled for its logits
-        assert_eq!(i.best("k", &[1, 2, 3, 4], 1), Some(("a".into(), 2, 10)));
-        assert_eq!(i.best("k", &prompt, 5), None, "shorter than min_len");
-        assert_eq!(i.best("nobody", &prompt, 1), None);
-        assert_eq!(i.best("other", &prompt, 1), Some(("d".into(), 5, 10)));
+        assert_eq!(
+            pick(&i, "k", &[1, 2, 3, 4], 1, false),
+            Some(("a".into(), 2))
+        );
+        assert_eq!(
+            pick(&i, "k", &prompt, 5, false),
+            None,
+            "shorter than min_len"
+        );
+        assert_eq!(pick(&i, "nobody", &prompt, 1, false), None);
+        assert_eq!(pick(&i, "other", &prompt, 1, false), Some(("d".into(), 5)));
+        let c = i.best("k", &prompt, 1, false).unwrap();
+        assert_eq!((c.bytes, c.tokens), (10, vec![1, 2, 3, 4]));
+    }
+
+    #[test]
+    fn with_cuts_allowed_a_state_counts_up_to_where_it_diverges() {
+        let mut i = SpillIndex::new(1000);
+        i.insert("a".into(), entry("k", &[1, 2], 10, 1));
+        i.insert("c".into(), entry("k", &[1, 2, 9, 9, 9, 7], 10, 3));
+        // "c" diverges at its 5th token but still gives 4
+        assert_eq!(
+            pick(&i, "k", &[1, 2, 9, 9, 8, 8], 1, true),
+            Some(("c".into(), 4))
+        );
+        // and is cut one short of an identical prompt
+        assert_eq!(
+            pick(&i, "k", &[1, 2, 9, 9, 9, 7], 1, true),
+            Some(("c".into(), 5))
+        );
+        assert_eq!(pick(&i, "k", &[1, 2, 9, 9, 8, 8], 5, true), None);
+        assert_eq!(pick(&i, "k", &[5, 5, 5], 1, true), None);
     }
 
     #[test]
@@ -554,16 +626,23 @@ mod tests {
         // a second process (restart or replica) indexes what is there
         let (d2, _) = SpillDir::open(dir.clone(), 1 << 20).unwrap();
         assert_eq!(d2.usage(), (1, bytes));
+        let c = d2.best("k", &[5, 6, 7, 8], 1, false).unwrap();
         assert_eq!(
-            d2.best("k", &[5, 6, 7, 8], 1),
-            Some((name.clone(), 3, bytes))
+            (c.name.as_str(), c.usable, c.bytes),
+            (name.as_str(), 3, bytes)
         );
         assert_eq!(d2.read(&name, "k", &[5, 6, 7]).unwrap(), payload);
         // a file written by the other one appears on the next scan
         d.write("k", &[5, 6, 7, 8, 9], &payload).unwrap();
-        assert_eq!(d2.best("k", &[5, 6, 7, 8, 9, 10], 1).unwrap().1, 3);
+        assert_eq!(
+            d2.best("k", &[5, 6, 7, 8, 9, 10], 1, false).unwrap().usable,
+            3
+        );
         d2.scan().unwrap();
-        assert_eq!(d2.best("k", &[5, 6, 7, 8, 9, 10], 1).unwrap().1, 5);
+        assert_eq!(
+            d2.best("k", &[5, 6, 7, 8, 9, 10], 1, false).unwrap().usable,
+            5
+        );
         // and one deleted by the other disappears
         d.delete(&name);
         d2.scan().unwrap();

@@ -29,8 +29,8 @@ use localgem_core::{
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::kv::KvManager;
-use crate::scheduler::{plan, SeqState};
-use crate::spill::{state_name, SpillDir};
+use crate::scheduler::{background_budget, plan, SeqState};
+use crate::spill::{state_name, Candidate, SpillDir};
 use crate::telemetry::EngineMetrics;
 use crate::template::ChatTemplate;
 use crate::text::{StopMatcher, Utf8Buffer};
@@ -74,8 +74,25 @@ struct Seq {
     utf8: Utf8Buffer,
     stop: StopMatcher,
     generated: u32,
+    /// Sampled tokens, in order (the end-of-generation token included when one ended it).
+    output: Vec<LlamaToken>,
     max_output: u32,
 }
+
+/// A finished conversation whose KV is being extended with its answer in the background, so
+/// the next turn prefills only its new message. The answer is prefilled (not kept from the
+/// one-token decodes that produced it, which round differently from a prefill), so the
+/// extended state is exactly what a fresh prefill of the next prompt computes.
+struct Extension {
+    slot: i32,
+    scope: String,
+    /// Prompt and answer; `tokens[..fed]` are in the slot's KV.
+    tokens: Vec<LlamaToken>,
+    fed: usize,
+}
+
+/// Background answer tokens per step while sequences are decoding.
+const EXTEND_WHILE_DECODING: usize = 32;
 
 fn sampler_for(request: &GenerateRequest) -> LlamaSampler {
     let s = request.sampling;
@@ -203,10 +220,14 @@ pub(crate) fn run(
         parallel: parallel as usize,
         waiting: VecDeque::new(),
         active: Vec::new(),
+        extensions: Vec::new(),
         max_queue: config.max_queue,
         batch: LlamaBatch::new(config.batch_size as usize, 1),
         batch_size: config.batch_size as usize,
         min_reuse: config.min_reuse.max(1) as usize,
+        swa: model
+            .meta_val_str(&format!("{arch}.attention.sliding_window"))
+            .is_ok(),
         spill,
         spill_tx,
         last_scan: Instant::now(),
@@ -215,7 +236,7 @@ pub(crate) fn run(
         metrics,
     };
     loop {
-        if w.active.is_empty() && w.waiting.is_empty() {
+        if w.active.is_empty() && w.waiting.is_empty() && w.extensions.is_empty() {
             match rx.blocking_recv() {
                 Some(cmd) => w.handle(cmd),
                 None => break,
@@ -246,10 +267,13 @@ struct Worker<'m> {
     parallel: usize,
     waiting: VecDeque<Pending>,
     active: Vec<Seq>,
+    extensions: Vec<Extension>,
     max_queue: usize,
     batch: LlamaBatch<'static>,
     batch_size: usize,
     min_reuse: usize,
+    /// Whether the model has sliding-window layers (a restored state is then never cut).
+    swa: bool,
     /// Finished states on disk, and the writer thread that puts them there.
     spill: Option<Arc<SpillDir>>,
     spill_tx: Option<std_mpsc::SyncSender<SpillJob>>,
@@ -306,6 +330,7 @@ fn start_writer(
         metrics.spill_bytes.clone(),
         metrics.disk_evictions.clone(),
     );
+    let (disk_states, disk_bytes) = (metrics.disk_states.clone(), metrics.disk_bytes.clone());
     let model = model_id.to_owned();
     let spawned = std::thread::Builder::new()
         .name(format!("kv-spill-{model_id}"))
@@ -316,6 +341,9 @@ fn start_writer(
                         spills.increment(1);
                         spill_bytes.increment(bytes);
                         disk_evictions.increment(deleted.len() as u64);
+                        let (states, total) = dir.usage();
+                        disk_states.set(states as f64);
+                        disk_bytes.set(total as f64);
                     }
                     Err(e) => tracing::warn!(model = %model, "cannot write a KV state: {e}"),
                 }
@@ -402,6 +430,7 @@ impl Worker<'_> {
                 break;
             };
             let slot = lease.slot;
+            self.extensions.retain(|e| e.slot != slot);
             let mut reused = lease.reused;
             // Drop whatever the slot holds past the reused prefix.
             let kept = ctx
@@ -441,6 +470,7 @@ impl Worker<'_> {
                 tx: p.tx,
                 utf8: Utf8Buffer::default(),
                 generated: 0,
+                output: Vec::new(),
             });
         }
     }
@@ -457,7 +487,7 @@ impl Worker<'_> {
             }
         }
         self.admit(ctx);
-        if self.active.is_empty() {
+        if self.active.is_empty() && self.extensions.is_empty() {
             return;
         }
 
@@ -503,6 +533,30 @@ impl Worker<'_> {
                 prefilled += n as u64;
             }
         }
+        // What live work left of the budget goes to finished answers.
+        let mut room = background_budget(&states, &planned, self.batch_size, EXTEND_WHILE_DECODING);
+        let mut extended: Vec<(usize, usize)> = Vec::new();
+        for (k, e) in self.extensions.iter().enumerate() {
+            if room == 0 {
+                break;
+            }
+            let n = (e.tokens.len() - e.fed).min(room);
+            let mut added = 0;
+            for j in 0..n {
+                let pos = (e.fed + j) as i32;
+                if self
+                    .batch
+                    .add(e.tokens[e.fed + j], pos, &[e.slot], false)
+                    .is_err()
+                {
+                    break;
+                }
+                added += 1;
+            }
+            room -= added;
+            prefilled += added as u64;
+            extended.push((k, added));
+        }
         if self.batch.n_tokens() == 0 {
             return;
         }
@@ -521,11 +575,13 @@ impl Worker<'_> {
 
         self.metrics.prefill_tokens.increment(prefilled);
         self.metrics.decode_tokens.increment(decoded);
+        self.advance_extensions(ctx, &extended);
         let vocab = self.model.vocab();
         let mut finished: Vec<(usize, FinishReason, bool)> = Vec::new();
         for (i, s) in self.active.iter_mut().enumerate() {
             let Some(idx) = logits_at[i] else { continue };
             let tok = s.sampler.sample(ctx, idx);
+            s.output.push(tok);
             if vocab.is_eog(tok) {
                 finished.push((i, FinishReason::Stop, false));
                 continue;
@@ -569,14 +625,33 @@ impl Worker<'_> {
                     cached_tokens: s.reused as u64,
                 },
             });
-            // Keep only the prompt's KV resident. The generated tokens' K/V were written by
-            // one-token decodes, which round differently from the batched prefill a fresh
-            // request would do (`examples/kv_probe.rs`, case G), so reusing them could change
-            // the next answer; the next turn prefills the answer again instead.
+            // Keep only the prompt's KV from the live sequence. The generated tokens' K/V were
+            // written by one-token decodes, which round differently from the batched prefill a
+            // fresh request would do (`examples/kv_probe.rs`, case G), so reusing them could
+            // change the next answer.
             let held: Vec<i32> = s.prompt.iter().map(|t| t.0).collect();
             let _ = ctx.clear_kv_cache_seq(Some(s.slot as u32), Some(held.len() as u32), None);
-            self.spill(ctx, s.slot, &s.scope, &held);
-            self.kv.finish(s.slot, &s.scope, held);
+            self.kv.finish(s.slot, &s.scope, held.clone());
+            // The answer is prefilled into the slot in the background (see `Extension`), and
+            // the state goes to disk once it holds the answer too. With sliding-window layers
+            // the prompt-only state goes to disk now as well: a restored state is never cut
+            // there, and the next prompt may tokenize the answer differently.
+            let room = (self.per_seq as usize).saturating_sub(1);
+            let mut tokens = s.prompt;
+            tokens.extend(s.output);
+            tokens.truncate(room);
+            let extend = tokens.len() > held.len();
+            if !extend || self.swa {
+                self.spill(ctx, s.slot, &s.scope, &held);
+            }
+            if extend {
+                self.extensions.push(Extension {
+                    slot: s.slot,
+                    scope: s.scope,
+                    fed: held.len(),
+                    tokens,
+                });
+            }
         }
     }
 
@@ -617,10 +692,11 @@ impl Worker<'_> {
             return;
         };
         let resident = self.kv.best(scope, prompt).map_or(0, |(_, n)| n);
-        let mut found = dir.best(scope, prompt, self.min_reuse);
-        let worth = |f: &Option<(String, usize, u64)>| {
+        let allow_cut = !self.swa;
+        let mut found = dir.best(scope, prompt, self.min_reuse, allow_cut);
+        let worth = |f: &Option<Candidate>| {
             f.as_ref()
-                .is_some_and(|(_, n, _)| *n >= resident + self.min_reuse)
+                .is_some_and(|c| c.usable >= resident + self.min_reuse)
         };
         if !worth(&found) && self.last_scan.elapsed() >= RESCAN_EVERY {
             // Another replica (or an earlier run) may have written it since.
@@ -628,28 +704,35 @@ impl Worker<'_> {
             if let Err(e) = dir.scan() {
                 tracing::warn!("cannot scan {}: {e}", dir.path().display());
             }
-            found = dir.best(scope, prompt, self.min_reuse);
+            found = dir.best(scope, prompt, self.min_reuse, allow_cut);
         }
         if !worth(&found) {
             return;
         }
-        let Some((name, n, bytes)) = found else {
+        let Some(Candidate {
+            name,
+            usable,
+            bytes,
+            tokens,
+        }) = found
+        else {
             return;
         };
         let restore_cost = bytes as f64 * self.restore_secs_per_byte;
-        let prefill_cost = (n - resident) as f64 * self.prefill_secs_per_token;
+        let prefill_cost = (usable - resident) as f64 * self.prefill_secs_per_token;
         if restore_cost >= prefill_cost {
             return;
         }
         let Some((slot, evicted)) = self.kv.take_empty() else {
             return;
         };
+        self.extensions.retain(|e| e.slot != slot);
         if evicted {
             self.metrics.evictions.increment(1);
         }
         let _ = ctx.clear_kv_cache_seq(Some(slot as u32), None, None);
         let started = Instant::now();
-        let tokens = prompt[..n].to_vec();
+        let n = tokens.len();
         let restored = dir.read(&name, scope, &tokens).ok().is_some_and(|payload| {
             // SAFETY: the bytes are a state this module wrote (CRC-checked, for this scope and
             // these tokens, under this model's fingerprint); llama.cpp validates the layout
@@ -666,7 +749,7 @@ impl Worker<'_> {
             self.restore_secs_per_byte =
                 0.8 * self.restore_secs_per_byte + 0.2 * secs / bytes.max(1) as f64;
             self.metrics.restores.increment(1);
-            self.metrics.tokens_restored.increment(n as u64);
+            self.metrics.tokens_restored.increment(usable as u64);
             tracing::debug!(
                 slot,
                 tokens = n,
@@ -684,8 +767,31 @@ impl Worker<'_> {
         }
     }
 
+    /// After a decode: record the answer tokens fed for each extension (`(index, tokens)`);
+    /// a complete one makes its slot hold prompt and answer, and goes to disk.
+    fn advance_extensions(&mut self, ctx: &LlamaContext<'_>, extended: &[(usize, usize)]) {
+        let mut done = Vec::new();
+        for &(k, n) in extended {
+            let e = &mut self.extensions[k];
+            e.fed += n;
+            let held: Vec<i32> = e.tokens[..e.fed].iter().map(|t| t.0).collect();
+            self.kv.finish(e.slot, &e.scope, held);
+            if e.fed == e.tokens.len() {
+                done.push(k);
+            }
+        }
+        for k in done.into_iter().rev() {
+            let e = self.extensions.swap_remove(k);
+            let held: Vec<i32> = e.tokens.iter().map(|t| t.0).collect();
+            self.spill(ctx, e.slot, &e.scope, &held);
+        }
+    }
+
     fn fail_all(&mut self, ctx: &mut LlamaContext<'_>, why: &str) {
         tracing::error!(model = %self.model_id, "{why}");
+        for e in std::mem::take(&mut self.extensions) {
+            self.discard(ctx, e.slot);
+        }
         for s in std::mem::take(&mut self.active) {
             let _ = s.tx.send(EngineEvent::Failed(why.to_owned()));
             self.discard(ctx, s.slot);

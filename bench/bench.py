@@ -1,0 +1,403 @@
+#!/usr/bin/env python3
+"""localgem vs upstream llama-server, side by side in one run: same GGUF, same threads.
+
+Scenarios, per model (each server is started fresh for each scenario):
+
+* single: one stream, decode tok/s over 128 generated tokens, and prefill tok/s on a
+  ~512-token prompt (tokens processed / time to first token; every run starts with a unique
+  word so that no server can reuse an earlier run's prompt);
+* parallel8: 8 concurrent streams, aggregate output tok/s (llama-server with -np 8);
+* conversations: 4 conversations of 10 turns (~150 new tokens a turn) sent interleaved, time to
+  first token per turn; localgem chains by previous_interaction_id, llama-server receives the
+  whole history (its prompt cache at its best: one slot per conversation);
+* restart: the same, with both servers restarted between turn 5 and turn 6;
+* membw: the machine's memory read bandwidth (bench/membw.c) and the decode tok/s it allows.
+
+Standard library only. Prints a Markdown report and writes the raw numbers as JSON.
+
+    python3 bench/bench.py --localgem PATH --llama-server PATH --models-dir DIR
+"""
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+MODELS = {
+    "smollm2-135m": "SmolLM2-135M-Instruct.Q4_1.gguf",
+    "gemma-3-270m": "gemma-3-270m-q4_k_m.gguf",
+}
+WORDS = ("river stone lantern orchard copper meadow harbor violet thunder maple quiet "
+         "falcon garden ember silver canyon willow amber prairie glacier velvet cedar "
+         "tide pebble hollow summit breeze marble").split()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_health(url, proc, timeout=180):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        for path in ("/healthz", "/health"):
+            try:
+                with urllib.request.urlopen(url + path, timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except Exception:
+                pass
+        time.sleep(0.2)
+    raise RuntimeError("server did not become healthy")
+
+
+class Server:
+    """One server process; `kind` is 'localgem' or 'llama-server'."""
+
+    def __init__(self, kind, args, model, parallel, data_dir=None):
+        self.kind, self.args, self.model, self.parallel = kind, args, model, parallel
+        self.data_dir = data_dir or tempfile.mkdtemp(prefix="bench-")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = None
+
+    def start(self):
+        a = self.args
+        if self.kind.startswith("localgem"):
+            cmd = [a.localgem, "serve", "--addr", f"127.0.0.1:{self.port}",
+                   "--model", self.model, "--default-model", self.model,
+                   "--threads", str(a.threads), "--parallel", str(self.parallel),
+                   "--kv-slots", str(max(8, self.parallel)), "--ctx-size", str(a.ctx),
+                   "--data-dir", self.data_dir, "--models-dir", a.models_dir]
+            if self.kind == "localgem-fa":
+                cmd.append("--flash-attention")
+            env = dict(os.environ, LOCALGEM_PYTHON="false", LOCALGEM_LOG="warn")
+        else:
+            cmd = [a.llama_server, "-m", os.path.join(a.models_dir, MODELS[self.model]),
+                   "--host", "127.0.0.1", "--port", str(self.port),
+                   "-t", str(a.threads), "-tb", str(a.threads), "-c", str(a.ctx),
+                   "-np", str(self.parallel), "--no-webui"]
+            env = dict(os.environ)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     env=env)
+        wait_health(self.url, self.proc)
+        return self
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self):
+        self.stop()
+        return self.start()
+
+    def close(self):
+        self.stop()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    # -- one streamed generation ------------------------------------------------------
+    def generate(self, messages, max_tokens, system=None, previous_id=None):
+        """Stream one answer. `messages`: the whole history (llama-server) or just the new
+        user text (localgem with previous_id). Returns timings and token counts."""
+        if self.kind.startswith("localgem"):
+            return self._gen_localgem(messages, max_tokens, system, previous_id)
+        return self._gen_llama(messages, max_tokens, system)
+
+    def _gen_localgem(self, messages, max_tokens, system, previous_id):
+        if previous_id:
+            inp = messages[-1]["content"]
+        else:
+            inp = [{"type": "user_input" if m["role"] == "user" else "model_output",
+                    "content": [{"type": "text", "text": m["content"]}]} for m in messages]
+        body = {"model": self.model, "input": inp, "stream": True,
+                "generation_config": {"temperature": 0, "max_output_tokens": max_tokens}}
+        if system:
+            body["system_instruction"] = system
+        if previous_id:
+            body["previous_interaction_id"] = previous_id
+        req = urllib.request.Request(
+            f"{self.url}/v1beta/interactions", data=json.dumps(body).encode(), method="POST",
+            headers={"content-type": "application/json", "x-goog-api-key": "bench"})
+        t0 = time.perf_counter()
+        first = last = None
+        text, inter = [], None
+        with urllib.request.urlopen(req, timeout=900) as resp:
+            for raw in resp:
+                line = raw.decode().strip()
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                ev = json.loads(line[6:])
+                if ev["event_type"] == "step.delta" and ev["delta"].get("text"):
+                    now = time.perf_counter()
+                    first = first or now
+                    last = now
+                    text.append(ev["delta"]["text"])
+                elif ev["event_type"] == "interaction.completed":
+                    inter = ev["interaction"]
+        t1 = time.perf_counter()
+        u = inter["usage"]
+        return {"t0": t0, "first": first or t1, "last": last or t1, "end": t1,
+                "ttft": (first or t1) - t0, "out": u["total_output_tokens"],
+                "prompt": u["total_input_tokens"],
+                "processed": u["total_input_tokens"] - u.get("total_cached_tokens", 0),
+                "text": "".join(text), "id": inter.get("id")}
+
+    def _gen_llama(self, messages, max_tokens, system):
+        msgs = ([{"role": "system", "content": system}] if system else []) + messages
+        body = {"messages": msgs, "stream": True, "temperature": 0, "max_tokens": max_tokens,
+                "stream_options": {"include_usage": True}}
+        req = urllib.request.Request(
+            f"{self.url}/v1/chat/completions", data=json.dumps(body).encode(), method="POST",
+            headers={"content-type": "application/json"})
+        t0 = time.perf_counter()
+        first = last = None
+        text, timings, usage = [], {}, {}
+        with urllib.request.urlopen(req, timeout=900) as resp:
+            for raw in resp:
+                line = raw.decode().strip()
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                ev = json.loads(line[6:])
+                for c in ev.get("choices") or []:
+                    piece = (c.get("delta") or {}).get("content")
+                    if piece:
+                        now = time.perf_counter()
+                        first = first or now
+                        last = now
+                        text.append(piece)
+                timings = ev.get("timings") or timings
+                usage = ev.get("usage") or usage
+        t1 = time.perf_counter()
+        return {"t0": t0, "first": first or t1, "last": last or t1, "end": t1,
+                "ttft": (first or t1) - t0,
+                "out": timings.get("predicted_n", usage.get("completion_tokens", 0)),
+                "prompt": usage.get("prompt_tokens", 0),
+                "processed": timings.get("prompt_n", usage.get("prompt_tokens", 0)),
+                "text": "".join(text), "id": None}
+
+
+def decode_rate(r):
+    span = r["last"] - r["first"]
+    return (r["out"] - 1) / span if span > 0 and r["out"] > 1 else float("nan")
+
+
+def words(n, rng):
+    return " ".join(rng.choice(WORDS) for _ in range(n))
+
+
+# -- scenarios --------------------------------------------------------------------------
+
+def single(srv, runs, rng):
+    dec, pre = [], []
+    for i in range(runs):
+        r = srv.generate([{"role": "user", "content":
+                           f"{rng.choice(WORDS)} {i}. Write a long story about a lighthouse keeper "
+                           "and the ships she guides, with many details."}], 128)
+        dec.append(decode_rate(r))
+    for i in range(runs):
+        # ~512 prompt tokens, unique from the first word on
+        prompt = f"{i} {words(1, rng)} Summarise this list: " + words(470, rng)
+        r = srv.generate([{"role": "user", "content": prompt}], 1)
+        pre.append({"processed": r["processed"], "ttft": r["ttft"],
+                    "rate": r["processed"] / r["ttft"]})
+    return {"decode_tok_s": statistics.median(dec), "decode_runs": dec,
+            "prefill_tok_s": statistics.median(p["rate"] for p in pre),
+            "prefill_tokens": statistics.median(p["processed"] for p in pre),
+            "prefill_runs": pre}
+
+
+def parallel(srv, n, rng):
+    import threading
+    results = [None] * n
+
+    def worker(i):
+        results[i] = srv.generate([{"role": "user", "content":
+                                    f"Story {i} ({rng.choice(WORDS)}): write a long tale about a "
+                                    "travelling musician and the towns she visits."}], 128)
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    total = sum(r["out"] for r in results)
+    # decode window: from the last stream's first token to the first stream's end
+    return {"aggregate_tok_s": total / wall, "output_tokens": total, "wall_s": wall,
+            "per_stream_decode_tok_s": statistics.median(decode_rate(r) for r in results)}
+
+
+def conversations(srv, n_conv, n_turns, restart_after, seed):
+    rng = random.Random(seed)
+    system = "You are a helpful assistant. Answer in two sentences."
+    hist = [[] for _ in range(n_conv)]
+    prev = [None] * n_conv
+    ttft = [[None] * n_conv for _ in range(n_turns)]
+    processed = [[None] * n_conv for _ in range(n_turns)]
+    for t in range(n_turns):
+        if restart_after is not None and t == restart_after:
+            srv.restart()
+        for c in range(n_conv):
+            user = (f"Conversation {c}, turn {t + 1}. Here are some notes: " + words(120, rng)
+                    + ". Which word appears most often in these notes?")
+            hist[c].append({"role": "user", "content": user})
+            r = srv.generate(hist[c], 32, system=system, previous_id=prev[c])
+            hist[c].append({"role": "assistant", "content": r["text"]})
+            prev[c] = r["id"]
+            ttft[t][c] = r["ttft"]
+            processed[t][c] = r["processed"]
+    return {"ttft_s": [statistics.median(x) for x in ttft],
+            "processed_tokens": [statistics.median(x) for x in processed],
+            "prompt_tokens_last_turn": None}
+
+
+def membw(args):
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "membw.c")
+    exe = os.path.join(tempfile.gettempdir(), "localgem-membw")
+    subprocess.run(["gcc", "-O3", "-march=native", "-fopenmp", src, "-o", exe], check=True)
+    out = subprocess.run([exe, str(args.threads)], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+def llama_bench(args, model):
+    if not args.llama_bench:
+        return None
+    out = subprocess.run([args.llama_bench, "-m", os.path.join(args.models_dir, MODELS[model]),
+                          "-t", str(args.threads), "-p", "512", "-n", "128", "-r", "3",
+                          "-o", "json"], capture_output=True, text=True)
+    if out.returncode != 0:
+        return None
+    rows = json.loads(out.stdout)
+    return {("prefill" if r["n_prompt"] else "decode"): r["avg_ts"] for r in rows}
+
+
+def run_pair(args, model, parallel_n, fn):
+    res = {}
+    kinds = ["llama-server", "localgem"] + (["localgem-fa"] if args.with_fa else [])
+    for kind in kinds:
+        srv = Server(kind, args, model, parallel_n).start()
+        try:
+            res[kind] = fn(srv)
+        finally:
+            srv.close()
+    return res
+
+
+def ratio(a, b):
+    return a / b if b else float("nan")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--localgem", required=True)
+    ap.add_argument("--llama-server", required=True)
+    ap.add_argument("--llama-bench")
+    ap.add_argument("--models-dir", required=True)
+    ap.add_argument("--models", default="smollm2-135m,gemma-3-270m")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--ctx", type=int, default=32768)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--turns", type=int, default=10)
+    ap.add_argument("--out", default="bench/results.json")
+    ap.add_argument("--label", default="")
+    ap.add_argument("--with-fa", action="store_true",
+                    help="also run localgem with --flash-attention (faster, not bit-exact)")
+    args = ap.parse_args()
+
+    report = {"label": args.label, "threads": args.threads, "date": time.strftime("%Y-%m-%d"),
+              "cpu": subprocess.run("lscpu | sed -n 's/^Model name: *//p'", shell=True,
+                                    capture_output=True, text=True).stdout.strip(),
+              "membw": membw(args), "models": {}}
+    for model in args.models.split(","):
+        size = os.path.getsize(os.path.join(args.models_dir, MODELS[model]))
+        m = {"gguf_bytes": size, "llama_bench": llama_bench(args, model)}
+        rng = random.Random(1)
+        m["single"] = run_pair(args, model, 1, lambda s: single(s, args.runs, rng))
+        print(f"[{model}] single: {json.dumps({k: (v['decode_tok_s'], v['prefill_tok_s']) for k, v in m['single'].items()})}", file=sys.stderr)
+        m["parallel8"] = run_pair(args, model, 8, lambda s: parallel(s, 8, rng))
+        print(f"[{model}] parallel8: {json.dumps({k: v['aggregate_tok_s'] for k, v in m['parallel8'].items()})}", file=sys.stderr)
+        m["conversations"] = run_pair(args, model, 4,
+                                      lambda s: conversations(s, 4, args.turns, None, 7))
+        print(f"[{model}] conversations: {json.dumps({k: v['ttft_s'][-1] for k, v in m['conversations'].items()})}", file=sys.stderr)
+        m["restart"] = run_pair(args, model, 4,
+                                lambda s: conversations(s, 4, min(args.turns, 6), 5, 7))
+        print(f"[{model}] restart: {json.dumps({k: v['ttft_s'][5] for k, v in m['restart'].items()})}", file=sys.stderr)
+        report["models"][model] = m
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(report, f, indent=1)
+    print(markdown(report))
+
+
+def markdown(rep):
+    bw = rep["membw"]["read_gb_s"]
+    lines = [f"Machine: {rep['cpu']}, {rep['threads']} threads; measured read bandwidth "
+             f"{bw:.1f} GB/s. {rep['label']}", ""]
+    fa = any("localgem-fa" in m["single"] for m in rep["models"].values())
+    head = "| model | metric | llama-server | localgem | ratio | target |"
+    lines.append(head + (" localgem --flash-attention | ratio |" if fa else ""))
+    lines.append("|---|---|---|---|---|---|" + ("---|---|" if fa else ""))
+    for model, m in rep["models"].items():
+        s, p = m["single"], m["parallel8"]
+        c, r = m["conversations"], m["restart"]
+        ls, lg = "llama-server", "localgem"
+        def get(kind):
+            if kind not in s:
+                return None
+            return [s[kind]["decode_tok_s"], s[kind]["prefill_tok_s"], p[kind]["aggregate_tok_s"],
+                    c[kind]["ttft_s"][-1], r[kind]["ttft_s"][5]]
+        names = [("decode tok/s, 1 stream", "≥ 1.0"),
+                 ("prefill tok/s, ~512-token prompt", "≥ 1.0"),
+                 ("aggregate tok/s, 8 streams", "≥ 1.0"),
+                 ("TTFT turn 10, 4 interleaved conversations (s)", "≤ 1.0"),
+                 ("TTFT turn 6 after a restart (s)", "≤ 0.2")]
+        base, ours, ours_fa = get(ls), get(lg), get("localgem-fa")
+        for k, (name, target) in enumerate(names):
+            a, b = base[k], ours[k]
+            line = f"| {model} | {name} | {a:.3g} | {b:.3g} | {ratio(b, a):.2f}× | {target} |"
+            if ours_fa:
+                line += f" {ours_fa[k]:.3g} | {ratio(ours_fa[k], a):.2f}× |"
+            lines.append(line)
+        limit = bw * 1e9 / m["gguf_bytes"]
+        lines.append(f"| {model} | decode limit from bandwidth (GGUF {m['gguf_bytes'] / 1e6:.0f} MB) "
+                     f"| {limit:.0f} tok/s | {s[lg]['decode_tok_s'] / limit:.0%} of it | | |")
+    lines.append("")
+    for model, m in rep["models"].items():
+        for scen in ("conversations", "restart"):
+            lines.append(f"{model}, {scen}: median TTFT per turn (s) and prompt tokens processed")
+            lines.append("")
+            lines.append("| turn | " + " | ".join(str(i + 1) for i in range(len(m[scen]['localgem']['ttft_s']))) + " |")
+            lines.append("|---|" + "---|" * len(m[scen]['localgem']['ttft_s']))
+            for kind in m[scen]:
+                v = m[scen][kind]
+                lines.append(f"| {kind} TTFT | " + " | ".join(f"{x:.3f}" for x in v["ttft_s"]) + " |")
+                lines.append(f"| {kind} prefilled | " + " | ".join(f"{x:.0f}" for x in v["processed_tokens"]) + " |")
+            lines.append("")
+        if m.get("llama_bench"):
+            lb = m["llama_bench"]
+            lines.append(f"{model}, llama-bench (no HTTP, same threads): prefill "
+                         f"{lb.get('prefill', 0):.0f} tok/s, decode {lb.get('decode', 0):.1f} tok/s")
+            lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
