@@ -301,6 +301,10 @@ def run_pair(args, model, parallel_n, fn):
     return res
 
 
+def log(model, scenario, values):
+    print(f"[{model}] {scenario}: {json.dumps(values)}", file=sys.stderr, flush=True)
+
+
 def ratio(a, b):
     return a / b if b else float("nan")
 
@@ -318,6 +322,7 @@ def main():
     ap.add_argument("--turns", type=int, default=10)
     ap.add_argument("--out", default="bench/results.json")
     ap.add_argument("--label", default="")
+    ap.add_argument("--scenarios", default="single,parallel8,conversations,restart")
     ap.add_argument("--with-fa", action="store_true",
                     help="also run localgem with --flash-attention (faster, not bit-exact)")
     args = ap.parse_args()
@@ -330,21 +335,33 @@ def main():
         size = os.path.getsize(os.path.join(args.models_dir, MODELS[model]))
         m = {"gguf_bytes": size, "llama_bench": llama_bench(args, model)}
         rng = random.Random(1)
-        m["single"] = run_pair(args, model, 1, lambda s: single(s, args.runs, rng))
-        print(f"[{model}] single: {json.dumps({k: (v['decode_tok_s'], v['prefill_tok_s']) for k, v in m['single'].items()})}", file=sys.stderr)
-        m["parallel8"] = run_pair(args, model, 8, lambda s: parallel(s, 8, rng))
-        print(f"[{model}] parallel8: {json.dumps({k: v['aggregate_tok_s'] for k, v in m['parallel8'].items()})}", file=sys.stderr)
-        m["conversations"] = run_pair(args, model, 4,
-                                      lambda s: conversations(s, 4, args.turns, None, 7))
-        print(f"[{model}] conversations: {json.dumps({k: v['ttft_s'][-1] for k, v in m['conversations'].items()})}", file=sys.stderr)
-        m["restart"] = run_pair(args, model, 4,
-                                lambda s: conversations(s, 4, min(args.turns, 6), 5, 7))
-        print(f"[{model}] restart: {json.dumps({k: v['ttft_s'][5] for k, v in m['restart'].items()})}", file=sys.stderr)
+        want = set(args.scenarios.split(","))
+        if "single" in want:
+            m["single"] = run_pair(args, model, 1, lambda s: single(s, args.runs, rng))
+            log(model, "single", {k: (v["decode_tok_s"], v["prefill_tok_s"]) for k, v in m["single"].items()})
+        if "parallel8" in want:
+            m["parallel8"] = run_pair(args, model, 8, lambda s: parallel(s, 8, rng))
+            log(model, "parallel8", {k: v["aggregate_tok_s"] for k, v in m["parallel8"].items()})
+        if "conversations" in want:
+            m["conversations"] = run_pair(args, model, 4,
+                                          lambda s: conversations(s, 4, args.turns, None, 7))
+            log(model, "conversations", {k: v["ttft_s"][-1] for k, v in m["conversations"].items()})
+        if "restart" in want:
+            m["restart"] = run_pair(args, model, 4,
+                                    lambda s: conversations(s, 4, 6, 5, 7))
+            log(model, "restart", {k: v["ttft_s"][5] for k, v in m["restart"].items()})
         report["models"][model] = m
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(report, f, indent=1)
-    print(markdown(report))
+    if want_all(args):
+        print(markdown(report))
+    else:
+        print(json.dumps(report["models"], indent=1)[:4000])
+
+
+def want_all(args):
+    return set(args.scenarios.split(",")) >= {"single", "parallel8", "conversations", "restart"}
 
 
 def markdown(rep):

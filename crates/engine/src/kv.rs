@@ -61,39 +61,25 @@ impl KvManager {
     /// Pick a slot for `prompt`. `None` when every slot is active.
     ///
     /// At least one prompt token is always left to prefill, since sampling needs the logits of
-    /// the last prompt token.
+    /// the last prompt token. Another conversation's state is not cut short just because it
+    /// shares a few tokens (a system prompt, say) with this prompt: in order of preference,
+    /// 1. the longest resident state the prompt continues (all of it is reused);
+    /// 2. the longest one that keeps at least half its tokens (an earlier turn was rewritten);
+    /// 3. a free slot;
+    /// 4. the least recently used state, reusing what it shares with the prompt.
     pub fn acquire(&mut self, scope: &str, prompt: &[i32]) -> Option<Lease> {
         self.clock += 1;
-        if let Some((i, reused)) = self.best(scope, prompt) {
-            self.slots[i] = Slot::Active;
-            return Some(Lease {
-                slot: i as i32,
-                reused,
-                evicted: false,
-            });
-        }
-        if let Some(i) = self.slots.iter().position(|s| *s == Slot::Free) {
-            self.slots[i] = Slot::Active;
-            return Some(Lease {
-                slot: i as i32,
-                reused: 0,
-                evicted: false,
-            });
-        }
-        let lru = self.lru()?;
-        self.slots[lru] = Slot::Active;
-        Some(Lease {
-            slot: lru as i32,
-            reused: 0,
-            evicted: true,
-        })
+        let lease = self.choose(scope, prompt)?;
+        self.slots[lease.slot as usize] = Slot::Active;
+        Some(lease)
     }
 
-    /// The resident slot of `scope` sharing the longest useful prefix with `prompt`, and how
-    /// many tokens of it [`KvManager::acquire`] would reuse (ties: most recently used).
-    pub fn best(&self, scope: &str, prompt: &[i32]) -> Option<(usize, usize)> {
+    /// What [`KvManager::acquire`] would decide, without deciding it.
+    pub fn choose(&self, scope: &str, prompt: &[i32]) -> Option<Lease> {
         let limit = prompt.len().saturating_sub(1);
-        self.slots
+        // (slot, reused, tokens held, last used) for every resident state of this scope
+        let matches: Vec<(usize, usize, usize, u64)> = self
+            .slots
             .iter()
             .enumerate()
             .filter_map(|(i, s)| match s {
@@ -101,14 +87,52 @@ impl KvManager {
                     scope: owner,
                     tokens,
                     last_used,
-                } if owner == scope => {
-                    Some((i, common_prefix(tokens, prompt).min(limit), *last_used))
-                }
+                } if owner == scope => Some((
+                    i,
+                    common_prefix(tokens, prompt).min(limit),
+                    tokens.len(),
+                    *last_used,
+                )),
                 _ => None,
             })
-            .filter(|&(_, n, _)| n >= self.min_reuse)
-            .max_by_key(|&(_, n, used)| (n, used))
-            .map(|(i, n, _)| (i, n))
+            .filter(|&(_, n, _, _)| n >= self.min_reuse)
+            .collect();
+        let best = |keep: &dyn Fn(usize, usize) -> bool| {
+            matches
+                .iter()
+                .filter(|&&(_, n, len, _)| keep(n, len))
+                .max_by_key(|&&(_, n, _, used)| (n, used))
+                .map(|&(i, n, _, _)| Lease {
+                    slot: i as i32,
+                    reused: n,
+                    evicted: false,
+                })
+        };
+        if let Some(l) = best(&|n, len| n + 1 >= len) {
+            return Some(l);
+        }
+        if let Some(l) = best(&|n, len| 2 * n >= len) {
+            return Some(l);
+        }
+        if let Some(i) = self.slots.iter().position(|s| *s == Slot::Free) {
+            return Some(Lease {
+                slot: i as i32,
+                reused: 0,
+                evicted: false,
+            });
+        }
+        let lru = self.lru()?;
+        let reused = matches.iter().find(|m| m.0 == lru).map_or(0, |m| m.1);
+        Some(Lease {
+            slot: lru as i32,
+            reused,
+            evicted: reused == 0,
+        })
+    }
+
+    /// Prompt tokens [`KvManager::acquire`] would find in memory for `prompt`.
+    pub fn reusable(&self, scope: &str, prompt: &[i32]) -> usize {
+        self.choose(scope, prompt).map_or(0, |l| l.reused)
     }
 
     /// Take an empty slot to restore a spilled state into: a free one, else the least
@@ -260,5 +284,76 @@ mod tests {
         assert!(kv.acquire("a", &[1]).is_none(), "both slots active");
         kv.free(1);
         assert_eq!(kv.acquire("a", &[3]).unwrap().slot, 1);
+    }
+
+    #[test]
+    fn states_are_reused_only_within_their_scope() {
+        let mut kv = KvManager::new(2, 1);
+        kv.acquire("a", &[1, 2, 3]).unwrap();
+        kv.finish(0, "a", vec![1, 2, 3, 4]);
+        let l = kv.acquire("b", &[1, 2, 3, 4, 5]).unwrap();
+        assert_eq!(
+            (l.slot, l.reused),
+            (1, 0),
+            "another scope never sees slot 0"
+        );
+        kv.finish(1, "b", vec![1, 2, 3, 4, 5]);
+        assert_eq!(kv.reusable("a", &[1, 2, 3, 4, 5, 6]), 4);
+        assert_eq!(kv.reusable("b", &[1, 2, 3, 4, 5, 6]), 5);
+        assert_eq!(kv.reusable("c", &[1, 2, 3, 4, 5, 6]), 0);
+    }
+
+    #[test]
+    fn take_empty_prefers_free_slots_then_evicts_the_lru() {
+        let mut kv = KvManager::new(2, 1);
+        assert_eq!(kv.take_empty(), Some((0, false)));
+        kv.finish(0, "a", vec![1, 2]);
+        assert_eq!(kv.take_empty(), Some((1, false)));
+        kv.finish(1, "a", vec![3, 4]);
+        assert_eq!(kv.take_empty(), Some((0, true)), "slot 0 is the older");
+        assert_eq!(kv.take_empty(), Some((1, true)));
+        assert_eq!(kv.take_empty(), None, "both slots active");
+    }
+
+    #[test]
+    fn a_shared_system_prompt_does_not_cut_another_conversation_short() {
+        let sys = [7, 7, 7, 7];
+        let conv_a: Vec<i32> = sys.iter().copied().chain([1, 1, 1, 1, 1, 1]).collect();
+        let conv_b: Vec<i32> = sys.iter().copied().chain([2, 2, 2, 2, 2, 2]).collect();
+        let mut kv = KvManager::new(2, 2);
+        kv.acquire("k", &conv_a).unwrap();
+        kv.finish(0, "k", conv_a.clone());
+        // b shares only the system prompt (4 of a's 10 tokens): a free slot is better
+        let l = kv.acquire("k", &conv_b).unwrap();
+        assert_eq!((l.slot, l.reused), (1, 0));
+        kv.finish(1, "k", conv_b.clone());
+        // a's next turn still finds all of a
+        let next_a: Vec<i32> = conv_a.iter().copied().chain([3, 3]).collect();
+        assert_eq!(kv.reusable("k", &next_a), 10);
+        // with no free slot, a third conversation takes the least recently used slot (a's)
+        // and keeps the system prompt it shares
+        let conv_c: Vec<i32> = sys.iter().copied().chain([4, 4, 4]).collect();
+        let l = kv.acquire("k", &conv_c).unwrap();
+        assert_eq!(
+            l,
+            Lease {
+                slot: 0,
+                reused: 4,
+                evicted: false
+            }
+        );
+        // a rewritten last turn keeping most of a state reuses it rather than a free slot
+        let mut kv = KvManager::new(2, 2);
+        kv.acquire("k", &conv_a).unwrap();
+        kv.finish(0, "k", conv_a.clone());
+        let rewritten: Vec<i32> = conv_a[..8].iter().copied().chain([9, 9]).collect();
+        assert_eq!(
+            kv.acquire("k", &rewritten).unwrap(),
+            Lease {
+                slot: 0,
+                reused: 8,
+                evicted: false
+            }
+        );
     }
 }

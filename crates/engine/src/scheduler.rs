@@ -37,20 +37,16 @@ pub fn plan(seqs: &[SeqState], budget: usize) -> Vec<usize> {
 }
 
 /// Tokens of finished answers to prefill into their conversations' KV this step, from the
-/// budget `plan` left over. Live work always comes first; while sequences are decoding, the
-/// background work is capped at `cap_while_decoding` tokens so their next token is not held
-/// back by more than a small prefill.
-pub fn background_budget(
-    seqs: &[SeqState],
-    planned: &[usize],
-    budget: usize,
-    cap_while_decoding: usize,
-) -> usize {
+/// budget `plan` left over, at most `cap`. Live work always comes first: nothing while any
+/// prompt is still being prefilled (its time to first token must not pay for another
+/// conversation's answer), and small chunks otherwise, so that a decoding sequence's next
+/// token, or a request that arrives meanwhile, waits for no more than a small prefill.
+pub fn background_budget(seqs: &[SeqState], planned: &[usize], budget: usize, cap: usize) -> usize {
     let left = budget.saturating_sub(planned.iter().sum());
-    if seqs.iter().any(|s| s.decoding) {
-        left.min(cap_while_decoding)
+    if seqs.iter().any(|s| !s.decoding && s.pending_prompt > 0) {
+        0
     } else {
-        left
+        left.min(cap)
     }
 }
 
@@ -60,16 +56,17 @@ mod tests {
 
     #[test]
     fn background_work_takes_only_what_live_work_leaves() {
-        let seqs = [dec(), pre(100)];
+        let seqs = [dec(), dec()];
         let planned = plan(&seqs, 512);
-        assert_eq!(background_budget(&seqs, &planned, 512, 32), 32);
-        let seqs = [pre(600)];
-        let planned = plan(&seqs, 512);
-        assert_eq!(background_budget(&seqs, &planned, 512, 32), 0);
-        let seqs = [pre(100)];
-        let planned = plan(&seqs, 512);
-        assert_eq!(background_budget(&seqs, &planned, 512, 32), 412);
-        assert_eq!(background_budget(&[], &[], 512, 32), 512);
+        assert_eq!(background_budget(&seqs, &planned, 512, 16), 16);
+        assert_eq!(background_budget(&seqs, &planned, 17, 16), 15);
+        // a prompt being prefilled, alone or beside decoders: nothing
+        for seqs in [vec![pre(100)], vec![dec(), pre(100)], vec![pre(600)]] {
+            let planned = plan(&seqs, 512);
+            assert_eq!(background_budget(&seqs, &planned, 512, 16), 0);
+        }
+        // idle: still small chunks
+        assert_eq!(background_budget(&[], &[], 512, 16), 16);
     }
 
     fn dec() -> SeqState {

@@ -91,8 +91,8 @@ struct Extension {
     fed: usize,
 }
 
-/// Background answer tokens per step while sequences are decoding.
-const EXTEND_WHILE_DECODING: usize = 32;
+/// Background answer tokens per step.
+const EXTEND_CHUNK: usize = 16;
 
 fn sampler_for(request: &GenerateRequest) -> LlamaSampler {
     let s = request.sampling;
@@ -316,6 +316,17 @@ fn fingerprint(path: &Path, kv_slots: u32, flash_attention: bool) -> String {
         .collect()
 }
 
+/// Give the calling thread a lower scheduling priority, so that writing states to disk
+/// yields the cores to the engine's compute threads.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority only reads its integer arguments; `0` names the calling thread.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS as _, 0, 10);
+    }
+}
+
 /// Start the thread that writes finished states to disk, off the engine thread.
 fn start_writer(
     model_id: &str,
@@ -335,6 +346,7 @@ fn start_writer(
     let spawned = std::thread::Builder::new()
         .name(format!("kv-spill-{model_id}"))
         .spawn(move || {
+            lower_priority();
             for job in rx {
                 match dir.write(&job.scope, &job.tokens, &job.payload) {
                     Ok((bytes, deleted)) => {
@@ -534,7 +546,7 @@ impl Worker<'_> {
             }
         }
         // What live work left of the budget goes to finished answers.
-        let mut room = background_budget(&states, &planned, self.batch_size, EXTEND_WHILE_DECODING);
+        let mut room = background_budget(&states, &planned, self.batch_size, EXTEND_CHUNK);
         let mut extended: Vec<(usize, usize)> = Vec::new();
         for (k, e) in self.extensions.iter().enumerate() {
             if room == 0 {
@@ -568,6 +580,12 @@ impl Worker<'_> {
             self.fail_all(ctx, &format!("decode failed: {e}"));
             return;
         }
+        tracing::trace!(
+            prefilled,
+            decoded,
+            secs = started.elapsed().as_secs_f64(),
+            "step"
+        );
         if prefilled >= 64 {
             let per_token = started.elapsed().as_secs_f64() / (prefilled + decoded) as f64;
             self.prefill_secs_per_token = 0.8 * self.prefill_secs_per_token + 0.2 * per_token;
@@ -691,7 +709,7 @@ impl Worker<'_> {
         let Some(dir) = self.spill.clone() else {
             return;
         };
-        let resident = self.kv.best(scope, prompt).map_or(0, |(_, n)| n);
+        let resident = self.kv.reusable(scope, prompt);
         let allow_cut = !self.swa;
         let mut found = dir.best(scope, prompt, self.min_reuse, allow_cut);
         let worth = |f: &Option<Candidate>| {
