@@ -390,7 +390,8 @@ fn kill_dash_nine_loses_no_completed_interaction() {
 #[ignore = "needs the bundled models; run by scripts/test.sh"]
 fn client_disconnect_cancels_the_generation() {
     let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path(), &[]);
+    // one live sequence: the cancelled one must give it back
+    let s = start(dir.path(), &["--parallel", "1"]);
     let body = json!({"model": "gemini-3-flash-preview", "input": "Write a very long story about a dragon.",
                       "stream": true, "generation_config": {"max_output_tokens": 1000}});
     let mut resp = client()
@@ -424,6 +425,19 @@ fn client_disconnect_cancels_the_generation() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // the sequence is freed: nothing runs, and the next request gets the only slot
+    let running = "localgem_running_sequences{model=\"smollm2-135m\"}";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&s.url, running) != 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the cancelled sequence still runs"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (st, v) = s.post(greedy("Say hello.", 8));
+    assert_eq!(st, 200, "{v}");
+    assert!(v["usage"]["total_output_tokens"].as_u64().unwrap() > 0, "{v}");
 }
 
 #[test]
@@ -564,8 +578,7 @@ fn input_tokens(v: &Value) -> u64 {
 
 /// Turn 1 and 2 on one server; SIGKILL; a new server on the same data dir continues from the
 /// states on disk. Every answer equals the one a server with nothing cached gives.
-/// `spills`: states written per turn (with the answer; and, for sliding-window models, the
-/// prompt alone too).
+/// `spills_per_turn`: states written per turn (the prompt, then prompt and answer).
 fn spilled_states_survive_a_kill(args: &[&str], model: &str, spills_per_turn: f64) {
     let system = long_system();
     let (q1, q2, q3) = (
@@ -636,7 +649,7 @@ fn spilled_states_survive_a_kill(args: &[&str], model: &str, spills_per_turn: f6
 #[test]
 #[ignore = "needs the bundled models; run by scripts/test.sh"]
 fn spilled_kv_states_survive_a_kill_and_restore_exactly_smollm2() {
-    spilled_states_survive_a_kill(&[], "smollm2-135m", 1.0);
+    spilled_states_survive_a_kill(&[], "smollm2-135m", 2.0);
 }
 
 #[test]
@@ -662,6 +675,9 @@ fn an_evicted_conversation_is_restored_from_disk_exactly() {
     let first = json!({"model": model, "input": q1, "system_instruction": system,
                        "generation_config": {"temperature": 0, "max_output_tokens": 24}});
     let (_, one) = s.post(first);
+    // its prompt, then prompt and answer, are on disk
+    let spills = format!("localgem_kv_spills_total{{model=\"{model}\"}}");
+    wait_for_metric(&s.url, &spills, 2.0);
     // (own system instructions, so they share no reusable prefix with it or each other)
     for (sys, other) in [
         (
@@ -681,11 +697,6 @@ fn an_evicted_conversation_is_restored_from_disk_exactly() {
     }
     let evictions = format!("localgem_kv_cache_evictions_total{{model=\"{model}\"}}");
     assert!(metric(&s.url, &evictions) >= 1.0);
-    wait_for_metric(
-        &s.url,
-        &format!("localgem_kv_spills_total{{model=\"{model}\"}}"),
-        3.0,
-    );
     let (_, two) = s.post(chained(q2, &one, model, system));
     // turn 1's prompt and (prefilled in the background) its answer come back from disk
     assert!(

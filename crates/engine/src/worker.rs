@@ -91,7 +91,7 @@ struct Extension {
     fed: usize,
 }
 
-/// Background answer tokens per step.
+/// Background answer tokens per step (only ever taken when no live sequence needs the step).
 const EXTEND_CHUNK: usize = 16;
 
 fn sampler_for(request: &GenerateRequest) -> LlamaSampler {
@@ -546,7 +546,7 @@ impl Worker<'_> {
             }
         }
         // What live work left of the budget goes to finished answers.
-        let mut room = background_budget(&states, &planned, self.batch_size, EXTEND_CHUNK);
+        let mut room = background_budget(&states, self.batch_size, EXTEND_CHUNK);
         let mut extended: Vec<(usize, usize)> = Vec::new();
         for (k, e) in self.extensions.iter().enumerate() {
             if room == 0 {
@@ -650,18 +650,16 @@ impl Worker<'_> {
             let held: Vec<i32> = s.prompt.iter().map(|t| t.0).collect();
             let _ = ctx.clear_kv_cache_seq(Some(s.slot as u32), Some(held.len() as u32), None);
             self.kv.finish(s.slot, &s.scope, held.clone());
-            // The answer is prefilled into the slot in the background (see `Extension`), and
-            // the state goes to disk once it holds the answer too. With sliding-window layers
-            // the prompt-only state goes to disk now as well: a restored state is never cut
-            // there, and the next prompt may tokenize the answer differently.
+            // The prompt's state goes to disk now. The answer is prefilled into the slot in
+            // the background when the engine is idle (see `Extension`), and that state goes to
+            // disk too once complete; until then (or if it never completes, say because the
+            // server stops first) the prompt's state is what a later turn restores.
             let room = (self.per_seq as usize).saturating_sub(1);
             let mut tokens = s.prompt;
             tokens.extend(s.output);
             tokens.truncate(room);
             let extend = tokens.len() > held.len();
-            if !extend || self.swa {
-                self.spill(ctx, s.slot, &s.scope, &held);
-            }
+            self.spill(ctx, s.slot, &s.scope, &held);
             if extend {
                 self.extensions.push(Extension {
                     slot: s.slot,
