@@ -85,6 +85,11 @@ struct EngineArgs {
     /// round differently from fresh ones, so outputs are no longer bit-identical).
     #[arg(long, env = "LOCALGEM_FLASH_ATTENTION", default_value_t = false)]
     flash_attention: bool,
+    /// Keep the K/V written while decoding an answer for the next turn (as llama-server does)
+    /// instead of prefilling the answer again: faster follow-ups, but no longer bit-identical
+    /// to a fresh computation.
+    #[arg(long, env = "LOCALGEM_REUSE_DECODED_KV", default_value_t = false)]
+    reuse_decoded_kv: bool,
     /// Disk budget, in MiB, for finished KV states kept in DATA_DIR/kv so that a later turn
     /// (after an eviction, a restart, or on another replica sharing the data dir) restores
     /// its conversation instead of prefilling it again. 0 keeps them in memory only.
@@ -263,6 +268,7 @@ fn engine_config(args: &EngineArgs, data_dir: Option<&Path>) -> EngineConfig {
         kv_slots: args.kv_slots,
         min_reuse: d.min_reuse,
         flash_attention: args.flash_attention,
+        reuse_decoded_kv: args.reuse_decoded_kv,
         spill_dir: data_dir
             .filter(|_| args.kv_disk_budget_mb > 0)
             .map(|d| d.join("kv")),

@@ -437,7 +437,10 @@ fn client_disconnect_cancels_the_generation() {
     }
     let (st, v) = s.post(greedy("Say hello.", 8));
     assert_eq!(st, 200, "{v}");
-    assert!(v["usage"]["total_output_tokens"].as_u64().unwrap() > 0, "{v}");
+    assert!(
+        v["usage"]["total_output_tokens"].as_u64().unwrap() > 0,
+        "{v}"
+    );
 }
 
 #[test]
@@ -764,4 +767,31 @@ fn a_full_queue_answers_429_resource_exhausted() {
         assert_eq!(body["error"]["status"], "RESOURCE_EXHAUSTED", "{body}");
         assert!(retry, "429 without Retry-After");
     }
+}
+
+#[test]
+#[ignore = "needs the bundled models; run by scripts/test.sh"]
+fn a_second_replica_on_the_same_data_dir_restores_the_first_ones_states() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = "smollm2-135m";
+    let system = long_system();
+    let a = start(dir.path(), &[]);
+    let first = json!({"model": model, "input": "Which shelf holds books about birds?",
+                       "system_instruction": system,
+                       "generation_config": {"temperature": 0, "max_output_tokens": 24}});
+    let (_, one) = a.post(first);
+    let spills = format!("localgem_kv_spills_total{{model=\"{model}\"}}");
+    wait_for_metric(&a.url, &spills, 2.0);
+    // B starts while A keeps running, and sees A's interactions and KV states.
+    let b = start(dir.path(), &[]);
+    let q2 = "How many books are on shelf 4?";
+    let (st, on_b) = b.post(chained(q2, &one, model, &system));
+    assert_eq!(st, 200, "{on_b}");
+    assert!(cached(&on_b) > input_tokens(&one), "{}", on_b["usage"]);
+    let restores = format!("localgem_kv_restores_total{{model=\"{model}\"}}");
+    assert_eq!(metric(&b.url, &restores), 1.0);
+    // and answers exactly as A, which continues from memory
+    let (_, on_a) = a.post(chained(q2, &one, model, &system));
+    assert_eq!(metric(&a.url, &restores), 0.0);
+    assert_eq!(text(&on_b), text(&on_a));
 }

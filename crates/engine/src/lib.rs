@@ -59,6 +59,10 @@ pub struct EngineConfig {
     /// Use flash attention. Off by default: it makes reused or batched computation round
     /// differently from a fresh one (see the worker).
     pub flash_attention: bool,
+    /// Keep the K/V that decoding wrote for an answer, instead of prefilling the answer into
+    /// the conversation's state again. Saves that prefill, but one-token decode steps round
+    /// differently from a prefill, so a later turn may differ from a fresh computation.
+    pub reuse_decoded_kv: bool,
     /// Where finished KV states are kept on disk (a directory per model fingerprint is made
     /// inside); `None` keeps them in memory only.
     pub spill_dir: Option<PathBuf>,
@@ -80,6 +84,7 @@ impl Default for EngineConfig {
             kv_slots: 8,
             min_reuse: 16,
             flash_attention: false,
+            reuse_decoded_kv: false,
             spill_dir: None,
             spill_budget: 4 << 30,
         }

@@ -91,6 +91,9 @@ struct Extension {
     fed: usize,
 }
 
+/// How long the engine must have been idle before background answer prefill starts.
+const IDLE_BEFORE_BACKGROUND: Duration = Duration::from_millis(25);
+
 /// Background answer tokens per step (only ever taken when no live sequence needs the step).
 const EXTEND_CHUNK: usize = 16;
 
@@ -194,7 +197,12 @@ pub(crate) fn run(
 
     let metrics = EngineMetrics::new(&model_id);
     let spill = config.spill_dir.as_ref().and_then(|root| {
-        let dir = root.join(fingerprint(&path, kv_slots, config.flash_attention));
+        let dir = root.join(fingerprint(
+            &path,
+            kv_slots,
+            config.flash_attention,
+            config.reuse_decoded_kv,
+        ));
         match SpillDir::open(dir, config.spill_budget) {
             Ok((d, _)) => {
                 let (states, bytes) = d.usage();
@@ -225,6 +233,7 @@ pub(crate) fn run(
         batch: LlamaBatch::new(config.batch_size as usize, 1),
         batch_size: config.batch_size as usize,
         min_reuse: config.min_reuse.max(1) as usize,
+        reuse_decoded_kv: config.reuse_decoded_kv,
         swa: model
             .meta_val_str(&format!("{arch}.attention.sliding_window"))
             .is_ok(),
@@ -236,10 +245,29 @@ pub(crate) fn run(
         metrics,
     };
     loop {
-        if w.active.is_empty() && w.waiting.is_empty() && w.extensions.is_empty() {
-            match rx.blocking_recv() {
-                Some(cmd) => w.handle(cmd),
-                None => break,
+        if w.active.is_empty() && w.waiting.is_empty() {
+            if w.extensions.is_empty() {
+                match rx.blocking_recv() {
+                    Some(cmd) => w.handle(cmd),
+                    None => break,
+                }
+            } else {
+                // Background work starts only once the engine has been idle for a moment:
+                // under back-to-back requests it never runs (and never delays one); the next
+                // turn then prefills its answer itself.
+                let until = Instant::now() + IDLE_BEFORE_BACKGROUND;
+                while Instant::now() < until {
+                    match rx.try_recv() {
+                        Ok(cmd) => {
+                            w.handle(cmd);
+                            break;
+                        }
+                        Err(mpsc::error::TryRecvError::Empty) => {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                        Err(mpsc::error::TryRecvError::Disconnected) => break,
+                    }
+                }
             }
         }
         while let Ok(cmd) = rx.try_recv() {
@@ -272,6 +300,7 @@ struct Worker<'m> {
     batch: LlamaBatch<'static>,
     batch_size: usize,
     min_reuse: usize,
+    reuse_decoded_kv: bool,
     /// Whether the model has sliding-window layers (a restored state is then never cut).
     swa: bool,
     /// Finished states on disk, and the writer thread that puts them there.
@@ -297,7 +326,7 @@ const RESCAN_EVERY: Duration = Duration::from_secs(1);
 /// The directory name for states of this model file and KV layout: a state restores only
 /// into a context whose per-sequence layout matches (llama.cpp checks the rest itself and
 /// refuses a mismatched state, which is then deleted and prefilled instead).
-fn fingerprint(path: &Path, kv_slots: u32, flash_attention: bool) -> String {
+fn fingerprint(path: &Path, kv_slots: u32, flash_attention: bool, decoded_kv: bool) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
@@ -308,7 +337,12 @@ fn fingerprint(path: &Path, kv_slots: u32, flash_attention: bool) -> String {
     }
     h.update(&head);
     h.update(kv_slots.to_le_bytes());
-    h.update([u8::from(flash_attention), 1 /* swa_full */]);
+    // States computed differently (and so not bit-identical) live apart.
+    h.update([
+        u8::from(flash_attention),
+        1, /* swa_full */
+        u8::from(decoded_kv),
+    ]);
     h.finalize()
         .iter()
         .take(8)
@@ -647,6 +681,16 @@ impl Worker<'_> {
             // written by one-token decodes, which round differently from the batched prefill a
             // fresh request would do (`examples/kv_probe.rs`, case G), so reusing them could
             // change the next answer.
+            if self.reuse_decoded_kv {
+                // Everything decoded stays: the KV holds positions 0..n_past.
+                let decoded = (s.n_past as usize).saturating_sub(s.prompt.len());
+                let mut held: Vec<i32> = s.prompt.iter().map(|t| t.0).collect();
+                held.extend(s.output.iter().take(decoded).map(|t| t.0));
+                let _ = ctx.clear_kv_cache_seq(Some(s.slot as u32), Some(held.len() as u32), None);
+                self.spill(ctx, s.slot, &s.scope, &held);
+                self.kv.finish(s.slot, &s.scope, held);
+                continue;
+            }
             let held: Vec<i32> = s.prompt.iter().map(|t| t.0).collect();
             let _ = ctx.clear_kv_cache_seq(Some(s.slot as u32), Some(held.len() as u32), None);
             self.kv.finish(s.slot, &s.scope, held.clone());
