@@ -6,7 +6,8 @@ Scenarios, per model (each server is started fresh for each scenario):
 * single: one stream, decode tok/s over 128 generated tokens, and prefill tok/s on a
   ~512-token prompt (tokens processed / time to first token; every run starts with a unique
   word so that no server can reuse an earlier run's prompt);
-* parallel8: 8 concurrent streams, aggregate output tok/s (llama-server with -np 8);
+* parallel8: 8 concurrent streams, aggregate output tok/s, median of 3 rounds (llama-server
+  with -np 8);
 * conversations: 4 conversations of 10 turns (~150 new tokens a turn) sent interleaved, time to
   first token per turn; localgem chains by previous_interaction_id, llama-server receives the
   whole history (its prompt cache at its best: one slot per conversation);
@@ -224,7 +225,16 @@ def single(srv, runs, rng):
             "prefill_runs": pre}
 
 
-def parallel(srv, n, rng):
+def parallel(srv, n, rng, reps=3):
+    """Median over `reps` rounds of n concurrent streams."""
+    rounds = [parallel_once(srv, n, rng) for _ in range(reps)]
+    rounds.sort(key=lambda r: r["aggregate_tok_s"])
+    mid = dict(rounds[len(rounds) // 2])
+    mid["rounds_tok_s"] = [r["aggregate_tok_s"] for r in rounds]
+    return mid
+
+
+def parallel_once(srv, n, rng):
     import threading
     results = [None] * n
 

@@ -351,7 +351,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
             "marked interactions left unfinished by an earlier run as failed"
         );
     }
-    let engine = LlamaEngine::start(specs, &default, engine_config(&args.engine, Some(&dir)))?;
+    let engine = Arc::new(LlamaEngine::start(
+        specs,
+        &default,
+        engine_config(&args.engine, Some(&dir)),
+    )?);
     let aliases = ModelAliases::parse(
         &[vec!["gemini-*=default".to_owned()], args.aliases.clone()].concat(),
         &default,
@@ -359,7 +363,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     .map_err(anyhow::Error::msg)?;
     let store = Arc::new(store);
     let state = AppState::new(
-        Arc::new(engine),
+        engine.clone(),
         store.clone() as Arc<dyn Store>,
         ApiConfig {
             aliases,
@@ -381,6 +385,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
     axum::serve(listener, localgem_api::router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    // In-flight requests are done: put every KV state on disk before exiting.
+    engine.drain(std::time::Duration::from_secs(30)).await;
     store.close().await;
     Ok(())
 }

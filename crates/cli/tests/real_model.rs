@@ -795,3 +795,35 @@ fn a_second_replica_on_the_same_data_dir_restores_the_first_ones_states() {
     assert_eq!(metric(&a.url, &restores), 0.0);
     assert_eq!(text(&on_b), text(&on_a));
 }
+
+#[test]
+#[ignore = "needs the bundled models; run by scripts/test.sh"]
+fn a_graceful_stop_puts_the_last_answer_on_disk_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = "smollm2-135m";
+    let system = long_system();
+    let mut a = start(dir.path(), &[]);
+    let first = json!({"model": model, "input": "Describe shelf 3 and shelf 9 in detail.",
+                       "system_instruction": system,
+                       "generation_config": {"temperature": 0, "max_output_tokens": 120}});
+    let (_, one) = a.post(first);
+    // SIGTERM right away: the answer's background prefill has not started yet (it waits for
+    // the engine to be idle for a moment), so the drain on shutdown must do it.
+    let status = Command::new("kill")
+        .args(["-TERM", &a.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exited = a.child.wait().unwrap();
+    assert!(exited.success(), "{exited:?}");
+
+    let b = start(dir.path(), &[]);
+    let (_, two) = b.post(chained("And shelf 10?", &one, model, &system));
+    let answer = one["usage"]["total_output_tokens"].as_u64().unwrap();
+    assert!(
+        cached(&two) >= input_tokens(&one) + answer / 2,
+        "{} after {}",
+        two["usage"],
+        one["usage"]
+    );
+}

@@ -185,6 +185,26 @@ impl LlamaEngine {
         }
     }
 
+    /// Graceful shutdown: each engine thread finishes its live sequences, prefills pending
+    /// answers into their states, writes every state to disk and stops. Waits at most
+    /// `timeout` in all; requests sent afterwards fail.
+    pub async fn drain(&self, timeout: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut waits = Vec::new();
+        for (id, w) in &self.models {
+            let (done, rx) = oneshot::channel();
+            let sent = tokio::time::timeout_at(deadline, w.tx.send(Command::Drain { done })).await;
+            if matches!(sent, Ok(Ok(()))) {
+                waits.push((id, rx));
+            }
+        }
+        for (id, rx) in waits {
+            if tokio::time::timeout_at(deadline, rx).await.is_err() {
+                tracing::warn!(model = %id, "engine did not drain in time");
+            }
+        }
+    }
+
     /// The default model's id.
     pub fn default_model(&self) -> &str {
         &self.default_model

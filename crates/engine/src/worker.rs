@@ -42,6 +42,9 @@ pub(crate) enum Command {
         request: GenerateRequest,
         admit: oneshot::Sender<Result<Generation, EngineError>>,
     },
+    /// Finish what is running, prefill pending answers, write every state to disk, then stop
+    /// and answer (graceful shutdown).
+    Drain { done: oneshot::Sender<()> },
 }
 
 /// Load state reported by the worker.
@@ -216,9 +219,13 @@ pub(crate) fn run(
             }
         }
     });
-    let spill_tx = spill
-        .as_ref()
-        .map(|d| start_writer(&model_id, d.clone(), &metrics));
+    let (spill_tx, spill_writer) = match spill.as_ref() {
+        Some(d) => {
+            let (tx, handle) = start_writer(&model_id, d.clone(), &metrics);
+            (Some(tx), handle)
+        }
+        None => (None, None),
+    };
     let mut w = Worker {
         model_id,
         model: &model,
@@ -239,6 +246,8 @@ pub(crate) fn run(
             .is_ok(),
         spill,
         spill_tx,
+        spill_writer,
+        draining: None,
         last_scan: Instant::now(),
         prefill_secs_per_token: 1.0 / 2000.0,
         restore_secs_per_byte: 1.0 / 200e6,
@@ -246,6 +255,11 @@ pub(crate) fn run(
     };
     loop {
         if w.active.is_empty() && w.waiting.is_empty() {
+            if let Some(done) = w.draining.take() {
+                w.drain(&mut ctx);
+                let _ = done.send(());
+                break;
+            }
             if w.extensions.is_empty() {
                 match rx.blocking_recv() {
                     Some(cmd) => w.handle(cmd),
@@ -306,6 +320,9 @@ struct Worker<'m> {
     /// Finished states on disk, and the writer thread that puts them there.
     spill: Option<Arc<SpillDir>>,
     spill_tx: Option<std_mpsc::SyncSender<SpillJob>>,
+    spill_writer: Option<std::thread::JoinHandle<()>>,
+    /// Set by [`Command::Drain`]: who to tell once everything is on disk.
+    draining: Option<oneshot::Sender<()>>,
     last_scan: Instant,
     /// Running estimates for deciding whether a restore is cheaper than a prefill.
     prefill_secs_per_token: f64,
@@ -366,7 +383,10 @@ fn start_writer(
     model_id: &str,
     dir: Arc<SpillDir>,
     metrics: &EngineMetrics,
-) -> std_mpsc::SyncSender<SpillJob> {
+) -> (
+    std_mpsc::SyncSender<SpillJob>,
+    Option<std::thread::JoinHandle<()>>,
+) {
     // Two states in flight at most: when the disk falls behind, states are skipped rather
     // than piling up in memory.
     let (tx, rx) = std_mpsc::sync_channel::<SpillJob>(2);
@@ -395,15 +415,19 @@ fn start_writer(
                 }
             }
         });
-    if let Err(e) = spawned {
-        tracing::warn!(model = %model_id, "cannot start the KV writer thread: {e}");
+    match spawned {
+        Ok(handle) => (tx, Some(handle)),
+        Err(e) => {
+            tracing::warn!(model = %model_id, "cannot start the KV writer thread: {e}");
+            (tx, None)
+        }
     }
-    tx
 }
 
 impl Worker<'_> {
     fn handle(&mut self, cmd: Command) {
         match cmd {
+            Command::Drain { done } => self.draining = Some(done),
             Command::Generate { request, admit } => {
                 let result = self.prepare(request);
                 match result {
@@ -825,6 +849,21 @@ impl Worker<'_> {
             let _ = ctx.clear_kv_cache_seq(Some(slot as u32), None, None);
             self.kv.free(slot);
         }
+    }
+
+    /// Graceful shutdown, once nothing is live: prefill the pending answers now (no idle wait),
+    /// then let the writer thread put every state on disk.
+    fn drain(&mut self, ctx: &mut LlamaContext<'_>) {
+        let mut steps = 0;
+        while !self.extensions.is_empty() && steps < 10_000 {
+            self.step(ctx);
+            steps += 1;
+        }
+        self.spill_tx = None;
+        if let Some(writer) = self.spill_writer.take() {
+            let _ = writer.join();
+        }
+        tracing::info!(model = %self.model_id, "engine drained");
     }
 
     /// After a decode: record the answer tokens fed for each extension (`(index, tokens)`);
