@@ -560,6 +560,13 @@ impl Worker<'_> {
         if self.active.is_empty() && self.extensions.is_empty() {
             return;
         }
+        // With one KV stream per slot, llama.cpp puts sequences into one ubatch only while
+        // their ids appear in the batch as consecutive increasing numbers; every break starts
+        // another ubatch, which reads all the weights again. So the batch goes in slot order
+        // (and free slots are taken lowest first, keeping live slots contiguous where reuse
+        // allows).
+        self.active.sort_by_key(|s| s.slot);
+        self.extensions.sort_by_key(|e| e.slot);
 
         let states: Vec<SeqState> = self
             .active
