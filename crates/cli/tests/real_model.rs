@@ -827,3 +827,75 @@ fn a_graceful_stop_puts_the_last_answer_on_disk_too() {
         one["usage"]
     );
 }
+
+#[test]
+#[ignore = "needs the bundled models; run by scripts/test.sh"]
+fn conversations_moved_next_to_the_live_slots_answer_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    // two live sequences, four slots: conversations end up in scattered slots
+    let s = start(dir.path(), &["--parallel", "2", "--kv-slots", "4"]);
+    let model = "smollm2-135m";
+    let topics = ["rivers", "stars", "bread", "ships"];
+    let mut firsts = Vec::new();
+    for t in topics {
+        let system = format!("You are an expert on {t}. Answer in one sentence.");
+        let q = format!("Tell me one fact about {t}.");
+        let (_, one) = s.post(
+            json!({"model": model, "input": q, "system_instruction": system,
+            "generation_config": {"temperature": 0, "max_output_tokens": 20}}),
+        );
+        firsts.push((system, q, one));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // continue the first and the last conversation at once
+    let url = s.url.clone();
+    let picks = [0usize, 3];
+    let handles: Vec<_> = picks
+        .iter()
+        .map(|&i| {
+            let (system, _, one) = firsts[i].clone();
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let r = client()
+                    .post(format!("{url}/v1beta/interactions"))
+                    .header("x-goog-api-key", "test-key")
+                    .json(&chained(
+                        "And one more fact, please.",
+                        &one,
+                        "smollm2-135m",
+                        &system,
+                    ))
+                    .send()
+                    .unwrap();
+                r.json::<Value>().unwrap()
+            })
+        })
+        .collect();
+    let seconds: Vec<Value> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    for (k, &i) in picks.iter().enumerate() {
+        assert!(
+            cached(&seconds[k]) >= input_tokens(&firsts[i].2),
+            "{}",
+            seconds[k]["usage"]
+        );
+    }
+    let relocations = format!("localgem_kv_relocations_total{{model=\"{model}\"}}");
+    assert!(metric(&s.url, &relocations) >= 1.0, "no state was moved");
+
+    let dir2 = tempfile::tempdir().unwrap();
+    let fresh = start(dir2.path(), &["--kv-disk-budget-mb", "0"]);
+    for (k, &i) in picks.iter().enumerate() {
+        let (system, q, one) = &firsts[i];
+        let (_, f) = fresh.post(history(
+            &[(q.as_str(), text(one))],
+            "And one more fact, please.",
+            model,
+            system,
+        ));
+        assert_eq!(
+            text(&f),
+            text(&seconds[k]),
+            "a moved state changed the answer"
+        );
+    }
+}

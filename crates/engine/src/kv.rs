@@ -74,6 +74,60 @@ impl KvManager {
         Some(lease)
     }
 
+    /// Like [`KvManager::acquire`], but keeping the slots of live sequences (`live`)
+    /// contiguous: llama.cpp decodes sequences of separate KV streams in one ubatch only
+    /// while their ids are consecutive, and every extra ubatch reads all the weights again.
+    ///
+    /// When the chosen slot would not join the live block, a slot next to the block that no
+    /// live sequence holds (a free one first, else the least recently used) is taken instead;
+    /// if the chosen slot had a reusable state, it is returned as the second value: copy that
+    /// slot's KV into the new one (the original stays resident). When no such neighbour
+    /// exists, the chosen slot is used as is.
+    pub fn acquire_near(
+        &mut self,
+        scope: &str,
+        prompt: &[i32],
+        live: &[i32],
+    ) -> Option<(Lease, Option<i32>)> {
+        self.clock += 1;
+        let lease = self.choose(scope, prompt)?;
+        let joins = |slot: i32| {
+            let mut all: Vec<i32> = live.iter().copied().chain([slot]).collect();
+            all.sort_unstable();
+            all.windows(2).all(|w| w[1] == w[0] + 1)
+        };
+        let target = if live.is_empty() || joins(lease.slot) {
+            None
+        } else {
+            let lo = live.iter().copied().min().unwrap_or(0);
+            let hi = live.iter().copied().max().unwrap_or(0);
+            [lo - 1, hi + 1]
+                .into_iter()
+                .filter(|&t| t >= 0 && (t as usize) < self.slots.len())
+                .filter(|&t| self.slots[t as usize] != Slot::Active)
+                .min_by_key(|&t| match &self.slots[t as usize] {
+                    Slot::Free => 0,
+                    Slot::Resident { last_used, .. } => 1 + *last_used,
+                    Slot::Active => u64::MAX,
+                })
+        };
+        let Some(t) = target else {
+            self.slots[lease.slot as usize] = Slot::Active;
+            return Some((lease, None));
+        };
+        let evicted = matches!(self.slots[t as usize], Slot::Resident { .. });
+        self.slots[t as usize] = Slot::Active;
+        let copy_from = (lease.reused > 0).then_some(lease.slot);
+        Some((
+            Lease {
+                slot: t,
+                reused: lease.reused,
+                evicted,
+            },
+            copy_from,
+        ))
+    }
+
     /// What [`KvManager::acquire`] would decide, without deciding it.
     pub fn choose(&self, scope: &str, prompt: &[i32]) -> Option<Lease> {
         let limit = prompt.len().saturating_sub(1);
@@ -355,5 +409,48 @@ mod tests {
                 evicted: false
             }
         );
+    }
+
+    #[test]
+    fn live_slots_stay_contiguous() {
+        let mut kv = KvManager::new(8, 2);
+        // conversations resident in slots 0..6
+        for i in 0..6 {
+            let t = vec![i * 10; 5];
+            kv.acquire("k", &t).unwrap();
+            kv.finish(i, "k", t);
+        }
+        // two live sequences in slots 0 and 1 (continuing their conversations)
+        let (a, copy) = kv.acquire_near("k", &[0, 0, 0, 0, 0, 1], &[]).unwrap();
+        assert_eq!((a.slot, a.reused, copy), (0, 5, None));
+        let (b, copy) = kv
+            .acquire_near("k", &[10, 10, 10, 10, 10, 1], &[0])
+            .unwrap();
+        assert_eq!((b.slot, b.reused, copy), (1, 5, None), "already adjacent");
+        // conversation 4 lives in slot 4: its state is copied next to the block (slot 2,
+        // the least recently used neighbour) and slot 4 keeps it
+        let (c, copy) = kv
+            .acquire_near("k", &[40, 40, 40, 40, 40, 1], &[0, 1])
+            .unwrap();
+        assert_eq!((c.slot, c.reused, c.evicted, copy), (2, 5, true, Some(4)));
+        assert_eq!(
+            kv.reusable("k", &[40, 40, 40, 40, 40, 2]),
+            5,
+            "slot 4 still holds it"
+        );
+        // a new conversation takes the free neighbour... there is none (3 holds a state):
+        // the LRU neighbour 3 is taken, with nothing to copy
+        let (d, copy) = kv.acquire_near("k", &[99, 99, 99], &[0, 1, 2]).unwrap();
+        assert_eq!((d.slot, d.reused, copy), (3, 0, None));
+        // no neighbour left that is not live: the chosen slot is used as is
+        let mut kv = KvManager::new(3, 2);
+        let (x, _) = kv.acquire_near("k", &[1, 1, 1], &[]).unwrap();
+        assert_eq!(x.slot, 0);
+        kv.finish(0, "k", vec![1, 1, 1]);
+        let (_, _) = kv.acquire_near("k", &[5, 5], &[]).unwrap(); // slot 1, live
+        let (y, copy) = kv.acquire_near("k", &[1, 1, 1, 1], &[1]).unwrap();
+        assert_eq!((y.slot, y.reused, copy), (0, 3, None), "0 joins 1");
+        let (z, copy) = kv.acquire_near("k", &[7, 7], &[0, 1]).unwrap();
+        assert_eq!((z.slot, copy), (2, None));
     }
 }

@@ -21,6 +21,7 @@ pub(crate) struct EngineMetrics {
     pub restores: Counter,
     pub restore_failures: Counter,
     pub tokens_restored: Counter,
+    pub relocations: Counter,
     pub disk_states: Gauge,
     pub disk_bytes: Gauge,
 }
@@ -45,6 +46,7 @@ impl EngineMetrics {
             restores: counter!("localgem_kv_restores_total", "model" => m.clone()),
             restore_failures: counter!("localgem_kv_restore_failures_total", "model" => m.clone()),
             tokens_restored: counter!("localgem_kv_tokens_restored_total", "model" => m.clone()),
+            relocations: counter!("localgem_kv_relocations_total", "model" => m.clone()),
             disk_states: gauge!("localgem_kv_disk_states", "model" => m.clone()),
             disk_bytes: gauge!("localgem_kv_disk_bytes", "model" => m),
         }

@@ -241,6 +241,7 @@ pub(crate) fn run(
         batch_size: config.batch_size as usize,
         min_reuse: config.min_reuse.max(1) as usize,
         reuse_decoded_kv: config.reuse_decoded_kv,
+        copy_pending: false,
         swa: model
             .meta_val_str(&format!("{arch}.attention.sliding_window"))
             .is_ok(),
@@ -315,6 +316,8 @@ struct Worker<'m> {
     batch_size: usize,
     min_reuse: usize,
     reuse_decoded_kv: bool,
+    /// A KV stream copy is queued for the next decode.
+    copy_pending: bool,
     /// Whether the model has sliding-window layers (a restored state is then never cut).
     swa: bool,
     /// Finished states on disk, and the writer thread that puts them there.
@@ -495,11 +498,27 @@ impl Worker<'_> {
             let ids: Vec<i32> = p.prompt.iter().map(|t| t.0).collect();
             let scope = p.request.cache_scope.clone();
             self.restore_if_cheaper(ctx, &scope, &ids);
-            let Some(lease) = self.kv.acquire(&scope, &ids) else {
+            let live: Vec<i32> = self.active.iter().map(|s| s.slot).collect();
+            let Some((lease, copy_from)) = self.kv.acquire_near(&scope, &ids, &live) else {
                 self.waiting.push_front(p);
                 break;
             };
             let slot = lease.slot;
+            if let Some(src) = copy_from {
+                // The conversation's state lives in another slot: copy it next to the live
+                // ones (a bit-exact copy of the whole stream, done before the next decode).
+                let _ = ctx.clear_kv_cache_seq(Some(slot as u32), None, None);
+                if let Err(e) = ctx.copy_kv_cache_seq(src, slot, None, None) {
+                    tracing::warn!("cannot copy KV slot {src} to {slot}: {e}");
+                }
+                tracing::debug!(
+                    from = src,
+                    to = slot,
+                    "moved a state next to the live slots"
+                );
+                self.copy_pending = true;
+                self.metrics.relocations.increment(1);
+            }
             self.extensions.retain(|e| e.slot != slot);
             let mut reused = lease.reused;
             // Drop whatever the slot holds past the reused prefix.
@@ -641,6 +660,7 @@ impl Worker<'_> {
         // (prompt limit at admission, `ContextFull` while generating), so evicting another
         // slot could never make room here: any decode failure fails the batch.
         let started = Instant::now();
+        self.copy_pending = false;
         if let Err(e) = ctx.decode(&mut self.batch) {
             self.fail_all(ctx, &format!("decode failed: {e}"));
             return;
@@ -782,6 +802,11 @@ impl Worker<'_> {
         let Some(dir) = self.spill.clone() else {
             return;
         };
+        // A queued stream copy reads its source when the next decode starts; writing a
+        // restored state into a slot before then could change what it copies.
+        if self.copy_pending {
+            return;
+        }
         let resident = self.kv.reusable(scope, prompt);
         let allow_cut = !self.swa;
         let mut found = dir.best(scope, prompt, self.min_reuse, allow_cut);
