@@ -64,6 +64,14 @@ def wait_health(url, proc, timeout=180):
     raise RuntimeError("server did not become healthy")
 
 
+def sse_events(resp):
+    """The JSON payloads of a server-sent event stream's `data:` lines ([DONE] excluded)."""
+    for raw in resp:
+        line = raw.decode().strip()
+        if line.startswith("data: ") and line != "data: [DONE]":
+            yield json.loads(line[6:])
+
+
 class Server:
     """One server process; `kind` is 'localgem' or 'llama-server'."""
 
@@ -141,11 +149,7 @@ class Server:
         first = last = None
         text, inter = [], None
         with urllib.request.urlopen(req, timeout=900) as resp:
-            for raw in resp:
-                line = raw.decode().strip()
-                if not line.startswith("data: ") or line == "data: [DONE]":
-                    continue
-                ev = json.loads(line[6:])
+            for ev in sse_events(resp):
                 if ev["event_type"] == "step.delta" and ev["delta"].get("text"):
                     now = time.perf_counter()
                     first = first or now
@@ -172,11 +176,7 @@ class Server:
         first = last = None
         text, timings, usage = [], {}, {}
         with urllib.request.urlopen(req, timeout=900) as resp:
-            for raw in resp:
-                line = raw.decode().strip()
-                if not line.startswith("data: ") or line == "data: [DONE]":
-                    continue
-                ev = json.loads(line[6:])
+            for ev in sse_events(resp):
                 for c in ev.get("choices") or []:
                     piece = (c.get("delta") or {}).get("content")
                     if piece:
