@@ -81,14 +81,7 @@ impl Server {
     }
 
     fn post_key(&self, key: &str, body: Value) -> (u16, Value) {
-        let r = client()
-            .post(format!("{}/v1beta/interactions", self.url))
-            .header("x-goog-api-key", key)
-            .json(&body)
-            .send()
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().unwrap())
+        post_json(&self.url, key, &body)
     }
 
     fn get(&self, id: &str) -> (u16, String) {
@@ -99,6 +92,18 @@ impl Server {
             .unwrap();
         (r.status().as_u16(), r.text().unwrap())
     }
+}
+
+/// `POST /v1beta/interactions` on the server at `url`: status and JSON body.
+fn post_json(url: &str, key: &str, body: &Value) -> (u16, Value) {
+    let r = client()
+        .post(format!("{url}/v1beta/interactions"))
+        .header("x-goog-api-key", key)
+        .json(body)
+        .send()
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().unwrap())
 }
 
 fn text(v: &Value) -> String {
@@ -856,18 +861,8 @@ fn conversations_moved_next_to_the_live_slots_answer_exactly() {
             let (system, _, one) = firsts[i].clone();
             let url = url.clone();
             std::thread::spawn(move || {
-                let r = client()
-                    .post(format!("{url}/v1beta/interactions"))
-                    .header("x-goog-api-key", "test-key")
-                    .json(&chained(
-                        "And one more fact, please.",
-                        &one,
-                        "smollm2-135m",
-                        &system,
-                    ))
-                    .send()
-                    .unwrap();
-                r.json::<Value>().unwrap()
+                let body = chained("And one more fact, please.", &one, "smollm2-135m", &system);
+                post_json(&url, "test-key", &body).1
             })
         })
         .collect();

@@ -43,7 +43,8 @@ pub struct KvManager {
     min_reuse: usize,
 }
 
-fn common_prefix(a: &[i32], b: &[i32]) -> usize {
+/// How many leading tokens `a` and `b` share.
+pub(crate) fn common_prefix(a: &[i32], b: &[i32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
@@ -56,6 +57,11 @@ impl KvManager {
             clock: 0,
             min_reuse: min_reuse.max(1),
         }
+    }
+
+    /// Shortest prefix, in tokens, worth reusing.
+    pub fn min_reuse(&self) -> usize {
+        self.min_reuse
     }
 
     /// Pick a slot for `prompt`. `None` when every slot is active.

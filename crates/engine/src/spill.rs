@@ -23,6 +23,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
+use crate::kv::common_prefix;
+
 const MAGIC: &[u8; 4] = b"LGKV";
 const FORMAT: u32 = 1;
 /// Longest scope string accepted when reading a header.
@@ -135,12 +137,7 @@ impl SpillIndex {
             .iter()
             .filter(|(_, e)| e.scope == scope)
             .filter_map(|(n, e)| {
-                let common = e
-                    .tokens
-                    .iter()
-                    .zip(prompt)
-                    .take_while(|(a, b)| a == b)
-                    .count();
+                let common = common_prefix(&e.tokens, prompt);
                 let usable = if allow_cut {
                     common.min(limit)
                 } else if common == e.tokens.len() && common <= limit {
@@ -188,11 +185,7 @@ pub fn state_name(scope: &str, tokens: &[i32]) -> String {
         h.update(t.to_le_bytes());
     }
     let digest = h.finalize();
-    format!("{}.kv", hex_prefix(&digest, 20))
-}
-
-fn hex_prefix(bytes: &[u8], n: usize) -> String {
-    bytes.iter().take(n).map(|b| format!("{b:02x}")).collect()
+    format!("{}.kv", hex::encode(&digest[..20]))
 }
 
 fn now_nanos() -> u64 {

@@ -239,7 +239,6 @@ pub(crate) fn run(
         max_queue: config.max_queue,
         batch: LlamaBatch::new(config.batch_size as usize, 1),
         batch_size: config.batch_size as usize,
-        min_reuse: config.min_reuse.max(1) as usize,
         reuse_decoded_kv: config.reuse_decoded_kv,
         copy_pending: false,
         swa: model
@@ -292,11 +291,6 @@ pub(crate) fn run(
         w.metrics.queue_depth.set(w.waiting.len() as f64);
         w.metrics.running.set(w.active.len() as f64);
         w.metrics.resident.set(w.kv.resident() as f64);
-        if let Some(d) = &w.spill {
-            let (states, bytes) = d.usage();
-            w.metrics.disk_states.set(states as f64);
-            w.metrics.disk_bytes.set(bytes as f64);
-        }
     }
     tracing::info!(model = %w.model_id, "engine thread stopped");
 }
@@ -314,7 +308,6 @@ struct Worker<'m> {
     max_queue: usize,
     batch: LlamaBatch<'static>,
     batch_size: usize,
-    min_reuse: usize,
     reuse_decoded_kv: bool,
     /// A KV stream copy is queued for the next decode.
     copy_pending: bool,
@@ -363,11 +356,14 @@ fn fingerprint(path: &Path, kv_slots: u32, flash_attention: bool, decoded_kv: bo
         1, /* swa_full */
         u8::from(decoded_kv),
     ]);
-    h.finalize()
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(&h.finalize()[..8])
+}
+
+/// Set the disk gauges from the index (after anything that changes what is on disk).
+fn report_disk(dir: &SpillDir, states: &metrics::Gauge, bytes: &metrics::Gauge) {
+    let (n, total) = dir.usage();
+    states.set(n as f64);
+    bytes.set(total as f64);
 }
 
 /// Give the calling thread a lower scheduling priority, so that writing states to disk
@@ -399,6 +395,7 @@ fn start_writer(
         metrics.disk_evictions.clone(),
     );
     let (disk_states, disk_bytes) = (metrics.disk_states.clone(), metrics.disk_bytes.clone());
+    report_disk(&dir, &disk_states, &disk_bytes);
     let model = model_id.to_owned();
     let spawned = std::thread::Builder::new()
         .name(format!("kv-spill-{model_id}"))
@@ -410,9 +407,7 @@ fn start_writer(
                         spills.increment(1);
                         spill_bytes.increment(bytes);
                         disk_evictions.increment(deleted.len() as u64);
-                        let (states, total) = dir.usage();
-                        disk_states.set(states as f64);
-                        disk_bytes.set(total as f64);
+                        report_disk(&dir, &disk_states, &disk_bytes);
                     }
                     Err(e) => tracing::warn!(model = %model, "cannot write a KV state: {e}"),
                 }
@@ -728,38 +723,42 @@ impl Worker<'_> {
                     cached_tokens: s.reused as u64,
                 },
             });
-            // Keep only the prompt's KV from the live sequence. The generated tokens' K/V were
-            // written by one-token decodes, which round differently from the batched prefill a
-            // fresh request would do (`examples/kv_probe.rs`, case G), so reusing them could
-            // change the next answer.
+            // What stays in the slot. By default only the prompt's KV: the generated tokens'
+            // K/V were written by one-token decodes, which round differently from the batched
+            // prefill a fresh request would do (`examples/kv_probe.rs`, case G), so reusing
+            // them could change the next answer; the answer is prefilled into the slot in the
+            // background instead (see `Extension`). With `--reuse-decoded-kv` everything
+            // decoded stays: the KV holds positions 0..n_past.
+            let decoded = if self.reuse_decoded_kv {
+                (s.n_past as usize).saturating_sub(s.prompt.len())
+            } else {
+                0
+            };
+            let held: Vec<i32> = s
+                .prompt
+                .iter()
+                .chain(s.output.iter().take(decoded))
+                .map(|t| t.0)
+                .collect();
+            let _ = ctx.clear_kv_cache_seq(Some(s.slot as u32), Some(held.len() as u32), None);
+            // This state goes to disk now. An extended one follows once the answer is
+            // prefilled; until then (or if that never completes, say because the server stops
+            // first) this one is what a later turn restores.
+            self.spill(ctx, s.slot, &s.scope, &held);
+            let held_len = held.len();
+            self.kv.finish(s.slot, &s.scope, held);
             if self.reuse_decoded_kv {
-                // Everything decoded stays: the KV holds positions 0..n_past.
-                let decoded = (s.n_past as usize).saturating_sub(s.prompt.len());
-                let mut held: Vec<i32> = s.prompt.iter().map(|t| t.0).collect();
-                held.extend(s.output.iter().take(decoded).map(|t| t.0));
-                let _ = ctx.clear_kv_cache_seq(Some(s.slot as u32), Some(held.len() as u32), None);
-                self.spill(ctx, s.slot, &s.scope, &held);
-                self.kv.finish(s.slot, &s.scope, held);
                 continue;
             }
-            let held: Vec<i32> = s.prompt.iter().map(|t| t.0).collect();
-            let _ = ctx.clear_kv_cache_seq(Some(s.slot as u32), Some(held.len() as u32), None);
-            self.kv.finish(s.slot, &s.scope, held.clone());
-            // The prompt's state goes to disk now. The answer is prefilled into the slot in
-            // the background when the engine is idle (see `Extension`), and that state goes to
-            // disk too once complete; until then (or if it never completes, say because the
-            // server stops first) the prompt's state is what a later turn restores.
             let room = (self.per_seq as usize).saturating_sub(1);
             let mut tokens = s.prompt;
             tokens.extend(s.output);
             tokens.truncate(room);
-            let extend = tokens.len() > held.len();
-            self.spill(ctx, s.slot, &s.scope, &held);
-            if extend {
+            if tokens.len() > held_len {
                 self.extensions.push(Extension {
                     slot: s.slot,
                     scope: s.scope,
-                    fed: held.len(),
+                    fed: held_len,
                     tokens,
                 });
             }
@@ -771,7 +770,7 @@ impl Worker<'_> {
         let (Some(dir), Some(tx)) = (&self.spill, &self.spill_tx) else {
             return;
         };
-        if tokens.len() < self.min_reuse || dir.contains(&state_name(scope, tokens)) {
+        if tokens.len() < self.kv.min_reuse() || dir.contains(&state_name(scope, tokens)) {
             return;
         }
         let flags = LlamaStateSeqFlags::empty();
@@ -809,10 +808,10 @@ impl Worker<'_> {
         }
         let resident = self.kv.reusable(scope, prompt);
         let allow_cut = !self.swa;
-        let mut found = dir.best(scope, prompt, self.min_reuse, allow_cut);
+        let mut found = dir.best(scope, prompt, self.kv.min_reuse(), allow_cut);
         let worth = |f: &Option<Candidate>| {
             f.as_ref()
-                .is_some_and(|c| c.usable >= resident + self.min_reuse)
+                .is_some_and(|c| c.usable >= resident + self.kv.min_reuse())
         };
         if !worth(&found) && self.last_scan.elapsed() >= RESCAN_EVERY {
             // Another replica (or an earlier run) may have written it since.
@@ -820,7 +819,8 @@ impl Worker<'_> {
             if let Err(e) = dir.scan() {
                 tracing::warn!("cannot scan {}: {e}", dir.path().display());
             }
-            found = dir.best(scope, prompt, self.min_reuse, allow_cut);
+            report_disk(&dir, &self.metrics.disk_states, &self.metrics.disk_bytes);
+            found = dir.best(scope, prompt, self.kv.min_reuse(), allow_cut);
         }
         if !worth(&found) {
             return;
@@ -878,6 +878,7 @@ impl Worker<'_> {
             self.metrics.restore_failures.increment(1);
             tracing::warn!(slot, file = %name, "a KV state could not be restored; prefilling instead");
             dir.delete(&name);
+            report_disk(&dir, &self.metrics.disk_states, &self.metrics.disk_bytes);
             let _ = ctx.clear_kv_cache_seq(Some(slot as u32), None, None);
             self.kv.free(slot);
         }
