@@ -138,9 +138,9 @@ impl From<EngineError> for ApiError {
         let msg = e.to_string();
         match e {
             EngineError::UnknownModel { .. } => ApiError::not_found(msg),
-            EngineError::PromptTooLong { .. } | EngineError::InvalidPrompt(_) => {
-                ApiError::bad_request(msg)
-            }
+            EngineError::PromptTooLong { .. }
+            | EngineError::InvalidPrompt(_)
+            | EngineError::Unsupported(_) => ApiError::bad_request(msg),
             EngineError::Overloaded(_) => ApiError::overloaded(msg),
             EngineError::Loading(_) | EngineError::Unavailable(_) => ApiError::unavailable(msg),
         }

@@ -13,7 +13,7 @@ use localgem_wire::{CreateInteractionRequest, Model, ModelList, Status};
 use serde_json::json;
 
 use crate::error::ApiError;
-use crate::run::{self, to_wire, Progress, StepsView};
+use crate::run::{self, to_wire, Cursor, Outcome, StepsView};
 use crate::sse;
 use crate::tenant::Tenant;
 use crate::validate::validate_create;
@@ -108,22 +108,36 @@ pub async fn create(
     if query.get("alt").is_some_and(|a| a == "sse") {
         valid.stream = true;
     }
-    let stream = valid.stream;
+    let (stream, background) = (valid.stream, valid.background);
     let running = run::start(&st, tenant, valid).await?;
     if stream {
-        return Ok(sse::live(running));
+        return Ok(sse::follow(running.live, None, running.guard));
     }
-    let mut progress = running.progress;
-    while let Some(p) = progress.recv().await {
-        match p {
-            Progress::Text(_) => {}
-            Progress::Done(record) => {
-                return Ok(Json(to_wire(&record, StepsView::Output)).into_response());
-            }
-            Progress::StoreFailed(e) => return Err(ApiError::internal(e)),
+    if background {
+        // Answer at once; the client polls or attaches.
+        let now = run::fmt_time(running.created);
+        return Ok(Json(localgem_wire::Interaction {
+            id: running.id,
+            object: "interaction".into(),
+            model: Some(running.model),
+            status: Status::InProgress,
+            created: Some(now.clone()),
+            updated: Some(now),
+            steps: Some(running.live.log.steps()),
+            usage: None,
+            service_tier: Some("standard".into()),
+            previous_interaction_id: None,
+        })
+        .into_response());
+    }
+    // `running.guard` lives until the answer is ready: a client that goes away cancels.
+    match running.live.log.outcome().await {
+        Some(Outcome::Done(record)) => {
+            Ok(Json(to_wire(&record, StepsView::Output)).into_response())
         }
+        Some(Outcome::StoreFailed(e)) => Err(ApiError::internal(e)),
+        None => Err(ApiError::internal("generation task ended without a result")),
     }
-    Err(ApiError::internal("generation task ended without a result"))
 }
 
 fn parse_bool(query: &HashMap<String, String>, name: &str) -> Result<bool, ApiError> {
@@ -145,15 +159,31 @@ pub async fn get_interaction(
 ) -> Result<Response, ApiError> {
     let stream = parse_bool(&query, "stream")?;
     parse_bool(&query, "include_input")?;
+    let after = match query.get("last_event_id").filter(|v| !v.is_empty()) {
+        None => None,
+        Some(v) => Some(Cursor::parse(v).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "`last_event_id` {v:?} is not an event id of this server"
+            ))
+        })?),
+    };
     let mut record = st
         .store
         .get(&tenant.0, &id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("interaction {id:?} not found")))?;
+    let live = st.running.lock().expect("poisoned").get(&id).cloned();
     if !stream {
+        if let (false, Some(live)) = (record.status.is_terminal(), &live) {
+            record.output = live.log.steps();
+        }
         return Ok(Json(to_wire(&record, StepsView::All)).into_response());
     }
-    // Attach: wait for a running interaction to end, then replay it.
+    if let Some(live) = live {
+        // Running here: follow its log (attaching never cancels it).
+        return Ok(sse::follow(live, after, None));
+    }
+    // Running in another process sharing the store: wait for it to end, then replay it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
     while !record.status.is_terminal() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -163,7 +193,7 @@ pub async fn get_interaction(
             .await?
             .ok_or_else(|| ApiError::not_found(format!("interaction {id:?} not found")))?;
     }
-    Ok(sse::replay_response(&record))
+    Ok(sse::replay_response(&record, after))
 }
 
 /// `DELETE /{v}/interactions/{id}`: stops it if running, removes it, answers `{}`.
@@ -175,8 +205,8 @@ pub async fn delete_interaction(
     if st.store.get(&tenant.0, &id).await?.is_none() {
         return Err(ApiError::not_found(format!("interaction {id:?} not found")));
     }
-    if let Some(n) = st.running.lock().expect("poisoned").get(&id) {
-        n.notify_one();
+    if let Some(live) = st.running.lock().expect("poisoned").get(&id) {
+        live.cancel.notify_one();
     }
     if !st.store.delete(&tenant.0, &id).await? {
         return Err(ApiError::not_found(format!("interaction {id:?} not found")));
@@ -194,8 +224,8 @@ pub async fn cancel(
     let not_found = || ApiError::not_found(format!("interaction {id:?} not found"));
     let mut record = st.store.get(&tenant.0, &id).await?.ok_or_else(not_found)?;
     if !record.status.is_terminal() {
-        if let Some(n) = st.running.lock().expect("poisoned").get(&id) {
-            n.notify_one();
+        if let Some(live) = st.running.lock().expect("poisoned").get(&id) {
+            live.cancel.notify_one();
         }
         for _ in 0..100 {
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -9,6 +9,7 @@ pub mod error;
 pub mod handlers;
 pub mod models;
 pub mod run;
+pub mod signature;
 pub mod sse;
 pub mod tenant;
 pub mod testing;
@@ -20,7 +21,6 @@ use std::sync::{Arc, Mutex};
 use axum::routing::{get, post};
 use axum::Router;
 use localgem_core::{Engine, Store};
-use tokio::sync::Notify;
 
 pub use error::ApiError;
 pub use models::ModelAliases;
@@ -36,6 +36,8 @@ pub struct ApiConfig {
     pub default_max_output_tokens: u32,
     /// Sampling when the request sets none.
     pub sampling: validate::SamplingDefaults,
+    /// Signs thought signatures.
+    pub signer: signature::Signer,
 }
 
 impl Default for ApiConfig {
@@ -45,6 +47,7 @@ impl Default for ApiConfig {
             max_body_bytes: 20 * 1024 * 1024,
             default_max_output_tokens: 512,
             sampling: validate::SamplingDefaults::default(),
+            signer: signature::Signer::random(),
         }
     }
 }
@@ -58,8 +61,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// Settings.
     pub config: Arc<ApiConfig>,
-    /// Cancellation signals of running interactions, by id.
-    pub running: Arc<Mutex<HashMap<String, Arc<Notify>>>>,
+    /// Running stored interactions (their event logs and cancel signals), by id.
+    pub running: Arc<Mutex<HashMap<String, Arc<run::Live>>>>,
     /// Renders the Prometheus text exposition for `/metrics` (absent: 404).
     pub metrics: Option<MetricsRender>,
 }

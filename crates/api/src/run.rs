@@ -1,18 +1,26 @@
 //! One generation from admission to its stored end.
 //!
 //! [`start`] resolves the model, loads the conversation chain, admits the request to the
-//! engine and (with `store`) writes an `in_progress` record. A spawned task then consumes the
-//! engine's events, forwards text to the client as [`Progress`], and writes the final record
-//! atomically before it reports [`Progress::Done`], so a GET after the stream sees the same
-//! text. The task stops the generation when the client goes away (its receiver is dropped) or
-//! when the interaction is cancelled.
+//! engine and (with `store`) writes an `in_progress` record. A spawned task then turns the
+//! engine's events into output steps and stream events, appends the events to the
+//! interaction's [`LiveLog`] (which every reader follows: the creating request, a
+//! `GET ?stream=true` attach, a poll), and writes the final record before it marks the log
+//! done, so a GET after the stream sees the same steps.
+//!
+//! The task stops the generation when the interaction is cancelled, or when the creating
+//! request goes away, unless it runs in the background.
+//!
+//! Every event of a stored interaction carries an `event_id` that is a position in the
+//! stream (see [`Cursor`]); the same positions are computed when a finished interaction is
+//! replayed from the store, so `last_event_id` resumes at the same place either way.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use localgem_core::{EngineEvent, FinishReason, GenerateRequest, InteractionRecord};
-use localgem_wire::{Content, Interaction, Status, Step, Usage};
-use tokio::sync::{mpsc, Notify};
+use localgem_wire::{Content, Delta, Interaction, Status, Step, StreamEvent, Usage};
+use serde_json::json;
+use tokio::sync::{watch, Notify};
 
 use crate::error::ApiError;
 use crate::tenant::Tenant;
@@ -22,15 +30,95 @@ use crate::AppState;
 /// Chains longer than this are refused (a guard against cycles in a damaged store).
 const MAX_CHAIN: usize = 100_000;
 
-/// What a running generation reports.
-#[derive(Debug)]
-pub enum Progress {
-    /// A text fragment of the answer.
-    Text(String),
+/// How a generation ended, as its log reports it.
+#[derive(Debug, Clone)]
+pub enum Outcome {
     /// The interaction ended (any terminal status) and, with `store`, is saved.
     Done(Box<InteractionRecord>),
     /// Saving the result failed: nothing was stored.
     StoreFailed(String),
+}
+
+#[derive(Debug, Default)]
+struct LogInner {
+    events: Vec<StreamEvent>,
+    /// Output steps so far (the last one may still be growing).
+    steps: Vec<Step>,
+    outcome: Option<Outcome>,
+}
+
+/// The events of one running interaction, in order, for any number of readers.
+#[derive(Debug)]
+pub struct LiveLog {
+    inner: Mutex<LogInner>,
+    changed: watch::Sender<u64>,
+}
+
+impl Default for LiveLog {
+    fn default() -> Self {
+        LiveLog {
+            inner: Mutex::default(),
+            changed: watch::channel(0).0,
+        }
+    }
+}
+
+impl LiveLog {
+    fn bump(&self) {
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    fn push(&self, e: StreamEvent) {
+        self.inner.lock().expect("poisoned").events.push(e);
+        self.bump();
+    }
+
+    /// Events from index `from` on, waiting until there is at least one or the log is done;
+    /// with the outcome once the log is done and every event was returned.
+    pub async fn next(&self, from: usize) -> (Vec<StreamEvent>, Option<Outcome>) {
+        let mut rx = self.changed.subscribe();
+        loop {
+            {
+                let g = self.inner.lock().expect("poisoned");
+                if g.events.len() > from || g.outcome.is_some() {
+                    let events = g.events.get(from..).unwrap_or_default().to_vec();
+                    return (events, g.outcome.clone());
+                }
+            }
+            if rx.changed().await.is_err() {
+                return (Vec::new(), None);
+            }
+        }
+    }
+
+    /// Wait for the end.
+    pub async fn outcome(&self) -> Option<Outcome> {
+        let mut from = 0;
+        loop {
+            let (events, outcome) = self.next(from).await;
+            if outcome.is_some() {
+                return outcome;
+            }
+            if events.is_empty() {
+                return None;
+            }
+            from += events.len();
+        }
+    }
+
+    /// The output steps produced so far.
+    pub fn steps(&self) -> Vec<Step> {
+        self.inner.lock().expect("poisoned").steps.clone()
+    }
+}
+
+/// What a running interaction shares with readers: its log and its cancel signal.
+#[derive(Debug, Default)]
+pub struct Live {
+    /// The events.
+    pub log: LiveLog,
+    /// Notified to cancel.
+    pub cancel: Notify,
 }
 
 /// A started generation.
@@ -42,8 +130,29 @@ pub struct Running {
     pub model: String,
     /// Creation time, unix seconds.
     pub created: i64,
-    /// Progress; dropping it stops the generation.
-    pub progress: mpsc::UnboundedReceiver<Progress>,
+    /// Its log and cancel signal.
+    pub live: Arc<Live>,
+    /// Cancels the generation when dropped, unless it runs in the background or has ended.
+    pub guard: Option<CancelOnDrop>,
+}
+
+/// Cancels a generation when the request that started it goes away.
+#[derive(Debug)]
+pub struct CancelOnDrop(Arc<Live>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        let done = self
+            .0
+            .log
+            .inner
+            .lock()
+            .map(|g| g.outcome.is_some())
+            .unwrap_or(true);
+        if !done {
+            self.0.cancel.notify_one();
+        }
+    }
 }
 
 /// Now, in unix seconds.
@@ -145,6 +254,477 @@ async fn load_history(
         .collect())
 }
 
+/// A position in an interaction's event stream, carried as `event_id`.
+///
+/// `stage` 0 is `interaction.created`, 1 the status update, 2 the steps, 3 the end. Within a
+/// step, `phase` 0 is its start, 1 its content deltas (with `offset`, the byte length of the
+/// step's content after the delta), 2 a closing delta (a thought's signature), 3 its stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Cursor {
+    stage: u8,
+    index: u32,
+    phase: u8,
+    offset: u64,
+}
+
+impl Cursor {
+    const CREATED: Cursor = Cursor::at(0, 0, 0, 0);
+    const STATUS: Cursor = Cursor::at(1, 0, 0, 0);
+    const END: Cursor = Cursor::at(3, 0, 0, 0);
+
+    const fn at(stage: u8, index: u32, phase: u8, offset: u64) -> Cursor {
+        Cursor {
+            stage,
+            index,
+            phase,
+            offset,
+        }
+    }
+
+    fn step(index: u32, phase: u8, offset: u64) -> Cursor {
+        Cursor::at(2, index, phase, offset)
+    }
+
+    /// The `event_id` string.
+    pub fn id(self) -> String {
+        format!(
+            "{}.{}.{}.{}",
+            self.stage, self.index, self.phase, self.offset
+        )
+    }
+
+    /// Parse an `event_id`.
+    pub fn parse(s: &str) -> Option<Cursor> {
+        let mut it = s.split('.');
+        let c = Cursor {
+            stage: it.next()?.parse().ok()?,
+            index: it.next()?.parse().ok()?,
+            phase: it.next()?.parse().ok()?,
+            offset: it.next()?.parse().ok()?,
+        };
+        (it.next().is_none() && c.stage <= 3 && c.phase <= 3).then_some(c)
+    }
+}
+
+fn with_id(e: StreamEvent, id: Option<String>) -> StreamEvent {
+    let mut e = e;
+    match &mut e {
+        StreamEvent::Created { event_id, .. }
+        | StreamEvent::StatusUpdate { event_id, .. }
+        | StreamEvent::StepStart { event_id, .. }
+        | StreamEvent::StepDelta { event_id, .. }
+        | StreamEvent::StepStop { event_id, .. }
+        | StreamEvent::Completed { event_id, .. }
+        | StreamEvent::Error { event_id, .. } => *event_id = id,
+    }
+    e
+}
+
+fn event_id_of(e: &StreamEvent) -> Option<&str> {
+    match e {
+        StreamEvent::Created { event_id, .. }
+        | StreamEvent::StatusUpdate { event_id, .. }
+        | StreamEvent::StepStart { event_id, .. }
+        | StreamEvent::StepDelta { event_id, .. }
+        | StreamEvent::StepStop { event_id, .. }
+        | StreamEvent::Completed { event_id, .. }
+        | StreamEvent::Error { event_id, .. } => event_id.as_deref(),
+    }
+}
+
+/// The events that follow `after`: whole events past it, and the unseen tail of a content
+/// delta it falls inside (a replay sends a step's content as one delta where the live stream
+/// sent many).
+pub fn resume_after(events: Vec<StreamEvent>, after: Cursor) -> Vec<StreamEvent> {
+    let mut out = Vec::new();
+    for e in events {
+        let Some(c) = event_id_of(&e).and_then(Cursor::parse) else {
+            continue;
+        };
+        if c <= after {
+            continue;
+        }
+        let same_content = c.stage == 2
+            && c.phase == 1
+            && after.stage == 2
+            && after.phase == 1
+            && after.index == c.index;
+        if !same_content {
+            out.push(e);
+            continue;
+        }
+        // This delta covers bytes (c.offset - len, c.offset]; the client has up to after.offset.
+        let StreamEvent::StepDelta {
+            index,
+            delta,
+            event_id,
+        } = e
+        else {
+            out.push(e);
+            continue;
+        };
+        let cut = |s: &str| -> Option<String> {
+            let start = c.offset - s.len() as u64;
+            let skip = after.offset.saturating_sub(start) as usize;
+            s.get(skip..).map(str::to_owned)
+        };
+        let trimmed = match &delta {
+            Delta::Text { text } => cut(text).map(|text| Delta::Text { text }),
+            Delta::ArgumentsDelta { arguments } => {
+                cut(arguments).map(|arguments| Delta::ArgumentsDelta { arguments })
+            }
+            Delta::ThoughtSummary {
+                content: Content::Text { text, .. },
+            } => cut(text).map(|t| Delta::ThoughtSummary {
+                content: Content::text(t),
+            }),
+            other => Some(other.clone()),
+        };
+        if let Some(delta) = trimmed {
+            out.push(StreamEvent::StepDelta {
+                index,
+                delta,
+                event_id,
+            });
+        }
+    }
+    out
+}
+
+fn partial(id: &str, model: &str, status: Status, created: i64) -> Interaction {
+    Interaction {
+        id: id.to_owned(),
+        object: "interaction".into(),
+        model: Some(model.to_owned()),
+        status,
+        created: Some(fmt_time(created)),
+        updated: None,
+        steps: None,
+        usage: None,
+        service_tier: None,
+        previous_interaction_id: None,
+    }
+}
+
+/// Builds output steps and their stream events from engine events.
+struct StepWriter<'a> {
+    live: &'a Live,
+    ids: bool,
+    summaries: bool,
+    signer: &'a crate::signature::Signer,
+    /// The open step: its index and kind.
+    open: Option<(u32, OpenKind)>,
+    thought: String,
+    text: String,
+    calls: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OpenKind {
+    Thought,
+    Output,
+}
+
+impl StepWriter<'_> {
+    fn emit(&self, e: StreamEvent, at: Cursor) {
+        self.live.log.push(with_id(e, self.ids.then(|| at.id())));
+    }
+
+    fn next_index(&self) -> u32 {
+        self.live.log.inner.lock().expect("poisoned").steps.len() as u32
+    }
+
+    fn open(&mut self, kind: OpenKind) -> u32 {
+        if let Some((i, k)) = self.open {
+            if k == kind {
+                return i;
+            }
+            self.close();
+        }
+        let index = self.next_index();
+        let step = match kind {
+            OpenKind::Thought => Step::Thought {
+                signature: None,
+                summary: None,
+            },
+            OpenKind::Output => Step::ModelOutput {
+                content: vec![Content::text("")],
+                error: None,
+            },
+        };
+        let shell = match kind {
+            OpenKind::Thought => json!({"type": "thought"}),
+            OpenKind::Output => json!({"type": "model_output"}),
+        };
+        self.live
+            .log
+            .inner
+            .lock()
+            .expect("poisoned")
+            .steps
+            .push(step);
+        self.emit(
+            StreamEvent::StepStart {
+                index,
+                step: shell,
+                event_id: None,
+            },
+            Cursor::step(index, 0, 0),
+        );
+        self.open = Some((index, kind));
+        index
+    }
+
+    fn thought(&mut self, t: &str) {
+        let index = self.open(OpenKind::Thought);
+        self.thought.push_str(t);
+        if self.summaries {
+            if let Some(Step::Thought { summary, .. }) = self
+                .live
+                .log
+                .inner
+                .lock()
+                .expect("poisoned")
+                .steps
+                .last_mut()
+            {
+                *summary = Some(vec![Content::text(self.thought.clone())]);
+            }
+            self.emit(
+                StreamEvent::StepDelta {
+                    index,
+                    delta: Delta::ThoughtSummary {
+                        content: Content::text(t),
+                    },
+                    event_id: None,
+                },
+                Cursor::step(index, 1, self.thought.len() as u64),
+            );
+        }
+    }
+
+    fn text(&mut self, t: &str) {
+        let index = self.open(OpenKind::Output);
+        self.text.push_str(t);
+        if let Some(Step::ModelOutput { content, .. }) = self
+            .live
+            .log
+            .inner
+            .lock()
+            .expect("poisoned")
+            .steps
+            .last_mut()
+        {
+            *content = vec![Content::text(self.text.clone())];
+        }
+        self.emit(
+            StreamEvent::StepDelta {
+                index,
+                delta: Delta::Text { text: t.to_owned() },
+                event_id: None,
+            },
+            Cursor::step(index, 1, self.text.len() as u64),
+        );
+    }
+
+    /// Close the open step (a thought gets its signature).
+    fn close(&mut self) {
+        let Some((index, kind)) = self.open.take() else {
+            return;
+        };
+        if kind == OpenKind::Thought {
+            let signature = self.signer.sign(&self.thought);
+            if let Some(Step::Thought { signature: sig, .. }) = self
+                .live
+                .log
+                .inner
+                .lock()
+                .expect("poisoned")
+                .steps
+                .last_mut()
+            {
+                *sig = Some(signature.clone());
+            }
+            self.emit(
+                StreamEvent::StepDelta {
+                    index,
+                    delta: Delta::ThoughtSignature { signature },
+                    event_id: None,
+                },
+                Cursor::step(index, 2, 0),
+            );
+            self.thought.clear();
+        } else {
+            self.text.clear();
+        }
+        self.emit(
+            StreamEvent::StepStop {
+                index,
+                event_id: None,
+            },
+            Cursor::step(index, 3, 0),
+        );
+    }
+
+    fn call(&mut self, name: String, arguments: serde_json::Value) {
+        self.close();
+        let index = self.next_index();
+        let id = format!(
+            "call_{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 9]>())
+        );
+        let args = arguments.to_string();
+        self.live
+            .log
+            .inner
+            .lock()
+            .expect("poisoned")
+            .steps
+            .push(Step::FunctionCall {
+                id: id.clone(),
+                name: name.clone(),
+                arguments,
+            });
+        self.calls += 1;
+        self.emit(
+            StreamEvent::StepStart {
+                index,
+                step: json!({"type": "function_call", "id": id, "name": name, "arguments": {}}),
+                event_id: None,
+            },
+            Cursor::step(index, 0, 0),
+        );
+        let len = args.len() as u64;
+        self.emit(
+            StreamEvent::StepDelta {
+                index,
+                delta: Delta::ArgumentsDelta { arguments: args },
+                event_id: None,
+            },
+            Cursor::step(index, 1, len),
+        );
+        self.emit(
+            StreamEvent::StepStop {
+                index,
+                event_id: None,
+            },
+            Cursor::step(index, 3, 0),
+        );
+    }
+}
+
+/// The stream events of a finished record, with the same positions a live stream has.
+pub fn replay(r: &InteractionRecord, ids: bool) -> Vec<StreamEvent> {
+    let id = |c: Cursor| ids.then(|| c.id());
+    let mut out = vec![
+        StreamEvent::Created {
+            interaction: partial(&r.id, &r.model, Status::InProgress, r.created),
+            event_id: id(Cursor::CREATED),
+        },
+        StreamEvent::StatusUpdate {
+            interaction_id: r.id.clone(),
+            status: Status::InProgress,
+            event_id: id(Cursor::STATUS),
+        },
+    ];
+    for (i, step) in r.output.iter().enumerate() {
+        let index = i as u32;
+        let start = |step: serde_json::Value| StreamEvent::StepStart {
+            index,
+            step,
+            event_id: id(Cursor::step(index, 0, 0)),
+        };
+        let delta = |delta: Delta, c: Cursor| StreamEvent::StepDelta {
+            index,
+            delta,
+            event_id: id(c),
+        };
+        match step {
+            Step::ModelOutput { content, .. } => {
+                out.push(start(json!({"type": "model_output"})));
+                let mut len = 0u64;
+                for c in content {
+                    if let Content::Text { text, .. } = c {
+                        len += text.len() as u64;
+                        out.push(delta(
+                            Delta::Text { text: text.clone() },
+                            Cursor::step(index, 1, len),
+                        ));
+                    }
+                }
+            }
+            Step::Thought { signature, summary } => {
+                out.push(start(json!({"type": "thought"})));
+                let mut len = 0u64;
+                for c in summary.iter().flatten() {
+                    if let Content::Text { text, .. } = c {
+                        len += text.len() as u64;
+                        out.push(delta(
+                            Delta::ThoughtSummary {
+                                content: Content::text(text.clone()),
+                            },
+                            Cursor::step(index, 1, len),
+                        ));
+                    }
+                }
+                if let Some(sig) = signature {
+                    out.push(delta(
+                        Delta::ThoughtSignature {
+                            signature: sig.clone(),
+                        },
+                        Cursor::step(index, 2, 0),
+                    ));
+                }
+            }
+            Step::FunctionCall {
+                id: call_id,
+                name,
+                arguments,
+            } => {
+                out.push(start(
+                    json!({"type": "function_call", "id": call_id, "name": name, "arguments": {}}),
+                ));
+                let args = arguments.to_string();
+                let len = args.len() as u64;
+                out.push(delta(
+                    Delta::ArgumentsDelta { arguments: args },
+                    Cursor::step(index, 1, len),
+                ));
+            }
+            other => {
+                let mut v = serde_json::to_value(other).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    o.retain(|k, _| k == "type");
+                }
+                out.push(start(v));
+            }
+        }
+        out.push(StreamEvent::StepStop {
+            index,
+            event_id: id(Cursor::step(index, 3, 0)),
+        });
+    }
+    out.push(end_event(r, ids));
+    out
+}
+
+/// The last event of a finished interaction: `interaction.completed` (any terminal status
+/// but failed), or `error`.
+fn end_event(r: &InteractionRecord, ids: bool) -> StreamEvent {
+    let event_id = ids.then(|| Cursor::END.id());
+    if r.status == Status::Failed {
+        let detail = r.error.as_deref().unwrap_or("generation failed");
+        return StreamEvent::Error {
+            error: ApiError::internal(detail).body(),
+            event_id,
+        };
+    }
+    StreamEvent::Completed {
+        interaction: to_wire(r, StepsView::Omit),
+        event_id,
+    }
+}
+
 /// Admit a validated request and start generating.
 ///
 /// # Errors
@@ -163,7 +743,11 @@ pub async fn start(
         None => Vec::new(),
     };
     timeline.extend(req.input.iter().cloned());
-    let messages = to_messages(req.system_instruction.as_deref(), &timeline)?;
+    let messages = to_messages(
+        req.system_instruction.as_deref(),
+        &timeline,
+        &state.config.signer,
+    )?;
     let model_label = engine_model.clone();
     let generation = state
         .engine
@@ -176,6 +760,10 @@ pub async fn start(
                 .max_output_tokens
                 .unwrap_or(state.config.default_max_output_tokens),
             cache_scope: tenant.0.clone(),
+            tools: req.tools.clone(),
+            tool_mode: req.tool_mode,
+            format: req.format.clone(),
+            thinking: req.thinking,
         })
         .await?;
 
@@ -193,96 +781,152 @@ pub async fn start(
         usage: Usage::text(generation.prompt_tokens, 0, 0),
         error: None,
     };
-    let cancel = Arc::new(Notify::new());
+    let live = Arc::new(Live::default());
     if req.store {
         state.store.insert(&record).await?;
         state
             .running
             .lock()
             .expect("poisoned")
-            .insert(record.id.clone(), cancel.clone());
+            .insert(record.id.clone(), live.clone());
     }
 
-    let (tx, progress) = mpsc::unbounded_channel();
     let id = record.id.clone();
     let st = state.clone();
     let store = req.store;
+    let summaries = req.thinking_summaries;
+    let task_live = live.clone();
     tokio::spawn(async move {
+        let live = task_live;
+        let mut w = StepWriter {
+            live: &live,
+            ids: store,
+            summaries,
+            signer: &st.config.signer,
+            open: None,
+            thought: String::new(),
+            text: String::new(),
+            calls: 0,
+        };
+        w.emit(
+            StreamEvent::Created {
+                interaction: partial(&record.id, &record.model, Status::InProgress, created),
+                event_id: None,
+            },
+            Cursor::CREATED,
+        );
+        w.emit(
+            StreamEvent::StatusUpdate {
+                interaction_id: record.id.clone(),
+                status: Status::InProgress,
+                event_id: None,
+            },
+            Cursor::STATUS,
+        );
         let mut events = generation.events;
-        let mut text = String::new();
         let mut fragments = 0u64;
         let ttft = metrics::histogram!("localgem_time_to_first_token_seconds", "model" => model_label.clone());
         let itl = metrics::histogram!("localgem_inter_token_latency_seconds", "model" => model_label.clone());
         let started = std::time::Instant::now();
-        let mut last_text: Option<std::time::Instant> = None;
+        let mut last_token: Option<std::time::Instant> = None;
+        let so_far = |fragments: u64| Usage::text(generation.prompt_tokens, fragments, 0);
         let (status, usage, error) = loop {
             tokio::select! {
-                ev = events.recv() => match ev {
-                    Some(EngineEvent::Text(t)) => {
+                ev = events.recv() => {
+                    if matches!(ev, Some(EngineEvent::Text(_) | EngineEvent::Thought(_))) {
                         let now = std::time::Instant::now();
-                        match last_text {
+                        match last_token {
                             None => ttft.record(now.duration_since(started).as_secs_f64()),
                             Some(prev) => itl.record(now.duration_since(prev).as_secs_f64()),
                         }
-                        last_text = Some(now);
-                        text.push_str(&t);
+                        last_token = Some(now);
                         fragments += 1;
-                        // A closed receiver is noticed by the `closed()` branch.
-                        let _ = tx.send(Progress::Text(t));
                     }
-                    Some(EngineEvent::Finished { reason, usage }) => {
-                        let status = match reason {
-                            FinishReason::Stop => Status::Completed,
-                            FinishReason::MaxTokens | FinishReason::ContextFull => Status::Incomplete,
-                        };
-                        break (status, Usage::text(usage.input_tokens, usage.output_tokens, usage.cached_tokens), None);
+                    match ev {
+                        Some(EngineEvent::Text(t)) => w.text(&t),
+                        Some(EngineEvent::Thought(t)) => w.thought(&t),
+                        Some(EngineEvent::ThoughtEnd) => {
+                            if w.open.is_none() {
+                                // An empty thought still gets its step.
+                                w.open(OpenKind::Thought);
+                            }
+                            w.close();
+                        }
+                        Some(EngineEvent::Call { name, arguments }) => w.call(name, arguments),
+                        Some(EngineEvent::Finished { reason, usage }) => {
+                            let status = match reason {
+                                FinishReason::Stop if w.calls > 0 => Status::RequiresAction,
+                                FinishReason::Stop => Status::Completed,
+                                FinishReason::MaxTokens | FinishReason::ContextFull => Status::Incomplete,
+                            };
+                            let mut u = Usage::text(usage.input_tokens, usage.output_tokens, usage.cached_tokens);
+                            u.total_thought_tokens = usage.thought_tokens;
+                            u.total_tokens += usage.thought_tokens;
+                            break (status, u, None);
+                        }
+                        Some(EngineEvent::Failed(e)) => break (Status::Failed, so_far(fragments), Some(e)),
+                        None => break (Status::Failed, so_far(fragments), Some("the engine stopped".to_owned())),
                     }
-                    Some(EngineEvent::Failed(e)) => {
-                        break (Status::Failed, Usage::text(generation.prompt_tokens, fragments, 0), Some(e));
-                    }
-                    None => {
-                        break (Status::Failed, Usage::text(generation.prompt_tokens, fragments, 0), Some("the engine stopped".to_owned()));
-                    }
-                },
-                _ = tx.closed() => {
-                    break (Status::Cancelled, Usage::text(generation.prompt_tokens, fragments, 0), Some("the client disconnected".to_owned()));
                 }
-                _ = cancel.notified() => {
-                    break (Status::Cancelled, Usage::text(generation.prompt_tokens, fragments, 0), None);
+                _ = live.cancel.notified() => {
+                    break (Status::Cancelled, so_far(fragments), None);
                 }
             }
         };
         drop(events); // stops the engine sequence if it still runs
+        w.close();
         metrics::counter!("localgem_interactions_total", "model" => model_label, "status" => status.as_str())
             .increment(1);
         record.status = status;
         record.usage = usage;
         record.error = error;
         record.updated = now();
-        record.output = vec![Step::ModelOutput {
-            content: vec![Content::text(text)],
-            error: None,
-        }];
-        if store {
+        record.output = live.log.steps();
+        if record.output.is_empty() && status != Status::Failed {
+            record.output.push(Step::ModelOutput {
+                content: vec![Content::text("")],
+                error: None,
+            });
+        }
+        let outcome = if store {
             let saved = st.store.finish(&record).await;
-            st.running.lock().expect("poisoned").remove(&record.id);
-            if let Err(e) = saved {
-                tracing::error!(id = %record.id, "cannot save interaction: {e}");
-                let _ = tx.send(Progress::StoreFailed(e.to_string()));
-                return;
+            match saved {
+                Ok(_) => Outcome::Done(Box::new(record.clone())),
+                Err(e) => {
+                    tracing::error!(id = %record.id, "cannot save interaction: {e}");
+                    Outcome::StoreFailed(e.to_string())
+                }
             }
+        } else {
+            Outcome::Done(Box::new(record.clone()))
+        };
+        if matches!(outcome, Outcome::Done(_)) {
+            live.log.push(with_id(
+                end_event(&record, false),
+                store.then(|| Cursor::END.id()),
+            ));
+        }
+        {
+            let mut g = live.log.inner.lock().expect("poisoned");
+            g.outcome = Some(outcome);
+        }
+        live.log.bump();
+        if store {
+            st.running.lock().expect("poisoned").remove(&record.id);
         }
         tracing::info!(
             id = %record.id, status = record.status.as_str(),
             input_tokens = record.usage.total_input_tokens,
-            output_tokens = record.usage.total_output_tokens, "interaction finished"
+            output_tokens = record.usage.total_output_tokens,
+            thought_tokens = record.usage.total_thought_tokens, "interaction finished"
         );
-        let _ = tx.send(Progress::Done(Box::new(record)));
     });
+    let guard = (!req.background).then(|| CancelOnDrop(live.clone()));
     Ok(Running {
         id,
         model: req.model,
         created,
-        progress,
+        live,
+        guard,
     })
 }

@@ -9,13 +9,12 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use localgem_core::InteractionRecord;
-use localgem_wire::{Delta, Interaction, Status, Step, StreamEvent};
-use serde_json::json;
+use localgem_wire::{Status, StreamEvent};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::error::ApiError;
-use crate::run::{fmt_time, to_wire, Progress, Running, StepsView};
+use crate::run::{replay, resume_after, CancelOnDrop, Cursor, Live, Outcome};
 
 /// Encode one stream event.
 pub fn event(e: &StreamEvent) -> Event {
@@ -48,193 +47,72 @@ pub fn response(rx: mpsc::Receiver<Event>) -> Response {
     resp
 }
 
-fn created(id: &str, model: &str, created: i64) -> StreamEvent {
-    StreamEvent::Created {
-        interaction: Interaction {
-            id: id.to_owned(),
-            object: "interaction".into(),
-            model: Some(model.to_owned()),
-            status: Status::InProgress,
-            created: Some(fmt_time(created)),
-            updated: None,
-            steps: None,
-            usage: None,
-            service_tier: None,
-            previous_interaction_id: None,
-        },
-        event_id: None,
-    }
-}
-
-fn opening(id: &str, model: &str, created_at: i64) -> [StreamEvent; 2] {
-    [
-        created(id, model, created_at),
-        StreamEvent::StatusUpdate {
-            interaction_id: id.to_owned(),
-            status: Status::InProgress,
-            event_id: None,
-        },
-    ]
-}
-
-fn completed(r: &InteractionRecord) -> StreamEvent {
-    StreamEvent::Completed {
-        interaction: to_wire(r, StepsView::Omit),
-        event_id: None,
-    }
-}
-
-/// Events of one finished output step.
-fn step_events(index: u32, step: &Step) -> Vec<StreamEvent> {
-    let mut out = Vec::new();
-    match step {
-        Step::ModelOutput { content, .. } => {
-            out.push(StreamEvent::StepStart {
-                index,
-                step: json!({"type": "model_output"}),
-                event_id: None,
-            });
-            for c in content {
-                if let localgem_wire::Content::Text { text, .. } = c {
-                    out.push(StreamEvent::StepDelta {
-                        index,
-                        delta: Delta::Text { text: text.clone() },
-                        event_id: None,
-                    });
-                }
-            }
-        }
-        Step::FunctionCall {
-            id,
-            name,
-            arguments,
-        } => {
-            out.push(StreamEvent::StepStart {
-                index,
-                step: json!({"type": "function_call", "id": id, "name": name, "arguments": {}}),
-                event_id: None,
-            });
-            out.push(StreamEvent::StepDelta {
-                index,
-                delta: Delta::ArgumentsDelta {
-                    arguments: arguments.to_string(),
-                },
-                event_id: None,
-            });
-        }
-        other => {
-            let mut v = serde_json::to_value(other).unwrap_or_default();
-            if let Some(o) = v.as_object_mut() {
-                o.retain(|k, _| k == "type");
-            }
-            out.push(StreamEvent::StepStart {
-                index,
-                step: v,
-                event_id: None,
-            });
-            if let Step::Thought {
-                signature: Some(sig),
-                ..
-            } = other
-            {
-                out.push(StreamEvent::StepDelta {
-                    index,
-                    delta: Delta::ThoughtSignature {
-                        signature: sig.clone(),
-                    },
-                    event_id: None,
-                });
-            }
-        }
-    }
-    out.push(StreamEvent::StepStop {
-        index,
-        event_id: None,
-    });
-    out
-}
-
-/// The complete event sequence of a finished record (for `GET ?stream=true`).
-pub fn replay(r: &InteractionRecord) -> Vec<StreamEvent> {
-    let mut out: Vec<StreamEvent> = opening(&r.id, &r.model, r.created).into();
-    for (i, step) in r.output.iter().enumerate() {
-        out.extend(step_events(i as u32, step));
-    }
-    out.push(completed(r));
-    out
-}
-
-/// Stream a running generation: `created`, `status_update`, one `model_output` step whose
-/// text arrives as deltas, `completed`, `[DONE]`.
-pub fn live(mut run: Running) -> Response {
+/// Stream a running interaction from event `from` of its log (after `after`, when resuming),
+/// ending with `[DONE]` (or right after an `error` event). `guard` is held while the client
+/// reads: dropping it when the client goes away cancels a foreground generation.
+pub fn follow(
+    run_live: std::sync::Arc<Live>,
+    after: Option<Cursor>,
+    guard: Option<CancelOnDrop>,
+) -> Response {
     let (tx, rx) = mpsc::channel::<Event>(64);
     tokio::spawn(async move {
-        for e in opening(&run.id, &run.model, run.created) {
-            if tx.send(event(&e)).await.is_err() {
-                return;
-            }
-        }
-        let start = StreamEvent::StepStart {
-            index: 0,
-            step: json!({"type": "model_output"}),
-            event_id: None,
-        };
-        if tx.send(event(&start)).await.is_err() {
-            return;
-        }
-        while let Some(p) = run.progress.recv().await {
-            let ev = match p {
-                Progress::Text(text) => event(&StreamEvent::StepDelta {
-                    index: 0,
-                    delta: Delta::Text { text },
-                    event_id: None,
-                }),
-                Progress::Done(record) => {
-                    let _ = tx
-                        .send(event(&StreamEvent::StepStop {
-                            index: 0,
-                            event_id: None,
-                        }))
-                        .await;
-                    if record.status == Status::Failed {
-                        // One error event, then close (spec §4.5).
-                        let detail = record.error.as_deref().unwrap_or("generation failed");
-                        let _ = tx.send(error_event(detail)).await;
-                        return;
-                    }
-                    let _ = tx.send(event(&completed(&record))).await;
-                    let _ = tx.send(done()).await;
+        let _guard = guard;
+        let mut from = 0usize;
+        loop {
+            let (events, outcome) = run_live.log.next(from).await;
+            from += events.len();
+            let events = match after {
+                Some(c) => resume_after(events, c),
+                None => events,
+            };
+            let mut failed = false;
+            for e in &events {
+                failed |= matches!(e, StreamEvent::Error { .. });
+                if tx.send(event(e)).await.is_err() {
                     return;
                 }
-                Progress::StoreFailed(e) => {
+            }
+            match outcome {
+                Some(Outcome::Done(_)) => {
+                    if !failed {
+                        let _ = tx.send(done()).await;
+                    }
+                    return;
+                }
+                Some(Outcome::StoreFailed(e)) => {
                     let _ = tx.send(error_event(e)).await;
                     return;
                 }
-            };
-            // The client went away: returning drops `run`, which stops the generation.
-            if tx.send(ev).await.is_err() {
-                return;
+                None if events.is_empty() => return,
+                None => {}
             }
         }
     });
     response(rx)
 }
 
-/// Stream a stored record's events, then `[DONE]`.
-pub fn replay_response(r: &InteractionRecord) -> Response {
-    let events = replay(r);
+/// Stream a stored record's events (after `after`, when resuming), then `[DONE]`.
+pub fn replay_response(r: &InteractionRecord, after: Option<Cursor>) -> Response {
+    let mut events = replay(r, true);
+    if let Some(c) = after {
+        events = resume_after(events, c);
+    }
+    let failed = r.status == Status::Failed;
     let (tx, rx) = mpsc::channel::<Event>(events.len() + 1);
     for e in &events {
         let _ = tx.try_send(event(e));
     }
-    let _ = tx.try_send(done());
+    if !failed {
+        let _ = tx.try_send(done());
+    }
     response(rx)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use localgem_wire::{Content, Usage};
+    use localgem_wire::{Content, Step, Usage};
 
     #[test]
     fn replay_sequence() {
@@ -256,7 +134,10 @@ mod tests {
             usage: Usage::text(1, 1, 0),
             error: None,
         };
-        let types: Vec<&str> = replay(&r).iter().map(StreamEvent::event_type).collect();
+        let types: Vec<&str> = replay(&r, true)
+            .iter()
+            .map(StreamEvent::event_type)
+            .collect();
         assert_eq!(
             types,
             [

@@ -3,6 +3,13 @@
 //! It answers `Echo: <last user message>` one word per event, honours `max_output_tokens`
 //! (one word = one token) and stop sequences, and can pause between words so tests can
 //! cancel or disconnect mid-generation.
+//!
+//! Scripted extras:
+//! * a last user message containing `think` first produces a thought, `Thinking about: …`,
+//!   one word per token, cut at the request's thought budget (`Some(0)`: no thought);
+//! * with tools offered (mode not `none`) and a user message last, it calls the first tool
+//!   with `{"n": <words in the message>}`;
+//! * after a function result it answers `Result: <result text>`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -88,7 +95,29 @@ impl Engine for FakeEngine {
             .find(|m| m.role == Role::User)
             .map(|m| m.content.clone())
             .unwrap_or_default();
-        let answer = format!("Echo: {last}");
+        let last_msg = req.messages.last().cloned().unwrap_or_default();
+        let answer = if last_msg.role == Role::Tool {
+            format!("Result: {}", last_msg.content)
+        } else {
+            format!("Echo: {last}")
+        };
+        let call = (last_msg.role == Role::User && req.tool_mode != localgem_core::ToolMode::None)
+            .then(|| req.tools.first().map(|t| t.name.clone()))
+            .flatten()
+            .map(|name| EngineEvent::Call {
+                name,
+                arguments: serde_json::json!({"n": last.split_whitespace().count()}),
+            });
+        let thought: Vec<String> = if last.contains("think") && last_msg.role == Role::User {
+            let budget = req.thinking.budget.unwrap_or(1024) as usize;
+            format!("Thinking about: {last}")
+                .split(' ')
+                .take(budget)
+                .map(str::to_owned)
+                .collect()
+        } else {
+            Vec::new()
+        };
         let (tx, events) = mpsc::unbounded_channel();
         let delay = self.delay;
         self.live.fetch_add(1, Ordering::SeqCst);
@@ -98,6 +127,36 @@ impl Engine for FakeEngine {
             let mut emitted = String::new();
             let mut n = 0u64;
             let mut reason = FinishReason::Stop;
+            let thought_tokens = thought.len() as u64;
+            for (i, word) in thought.iter().enumerate() {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                let piece = if i == 0 {
+                    word.clone()
+                } else {
+                    format!(" {word}")
+                };
+                if tx.send(EngineEvent::Thought(piece)).is_err() {
+                    return;
+                }
+            }
+            if !thought.is_empty() {
+                let _ = tx.send(EngineEvent::ThoughtEnd);
+            }
+            if let Some(call) = call {
+                let _ = tx.send(call);
+                let _ = tx.send(EngineEvent::Finished {
+                    reason,
+                    usage: TokenUsage {
+                        input_tokens: prompt_tokens,
+                        output_tokens: 1,
+                        cached_tokens: 0,
+                        thought_tokens,
+                    },
+                });
+                return;
+            }
             for (i, word) in answer.split(' ').enumerate() {
                 if n >= u64::from(req.max_output_tokens) {
                     reason = FinishReason::MaxTokens;
@@ -137,6 +196,7 @@ impl Engine for FakeEngine {
                     input_tokens: prompt_tokens,
                     output_tokens: n,
                     cached_tokens: 0,
+                    thought_tokens,
                 },
             });
         });

@@ -1,11 +1,14 @@
 //! Wire request → validated request. Everything a client can get wrong is caught here, before
 //! the engine or the store see anything, and answered with a 400 that names the field.
 
-use localgem_core::{ChatMessage, Role, Sampling};
+use localgem_core::{
+    ChatMessage, FunctionDecl, OutputFormat, Role, Sampling, Thinking, ToolCall, ToolMode,
+};
 use localgem_wire::{Content, CreateInteractionRequest, GenerationConfig, Step};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::error::ApiError;
+use crate::signature::Signer;
 
 /// A create request that passed validation.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,6 +31,18 @@ pub struct ValidCreate {
     pub store: bool,
     /// Answer as SSE.
     pub stream: bool,
+    /// Run in the background (return at once).
+    pub background: bool,
+    /// Functions offered (after `allowed_tools` filtering).
+    pub tools: Vec<FunctionDecl>,
+    /// How tools are used.
+    pub tool_mode: ToolMode,
+    /// Output format.
+    pub format: OutputFormat,
+    /// Reasoning budget.
+    pub thinking: Thinking,
+    /// Return the reasoning text as the thought's summary.
+    pub thinking_summaries: bool,
 }
 
 /// Sampling used when a request leaves `temperature` or `top_p` out.
@@ -76,23 +91,13 @@ pub fn validate_create(
         ));
     }
     let store = req.store.unwrap_or(true);
-    if req.background == Some(true) {
-        if !store {
-            return Err(ApiError::bad_request(
-                "`background: true` requires `store: true`",
-            ));
-        }
+    let background = req.background == Some(true);
+    if background && !store {
         return Err(ApiError::bad_request(
-            "`background: true` is not supported by this server version",
+            "`background: true` requires `store: true`",
         ));
     }
-    if let Some(tools) = &req.tools {
-        if !tools.is_empty() {
-            return Err(ApiError::bad_request(
-                "`tools` are not supported by this server version",
-            ));
-        }
-    }
+    let mut tools = parse_tools(req.tools.unwrap_or_default())?;
     if req.environment.is_some() {
         return Err(ApiError::bad_request(
             "`environment` applies to agents, which this server does not serve",
@@ -113,7 +118,7 @@ pub fn validate_create(
             )));
         }
     }
-    validate_response_format(
+    let format = parse_response_format(
         req.response_format.as_ref(),
         req.response_mime_type.as_deref(),
     )?;
@@ -130,7 +135,17 @@ pub fn validate_create(
     };
     let cfg = req.generation_config.unwrap_or_default();
     let (sampling, stop_sequences, max_output_tokens) = validate_generation_config(&cfg, defaults)?;
+    let tool_mode = parse_tool_choice(cfg.tool_choice.as_ref(), &mut tools)?;
+    let thinking = Thinking {
+        budget: cfg.thinking_level.as_deref().map(thought_budget),
+    };
     Ok(ValidCreate {
+        background,
+        tools,
+        tool_mode,
+        format,
+        thinking,
+        thinking_summaries: cfg.thinking_summaries.as_deref() == Some("auto"),
         model,
         input,
         system_instruction: req.system_instruction.filter(|s| !s.is_empty()),
@@ -143,41 +158,281 @@ pub fn validate_create(
     })
 }
 
-fn validate_response_format(format: Option<&Value>, mime: Option<&str>) -> Result<(), ApiError> {
-    let unsupported = || {
+/// Thought-token budget of a `thinking_level`.
+pub fn thought_budget(level: &str) -> u32 {
+    match level {
+        "minimal" => 0,
+        "low" => 256,
+        "medium" => 1024,
+        "high" => 4096,
+        _ => 16_384,
+    }
+}
+
+const OTHER_TOOL_TYPES: [&str; 10] = [
+    "google_search",
+    "code_execution",
+    "url_context",
+    "file_search",
+    "google_maps",
+    "mcp_server",
+    "computer_use",
+    "retrieval",
+    "tool_search",
+    "function_declarations",
+];
+
+/// `tools` → function declarations.
+///
+/// # Errors
+/// 400 for a tool type other than `function`, a missing or duplicate name, or a
+/// `parameters` that is not a JSON Schema object.
+pub fn parse_tools(tools: Vec<Value>) -> Result<Vec<FunctionDecl>, ApiError> {
+    let mut out: Vec<FunctionDecl> = Vec::new();
+    for (i, t) in tools.into_iter().enumerate() {
+        let at = format!("tools[{i}]");
+        let Value::Object(mut o) = t else {
+            return Err(ApiError::bad_request(format!("{at} must be an object")));
+        };
+        match o.get("type").and_then(Value::as_str) {
+            Some("function") => {}
+            Some(other) if OTHER_TOOL_TYPES.contains(&other) => {
+                return Err(ApiError::bad_request(format!(
+                    "{at}: tool type {other:?} is not available on this server; only \"function\" tools are supported"
+                )))
+            }
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "{at}: unknown tool type {other:?}; only \"function\" tools are supported"
+                )))
+            }
+            None => {
+                return Err(ApiError::bad_request(format!(
+                    "{at} needs \"type\": \"function\" (declarations are flat: type, name, description, parameters)"
+                )))
+            }
+        }
+        for key in o.keys() {
+            if ![
+                "type",
+                "name",
+                "description",
+                "parameters",
+                "short_description",
+                "defer_loading",
+            ]
+            .contains(&key.as_str())
+            {
+                return Err(ApiError::bad_request(format!(
+                    "{at}: unknown field {key:?} in a function declaration"
+                )));
+            }
+        }
+        let name = match o.remove("name") {
+            Some(Value::String(n)) => n,
+            _ => return Err(ApiError::bad_request(format!("{at}.name is required"))),
+        };
+        let valid_name = !name.is_empty()
+            && name.len() <= 128
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c));
+        if !valid_name {
+            return Err(ApiError::bad_request(format!(
+                "{at}.name {name:?} must be 1-128 characters of letters, digits, _ - . :"
+            )));
+        }
+        if out.iter().any(|f| f.name == name) {
+            return Err(ApiError::bad_request(format!(
+                "{at}: function {name:?} is declared twice"
+            )));
+        }
+        let description = match o.remove("description") {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(d)) => d,
+            Some(_) => {
+                return Err(ApiError::bad_request(format!(
+                    "{at}.description must be a string"
+                )))
+            }
+        };
+        let parameters = match o.remove("parameters") {
+            None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
+            Some(p @ Value::Object(_)) => p,
+            Some(_) => {
+                return Err(ApiError::bad_request(format!(
+                    "{at}.parameters must be a JSON Schema object"
+                )))
+            }
+        };
+        out.push(FunctionDecl {
+            name,
+            description,
+            parameters,
+        });
+    }
+    Ok(out)
+}
+
+fn tool_mode(s: &str) -> Option<ToolMode> {
+    match s {
+        "auto" => Some(ToolMode::Auto),
+        "any" => Some(ToolMode::Any),
+        "none" => Some(ToolMode::None),
+        "validated" => Some(ToolMode::Validated),
+        _ => None,
+    }
+}
+
+/// `generation_config.tool_choice` → mode; `allowed_tools` narrows `tools`.
+///
+/// # Errors
+/// 400 for an unknown mode, an allowed tool that is not declared, or a mode that needs
+/// tools when none are declared.
+pub fn parse_tool_choice(
+    choice: Option<&Value>,
+    tools: &mut Vec<FunctionDecl>,
+) -> Result<ToolMode, ApiError> {
+    let bad = || {
         ApiError::bad_request(
-            "structured output (`response_format` with a JSON schema or JSON mime type) is not supported by this server version",
+            "`generation_config.tool_choice` must be \"auto\", \"any\", \"none\", \"validated\" or {\"allowed_tools\": {\"mode\": …, \"tools\": [names]}}",
         )
     };
-    if let Some(m) = mime {
-        if m != "text/plain" {
-            return Err(unsupported());
-        }
-    }
-    match format {
-        None | Some(Value::Null) => Ok(()),
+    let mode = match choice {
+        None | Some(Value::Null) => ToolMode::Auto,
+        Some(Value::String(s)) => tool_mode(s).ok_or_else(bad)?,
         Some(Value::Object(o)) => {
-            let is_plain_text = o.get("type").and_then(Value::as_str) == Some("text")
-                && o.get("schema").is_none()
-                && o.get("mime_type")
-                    .and_then(Value::as_str)
-                    .is_none_or(|m| m == "text/plain");
-            if is_plain_text {
-                Ok(())
-            } else {
-                Err(unsupported())
+            let allowed = o.get("allowed_tools").ok_or_else(bad)?;
+            if o.len() != 1 {
+                return Err(bad());
             }
-        }
-        Some(Value::Array(items)) => {
-            for i in items {
-                validate_response_format(Some(i), None)?;
+            let mode = match allowed.get("mode") {
+                None | Some(Value::Null) => ToolMode::Auto,
+                Some(Value::String(s)) => tool_mode(s).ok_or_else(bad)?,
+                Some(_) => return Err(bad()),
+            };
+            let names: Vec<String> = match allowed.get("tools") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(v) => serde_json::from_value(v.clone()).map_err(|_| {
+                    ApiError::bad_request(
+                        "`tool_choice.allowed_tools.tools` must be a list of function names",
+                    )
+                })?,
+            };
+            for n in &names {
+                if !tools.iter().any(|t| &t.name == n) {
+                    return Err(ApiError::bad_request(format!(
+                        "`tool_choice.allowed_tools.tools` names {n:?}, which is not among the declared `tools`"
+                    )));
+                }
             }
-            Ok(())
+            if !names.is_empty() {
+                tools.retain(|t| names.contains(&t.name));
+            }
+            mode
         }
-        Some(_) => Err(ApiError::bad_request(
-            "`response_format` must be an object or a list of objects",
-        )),
+        Some(_) => return Err(bad()),
+    };
+    if matches!(mode, ToolMode::Any | ToolMode::Validated) && tools.is_empty() {
+        return Err(ApiError::bad_request(
+            "`tool_choice` asks for function calls, but no function `tools` are declared",
+        ));
     }
+    Ok(mode)
+}
+
+/// Whether an object is a ResponseFormat rather than a bare schema (spec §2.6).
+fn is_format_object(o: &serde_json::Map<String, Value>) -> bool {
+    matches!(
+        o.get("type").and_then(Value::as_str),
+        Some("text" | "image" | "audio" | "video")
+    ) && (o.contains_key("mime_type") || o.contains_key("schema") || o.contains_key("delivery"))
+        || o.get("type").and_then(Value::as_str) == Some("text") && o.len() == 1
+}
+
+fn check_schema(schema: &Value, at: &str) -> Result<(), ApiError> {
+    match schema {
+        Value::Object(_) | Value::Bool(true) => Ok(()),
+        _ => Err(ApiError::bad_request(format!(
+            "{at} must be a JSON Schema object"
+        ))),
+    }
+}
+
+/// `response_format` (every shape of spec §2.6) and the deprecated `response_mime_type` →
+/// output format.
+///
+/// # Errors
+/// 400 for a non-text format, a MIME type other than text or JSON, or a schema that is not
+/// an object.
+pub fn parse_response_format(
+    format: Option<&Value>,
+    mime: Option<&str>,
+) -> Result<OutputFormat, ApiError> {
+    let json_mime = match mime {
+        None | Some("text/plain") => false,
+        Some("application/json") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "`response_mime_type` {other:?} is not supported; use \"text/plain\" or \"application/json\""
+            )))
+        }
+    };
+    let any_json = || OutputFormat::JsonSchema(json!({}));
+    let one = |v: &Value, at: &str| -> Result<Option<OutputFormat>, ApiError> {
+        let Value::Object(o) = v else {
+            return Err(ApiError::bad_request(format!("{at} must be an object")));
+        };
+        if !is_format_object(o) {
+            // A bare JSON Schema.
+            check_schema(v, at)?;
+            return Ok(Some(OutputFormat::JsonSchema(v.clone())));
+        }
+        match o.get("type").and_then(Value::as_str) {
+            Some("text") => {}
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "{at}: {other:?} output is not supported; this server answers with text"
+                )))
+            }
+            None => unreachable!("format objects have a type"),
+        }
+        let fmt_mime = o.get("mime_type").and_then(Value::as_str);
+        match (fmt_mime, o.get("schema")) {
+            (Some("application/json") | None, Some(schema)) => {
+                check_schema(schema, &format!("{at}.schema"))?;
+                Ok(Some(OutputFormat::JsonSchema(schema.clone())))
+            }
+            (Some("application/json"), None) => Ok(Some(any_json())),
+            (Some("text/plain") | None, None) => Ok(None),
+            (Some(m), _) => Err(ApiError::bad_request(format!(
+                "{at}.mime_type {m:?} is not supported; use \"text/plain\" or \"application/json\""
+            ))),
+        }
+    };
+    let parsed = match format {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(items)) => {
+            let mut found = None;
+            for (i, item) in items.iter().enumerate() {
+                if let Some(f) = one(item, &format!("response_format[{i}]"))? {
+                    found = Some(f);
+                }
+            }
+            found
+        }
+        Some(v @ Value::Object(_)) => one(v, "response_format")?,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "`response_format` must be an object or a list of objects",
+            ))
+        }
+    };
+    Ok(match parsed {
+        Some(f) => f,
+        None if json_mime => any_json(),
+        None => OutputFormat::Text,
+    })
 }
 
 fn validate_generation_config(
@@ -241,14 +496,6 @@ fn validate_generation_config(
             return Err(ApiError::bad_request(format!(
                 "`generation_config.thinking_summaries` must be \"auto\" or \"none\"; got {s:?}"
             )));
-        }
-    }
-    if let Some(tc) = &cfg.tool_choice {
-        let ok = matches!(tc.as_str(), Some("auto" | "none")) || tc.is_object();
-        if !ok && !matches!(tc.as_str(), Some("any" | "validated")) {
-            return Err(ApiError::bad_request(
-                "`generation_config.tool_choice` must be auto, any, none, validated or an allowed_tools object",
-            ));
         }
     }
     for (name, v) in [
@@ -459,49 +706,132 @@ fn text_of(content: &[Content]) -> String {
     parts.join("\n")
 }
 
-/// Render a timeline of steps (history then this turn) as chat messages. Consecutive messages
-/// of one role are merged; thoughts carry nothing for models without reasoning.
+/// A function result as the text the model reads: strings as they are, content lists as
+/// their text, anything else as JSON.
+fn result_text(result: &Value) -> String {
+    match result {
+        Value::String(s) => s.clone(),
+        Value::Array(items) if items.iter().all(|i| i.get("type").is_some()) => items
+            .iter()
+            .map(|i| match i.get("text").and_then(Value::as_str) {
+                Some(t) => t.to_owned(),
+                None => i.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        other => other.to_string(),
+    }
+}
+
+/// Render a timeline of steps (history then this turn) as chat messages.
+///
+/// * consecutive user inputs are merged, and so are a model turn's text and calls;
+/// * a `thought` whose signature is one of ours restores its reasoning onto the model turn
+///   that follows; other signatures are ignored;
+/// * each `function_result` is a tool message, named after its call when it names nothing.
 ///
 /// # Errors
 /// 400 when the conversation does not end with something for the model to answer.
-pub fn to_messages(system: Option<&str>, steps: &[Step]) -> Result<Vec<ChatMessage>, ApiError> {
+pub fn to_messages(
+    system: Option<&str>,
+    steps: &[Step],
+    signer: &Signer,
+) -> Result<Vec<ChatMessage>, ApiError> {
     let mut out: Vec<ChatMessage> = Vec::new();
     if let Some(s) = system {
         out.push(ChatMessage::new(Role::System, s));
     }
-    let mut push = |role: Role, text: String| match out.last_mut() {
-        Some(last) if last.role == role && role != Role::System => {
-            last.content.push_str("\n\n");
-            last.content.push_str(&text);
-        }
-        _ => out.push(ChatMessage::new(role, text)),
-    };
+    let mut reasoning: Option<String> = None;
+    // A model turn is open while its steps (text, calls) keep coming.
+    let mut model_open = false;
+    let mut call_names: Vec<(String, String)> = Vec::new();
     for step in steps {
         match step {
-            Step::UserInput { content } => push(Role::User, text_of(content)),
-            Step::ModelOutput { content, .. } => push(Role::Model, text_of(content)),
-            Step::Thought { .. } => {}
-            Step::FunctionCall {
-                name, arguments, ..
-            } => push(
-                Role::Model,
-                serde_json::json!({"function_call": {"name": name, "arguments": arguments}})
-                    .to_string(),
-            ),
+            Step::UserInput { content } => {
+                model_open = false;
+                let text = text_of(content);
+                match out.last_mut() {
+                    Some(last) if last.role == Role::User => {
+                        last.content.push_str("\n\n");
+                        last.content.push_str(&text);
+                    }
+                    _ => out.push(ChatMessage::new(Role::User, text)),
+                }
+            }
+            Step::Thought { signature, .. } => {
+                if let Some(t) = signature.as_deref().and_then(|s| signer.verify(s)) {
+                    reasoning = Some(t);
+                }
+                model_open = false;
+            }
+            Step::ModelOutput { .. } | Step::FunctionCall { .. } if model_open => {
+                let last = out.last_mut().expect("an open model turn exists");
+                append_model(last, step, &mut call_names);
+            }
+            Step::ModelOutput { .. } | Step::FunctionCall { .. } => {
+                let mut m = ChatMessage::new(Role::Model, "");
+                m.reasoning = reasoning.take();
+                append_model(&mut m, step, &mut call_names);
+                out.push(m);
+                model_open = true;
+            }
             Step::FunctionResult {
-                name, result, call_id, ..
-            } => push(
-                Role::User,
-                serde_json::json!({"function_result": {"call_id": call_id, "name": name, "result": result}})
-                    .to_string(),
-            ),
+                call_id,
+                result,
+                name,
+                ..
+            } => {
+                model_open = false;
+                let name = name.clone().or_else(|| {
+                    call_names
+                        .iter()
+                        .find(|(id, _)| id == call_id)
+                        .map(|(_, n)| n.clone())
+                });
+                out.push(ChatMessage {
+                    role: Role::Tool,
+                    content: result_text(result),
+                    tool_call_id: Some(call_id.clone()),
+                    name,
+                    ..ChatMessage::default()
+                });
+            }
         }
     }
     match out.last() {
-        Some(m) if m.role == Role::User => Ok(out),
+        Some(m) if m.role == Role::User || m.role == Role::Tool => Ok(out),
         _ => Err(ApiError::bad_request(
             "the conversation must end with a `user_input` or `function_result` step for the model to answer",
         )),
+    }
+}
+
+fn append_model(m: &mut ChatMessage, step: &Step, call_names: &mut Vec<(String, String)>) {
+    match step {
+        Step::ModelOutput { content, .. } => {
+            let text = text_of(content);
+            if !m.content.is_empty() && !text.is_empty() {
+                m.content.push_str("\n\n");
+            }
+            m.content.push_str(&text);
+        }
+        Step::FunctionCall {
+            id,
+            name,
+            arguments,
+        } => {
+            call_names.push((id.clone(), name.clone()));
+            m.tool_calls.push(ToolCall {
+                id: id.clone(),
+                name: name.clone(),
+                arguments: if arguments.is_object() {
+                    arguments.clone()
+                } else {
+                    json!({})
+                },
+            });
+        }
+        _ => {}
     }
 }
 
@@ -556,7 +886,7 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(steps.len(), 4);
-        let msgs = to_messages(Some("sys"), &steps).unwrap();
+        let msgs = to_messages(Some("sys"), &steps, &Signer::random()).unwrap();
         assert_eq!(
             msgs,
             vec![
@@ -592,7 +922,7 @@ mod tests {
             json!([{"type": "model_output", "content": [{"type": "text", "text": "x"}]}]),
         )
         .unwrap();
-        assert!(to_messages(None, &steps).is_err());
+        assert!(to_messages(None, &steps, &Signer::random()).is_err());
     }
 
     #[test]
@@ -633,7 +963,7 @@ mod tests {
         assert!(req(json!({"model": "m", "input": "x", "agent": "a"})).is_err());
         assert!(req(json!({"model": "m", "input": "x", "service_tier": "gold"})).is_err());
         assert!(req(json!({"model": "m", "input": "x", "response_format": {"type": "text", "mime_type": "text/plain"}})).is_ok());
-        assert!(req(json!({"model": "m", "input": "x", "response_format": {"type": "object", "properties": {}}})).is_err());
+        assert!(req(json!({"model": "m", "input": "x", "response_format": {"type": "object", "properties": {}}})).is_ok());
         let v = req(json!({"model": "models/gemini-3-flash-preview", "input": "x", "safety_settings": [], "labels": {"a": "b"}})).unwrap();
         assert_eq!(v.model, "gemini-3-flash-preview");
         assert!(v.store);

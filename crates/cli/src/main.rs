@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use localgem_api::signature::Signer;
 use localgem_api::{ApiConfig, AppState, ModelAliases};
 use localgem_core::{ChatMessage, Engine, EngineEvent, GenerateRequest, Role, Sampling, Store};
 use localgem_engine::{EngineConfig, LlamaEngine, ModelSpec};
@@ -125,6 +126,10 @@ struct ServeArgs {
     /// Log format: `text` or `json`.
     #[arg(long, env = "LOCALGEM_LOG_FORMAT", default_value = "text")]
     log_format: String,
+    /// Secret that signs thought signatures (replicas that share state must share it).
+    /// Default: a random key kept in the data dir (`thought-signing.key`).
+    #[arg(long, env = "LOCALGEM_SIGNING_KEY", hide_env_values = true)]
+    signing_key: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -329,6 +334,40 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+/// The thought-signing key: given, or kept in the data dir (created on first start).
+fn signing_key(given: Option<&str>, dir: &Path) -> Result<Vec<u8>> {
+    if let Some(k) = given.filter(|k| !k.is_empty()) {
+        return Ok(k.as_bytes().to_vec());
+    }
+    let path = dir.join("thought-signing.key");
+    match std::fs::read(&path) {
+        Ok(k) if k.len() >= 16 => return Ok(k),
+        Ok(_) => anyhow::bail!("{} is too short to be a signing key", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let key: [u8; 32] = rand::random();
+    let tmp = dir.join("thought-signing.key.tmp");
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        f.write_all(&key)?;
+        f.sync_all()?;
+    }
+    // Another process starting on the same dir may have won the race: keep whichever landed.
+    if std::fs::hard_link(&tmp, &path).is_err() && !path.exists() {
+        std::fs::rename(&tmp, &path)?;
+    }
+    let _ = std::fs::remove_file(&tmp);
+    Ok(std::fs::read(&path)?)
+}
+
 async fn serve(args: ServeArgs) -> Result<()> {
     init_tracing(args.log_format == "json");
     let dir = data_dir(&args.common);
@@ -373,6 +412,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
                 temperature: args.default_temperature.clamp(0.0, 2.0),
                 top_p: args.default_top_p.clamp(0.0, 1.0),
             },
+            signer: Signer::new(signing_key(args.signing_key.as_deref(), &dir)?),
         },
     );
     let state = state.with_metrics(install_metrics()?);
@@ -408,16 +448,13 @@ async fn run(args: RunArgs) -> Result<()> {
     messages.push(ChatMessage::new(Role::User, args.prompt.clone()));
     let mut generation = engine
         .generate(GenerateRequest {
-            model: default,
-            messages,
             sampling: Sampling {
                 temperature: args.temperature,
                 top_p: 0.95,
                 seed: args.seed.unwrap_or_else(rand_seed),
             },
-            stop_sequences: Vec::new(),
             max_output_tokens: args.max_output_tokens,
-            cache_scope: String::new(),
+            ..GenerateRequest::text(default, messages)
         })
         .await?;
     let mut out = std::io::stdout();
@@ -427,6 +464,11 @@ async fn run(args: RunArgs) -> Result<()> {
                 out.write_all(t.as_bytes())?;
                 out.flush()?;
             }
+            EngineEvent::Thought(t) => {
+                eprint!("{t}");
+            }
+            EngineEvent::ThoughtEnd => eprintln!(),
+            EngineEvent::Call { name, arguments } => println!("[call {name}({arguments})]"),
             EngineEvent::Finished { reason, usage } => {
                 println!();
                 eprintln!(

@@ -6,34 +6,108 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 /// Who said a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// The system instruction.
     System,
     /// The user.
+    #[default]
     User,
     /// The model (rendered as `assistant` for most chat templates).
     Model,
+    /// A function's result, answering one of the model's calls.
+    Tool,
+}
+
+/// A function call the model made (in a [`Role::Model`] message).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// Call id, echoed by the result.
+    pub id: String,
+    /// Function name.
+    pub name: String,
+    /// Arguments object.
+    pub arguments: serde_json::Value,
 }
 
 /// One message of the conversation, as the chat template sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct ChatMessage {
     /// Speaker.
     pub role: Role,
-    /// Text.
+    /// Text (for [`Role::Tool`], the result as text or JSON).
     pub content: String,
+    /// The model's reasoning before this answer, when it is known (a thought restored from
+    /// its signature).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<String>,
+    /// Function calls the model made in this turn.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// For [`Role::Tool`]: the id of the call this answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// For [`Role::Tool`]: the function's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 impl ChatMessage {
-    /// A message.
+    /// A plain text message.
     pub fn new(role: Role, content: impl Into<String>) -> Self {
         ChatMessage {
             role,
             content: content.into(),
+            ..ChatMessage::default()
         }
     }
+}
+
+/// A function the model may call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionDecl {
+    /// Name.
+    pub name: String,
+    /// What it does.
+    #[serde(default)]
+    pub description: String,
+    /// JSON Schema of its arguments object.
+    pub parameters: serde_json::Value,
+}
+
+/// Whether and which functions the model may or must call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolMode {
+    /// The model decides; calls are parsed from its output.
+    #[default]
+    Auto,
+    /// The model must call a function; decoding is constrained to a valid call.
+    Any,
+    /// No calls: functions are not shown to the model.
+    None,
+    /// The model decides, but decoding keeps any call valid.
+    Validated,
+}
+
+/// What the output must look like.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum OutputFormat {
+    /// Free text.
+    #[default]
+    Text,
+    /// JSON valid against this JSON Schema (constrained decoding).
+    JsonSchema(serde_json::Value),
+}
+
+/// Reasoning settings for models whose template thinks in tags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Thinking {
+    /// Thought-token budget; when spent the thought is closed. `Some(0)` turns thinking off
+    /// (through the template where it can, else by closing the thought at once). `None` is
+    /// the model's default.
+    pub budget: Option<u32>,
 }
 
 /// How the next token is chosen.
@@ -63,6 +137,36 @@ pub struct GenerateRequest {
     /// Whose cached KV state this request may reuse and leave behind (the API key's hash):
     /// requests of different scopes never share cached state.
     pub cache_scope: String,
+    /// Functions the model may call.
+    pub tools: Vec<FunctionDecl>,
+    /// How tools are used.
+    pub tool_mode: ToolMode,
+    /// Output format.
+    pub format: OutputFormat,
+    /// Reasoning settings.
+    pub thinking: Thinking,
+}
+
+impl GenerateRequest {
+    /// A plain text request with default settings (for tests and simple callers).
+    pub fn text(model: impl Into<String>, messages: Vec<ChatMessage>) -> Self {
+        GenerateRequest {
+            model: model.into(),
+            messages,
+            sampling: Sampling {
+                temperature: 0.0,
+                top_p: 1.0,
+                seed: 0,
+            },
+            stop_sequences: Vec::new(),
+            max_output_tokens: 256,
+            cache_scope: String::new(),
+            tools: Vec::new(),
+            tool_mode: ToolMode::Auto,
+            format: OutputFormat::Text,
+            thinking: Thinking::default(),
+        }
+    }
 }
 
 /// Why generation ended.
@@ -86,6 +190,9 @@ pub struct TokenUsage {
     pub output_tokens: u64,
     /// Prompt tokens not prefilled because cached state was reused.
     pub cached_tokens: u64,
+    /// Generated tokens spent reasoning (not in `output_tokens`).
+    #[serde(default)]
+    pub thought_tokens: u64,
 }
 
 /// What the engine streams back for one request.
@@ -93,6 +200,17 @@ pub struct TokenUsage {
 pub enum EngineEvent {
     /// A fragment of answer text (valid UTF-8, stop sequences removed).
     Text(String),
+    /// A fragment of the model's reasoning.
+    Thought(String),
+    /// The reasoning ended (sent once, before any answer text, when there was reasoning).
+    ThoughtEnd,
+    /// A complete function call parsed from the output.
+    Call {
+        /// Function name.
+        name: String,
+        /// Arguments object.
+        arguments: serde_json::Value,
+    },
     /// Generation ended normally; the last event.
     Finished {
         /// Why.
@@ -137,6 +255,10 @@ pub enum EngineError {
         /// Comma-separated ids that are served.
         available: String,
     },
+    /// The request asks for something the model or the engine cannot do (an unsupported
+    /// schema feature, say).
+    #[error("{0}")]
+    Unsupported(String),
     /// The rendered prompt does not fit the context window.
     #[error("input is {tokens} tokens, more than the {limit} tokens model {model} accepts")]
     PromptTooLong {

@@ -5,7 +5,9 @@
 //! threads. The scheduling policy ([`scheduler`]), chat templates ([`template`]) and text
 //! streaming ([`text`]) are plain code with unit tests that need no model.
 
+pub mod constrain;
 pub mod kv;
+pub mod parse;
 pub mod scheduler;
 pub mod spill;
 mod telemetry;
@@ -271,15 +273,18 @@ impl Engine for LlamaEngine {
             return Err(EngineError::Unavailable(e));
         }
         let (admit, admitted) = oneshot::channel();
-        w.tx.try_send(Command::Generate { request, admit })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => {
-                    EngineError::Overloaded("the request queue is full".into())
-                }
-                mpsc::error::TrySendError::Closed(_) => {
-                    EngineError::Unavailable("the engine thread stopped".into())
-                }
-            })?;
+        w.tx.try_send(Command::Generate {
+            request: Box::new(request),
+            admit,
+        })
+        .map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                EngineError::Overloaded("the request queue is full".into())
+            }
+            mpsc::error::TrySendError::Closed(_) => {
+                EngineError::Unavailable("the engine thread stopped".into())
+            }
+        })?;
         admitted
             .await
             .map_err(|_| EngineError::Unavailable("the engine thread stopped".into()))?

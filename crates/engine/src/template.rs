@@ -1,9 +1,13 @@
 //! Chat templates: the GGUF's own Jinja template rendered with minijinja, or, for a GGUF
 //! without one, the known template of its architecture.
 
-use localgem_core::{ChatMessage, Role};
+use localgem_core::{ChatMessage, FunctionDecl, Role};
 use minijinja::{context, Environment, Error, ErrorKind};
 use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::constrain::{CALL_CLOSE, CALL_OPEN};
+use crate::parse::ThinkTags;
 
 /// Gemma's turn format, used for gemma-family GGUFs that carry no template (such as the
 /// Gemma 3 270M base file). Gemma has no system role: the system instruction is put in front
@@ -34,14 +38,56 @@ pub struct ChatTemplate {
     env: Environment<'static>,
     bos: String,
     eos: String,
-    /// Where the template came from: `gguf`, `gemma` or `chatml`.
+    /// Where the template came from: `gguf`, `gemma`, `chatml` or `file`.
     pub source: &'static str,
+    /// The template renders a `tools` list itself.
+    native_tools: bool,
+    /// The template's reasoning tags, if the model reasons.
+    think: Option<ThinkTags>,
+    /// The template takes `enable_thinking` (so thinking can be switched off).
+    thinking_switch: bool,
 }
 
 #[derive(Serialize)]
 struct Msg<'a> {
     role: &'static str,
     content: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_call_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<&'a str>,
+}
+
+/// How the fallback prompt offers functions to a model whose template has no tool support.
+/// Calls come back in the same tags the parser and the call grammar use.
+pub fn fallback_tool_prompt(tools: &[FunctionDecl]) -> String {
+    let mut s =
+        String::from("You can call the following functions. Each is described by a JSON object:\n");
+    for t in tools {
+        s.push_str(
+            &json!({"name": t.name, "description": t.description, "parameters": t.parameters})
+                .to_string(),
+        );
+        s.push('\n');
+    }
+    s.push_str(&format!(
+        "\nTo call a function, answer with nothing but one block per call:\n{CALL_OPEN}\n\
+         {{\"name\": \"<function name>\", \"arguments\": {{<arguments as JSON>}}}}\n{CALL_CLOSE}\n\
+         Function results come back inside <tool_response></tool_response> tags. \
+         When no function is needed, answer normally."
+    ));
+    s
+}
+
+fn call_text(name: &str, arguments: &Value) -> String {
+    format!(
+        "{CALL_OPEN}\n{}\n{CALL_CLOSE}",
+        json!({"name": name, "arguments": arguments})
+    )
 }
 
 impl ChatTemplate {
@@ -55,8 +101,22 @@ impl ChatTemplate {
         bos: &str,
         eos: &str,
     ) -> Result<Self, Error> {
-        let (src, source) = match gguf_template {
-            Some(t) if !t.trim().is_empty() => (t, "gguf"),
+        Self::with_source(gguf_template, "gguf", arch, bos, eos)
+    }
+
+    /// Compile `template` (from `source`), or the architecture's fallback when it is empty.
+    ///
+    /// # Errors
+    /// A template that does not compile.
+    pub fn with_source(
+        template: Option<String>,
+        source: &'static str,
+        arch: &str,
+        bos: &str,
+        eos: &str,
+    ) -> Result<Self, Error> {
+        let (src, source) = match template {
+            Some(t) if !t.trim().is_empty() => (t, source),
             _ if arch.starts_with("gemma") => (GEMMA.to_owned(), "gemma"),
             _ => (CHATML.to_owned(), "chatml"),
         };
@@ -76,20 +136,62 @@ impl ChatTemplate {
                 .unwrap_or(0);
             civil_date(secs)
         });
+        let native_tools = src.contains("tools");
+        let think = (src.contains("<think>") || src.contains("</think>")).then(ThinkTags::think);
+        let thinking_switch = src.contains("enable_thinking");
         env.add_template_owned("chat", src)?;
         Ok(ChatTemplate {
             env,
             bos: bos.to_owned(),
             eos: eos.to_owned(),
             source,
+            native_tools,
+            think,
+            thinking_switch,
         })
+    }
+
+    /// The model's reasoning tags, if its template reasons.
+    pub fn think_tags(&self) -> Option<&ThinkTags> {
+        self.think.as_ref()
+    }
+
+    /// Whether the template can switch thinking off (`enable_thinking`).
+    pub fn can_disable_thinking(&self) -> bool {
+        self.thinking_switch
+    }
+
+    /// Whether the template renders tools itself.
+    pub fn native_tools(&self) -> bool {
+        self.native_tools
     }
 
     /// Render the conversation with the generation prompt appended.
     ///
+    /// `tools` are offered through the template when it renders tools, and through
+    /// [`fallback_tool_prompt`] in the system message otherwise; earlier calls and results are
+    /// then written as `<tool_call>` and `<tool_response>` blocks. `thinking_off` asks a
+    /// reasoning template not to think.
+    ///
     /// # Errors
     /// The template raised an error (e.g. it refuses a role order).
-    pub fn render(&self, messages: &[ChatMessage]) -> Result<String, Error> {
+    pub fn render(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[FunctionDecl],
+        thinking_off: bool,
+    ) -> Result<String, Error> {
+        let uses_tools = !tools.is_empty()
+            || messages
+                .iter()
+                .any(|m| m.role == Role::Tool || !m.tool_calls.is_empty());
+        let owned: Vec<ChatMessage>;
+        let messages = if uses_tools && !self.native_tools {
+            owned = fallback_messages(messages, tools);
+            &owned
+        } else {
+            messages
+        };
         let msgs: Vec<Msg<'_>> = messages
             .iter()
             .map(|m| Msg {
@@ -97,17 +199,111 @@ impl ChatTemplate {
                     Role::System => "system",
                     Role::User => "user",
                     Role::Model => "assistant",
+                    Role::Tool => "tool",
                 },
                 content: &m.content,
+                tool_calls: m
+                    .tool_calls
+                    .iter()
+                    .map(|c| {
+                        json!({"id": c.id, "type": "function",
+                               "function": {"name": c.name, "arguments": c.arguments}})
+                    })
+                    .collect(),
+                tool_call_id: m.tool_call_id.as_deref(),
+                name: m.name.as_deref(),
+                reasoning_content: if self.think.is_some() {
+                    m.reasoning.as_deref()
+                } else {
+                    None
+                },
             })
             .collect();
-        self.env.get_template("chat")?.render(context! {
-            messages => msgs,
-            add_generation_prompt => true,
-            bos_token => &self.bos,
-            eos_token => &self.eos,
-        })
+        let tool_list: Vec<Value> = tools
+            .iter()
+            .map(|t| {
+                json!({"type": "function", "function": {
+                    "name": t.name, "description": t.description, "parameters": t.parameters}})
+            })
+            .collect();
+        let template = self.env.get_template("chat")?;
+        if self.native_tools && !tool_list.is_empty() {
+            template.render(context! {
+                messages => msgs,
+                tools => tool_list,
+                add_generation_prompt => true,
+                enable_thinking => !thinking_off,
+                bos_token => &self.bos,
+                eos_token => &self.eos,
+            })
+        } else {
+            template.render(context! {
+                messages => msgs,
+                add_generation_prompt => true,
+                enable_thinking => !thinking_off,
+                bos_token => &self.bos,
+                eos_token => &self.eos,
+            })
+        }
     }
+}
+
+/// Messages for a template without tool support: the functions described in the system
+/// message, calls and results as tagged text, and consecutive messages of one role merged
+/// (results become user turns, and many templates insist that roles alternate).
+fn fallback_messages(messages: &[ChatMessage], tools: &[FunctionDecl]) -> Vec<ChatMessage> {
+    let mut out: Vec<ChatMessage> = Vec::new();
+    if !tools.is_empty() {
+        let prompt = fallback_tool_prompt(tools);
+        match messages.first() {
+            Some(m) if m.role == Role::System => {
+                out.push(ChatMessage::new(
+                    Role::System,
+                    format!("{}\n\n{prompt}", m.content),
+                ));
+            }
+            _ => out.push(ChatMessage::new(Role::System, prompt)),
+        }
+    }
+    let skip =
+        usize::from(!tools.is_empty() && messages.first().is_some_and(|m| m.role == Role::System));
+    for m in &messages[skip..] {
+        let (role, text) = match m.role {
+            Role::Tool => (
+                Role::User,
+                format!(
+                    "<tool_response>\n{}\n</tool_response>",
+                    json!({"name": m.name, "call_id": m.tool_call_id, "result": tool_result_value(&m.content)})
+                ),
+            ),
+            Role::Model if !m.tool_calls.is_empty() => {
+                let mut parts: Vec<String> = Vec::new();
+                if !m.content.trim().is_empty() {
+                    parts.push(m.content.clone());
+                }
+                parts.extend(
+                    m.tool_calls
+                        .iter()
+                        .map(|c| call_text(&c.name, &c.arguments)),
+                );
+                (Role::Model, parts.join("\n"))
+            }
+            role => (role, m.content.clone()),
+        };
+        match out.last_mut() {
+            Some(last) if last.role == role && role != Role::System => {
+                last.content.push('\n');
+                last.content.push_str(&text);
+            }
+            _ => out.push(ChatMessage::new(role, text)),
+        }
+    }
+    out
+}
+
+/// A tool message's content as JSON when it is JSON, else as a string.
+fn tool_result_value(content: &str) -> Value {
+    serde_json::from_str(content).unwrap_or_else(|_| Value::String(content.to_owned()))
 }
 
 /// `YYYY-MM-DD`-free "DD Mon YYYY" date of a unix time, as templates' `strftime_now("%d %b %Y")`.
@@ -152,12 +348,12 @@ mod tests {
             ChatTemplate::new(Some(SMOLLM2.into()), "llama", "<|im_start|>", "<|im_end|>").unwrap();
         assert_eq!(t.source, "gguf");
         assert_eq!(
-            t.render(&conv(true)).unwrap(),
+            t.render(&conv(true), &[], false).unwrap(),
             "<|im_start|>system\nYou are a cat.<|im_end|>\n<|im_start|>user\nI have 2 dogs.<|im_end|>\n\
              <|im_start|>assistant\nNice!<|im_end|>\n<|im_start|>user\nHow many paws?<|im_end|>\n<|im_start|>assistant\n"
         );
         assert!(t
-            .render(&conv(false))
+            .render(&conv(false), &[], false)
             .unwrap()
             .starts_with("<|im_start|>system\nYou are a helpful AI assistant named SmolLM"));
     }
@@ -167,13 +363,13 @@ mod tests {
         let t = ChatTemplate::new(None, "gemma3", "<bos>", "<eos>").unwrap();
         assert_eq!(t.source, "gemma");
         assert_eq!(
-            t.render(&conv(true)).unwrap(),
+            t.render(&conv(true), &[], false).unwrap(),
             "<bos><start_of_turn>user\nYou are a cat.\n\nI have 2 dogs.<end_of_turn>\n\
              <start_of_turn>model\nNice!<end_of_turn>\n<start_of_turn>user\nHow many paws?<end_of_turn>\n\
              <start_of_turn>model\n"
         );
         assert_eq!(
-            t.render(&conv(false)).unwrap(),
+            t.render(&conv(false), &[], false).unwrap(),
             "<bos><start_of_turn>user\nI have 2 dogs.<end_of_turn>\n\
              <start_of_turn>model\nNice!<end_of_turn>\n<start_of_turn>user\nHow many paws?<end_of_turn>\n\
              <start_of_turn>model\n"
@@ -185,7 +381,7 @@ mod tests {
         let t = ChatTemplate::new(Some("  ".into()), "llama", "", "").unwrap();
         assert_eq!(t.source, "chatml");
         assert!(t
-            .render(&conv(false))
+            .render(&conv(false), &[], false)
             .unwrap()
             .ends_with("<|im_start|>assistant\n"));
     }
@@ -200,7 +396,7 @@ mod tests {
         )
         .unwrap();
         assert!(t
-            .render(&conv(true))
+            .render(&conv(true), &[], false)
             .unwrap_err()
             .to_string()
             .contains("no system role"));
@@ -216,9 +412,100 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            t.render(&[ChatMessage::new(Role::User, " hi ")]).unwrap(),
+            t.render(&[ChatMessage::new(Role::User, " hi ")], &[], false)
+                .unwrap(),
             "HI"
         );
+    }
+
+    fn weather() -> FunctionDecl {
+        FunctionDecl {
+            name: "get_weather".into(),
+            description: "Current weather".into(),
+            parameters: json!({"type": "object", "properties": {"location": {"type": "string"}}}),
+        }
+    }
+
+    fn tool_turns() -> Vec<ChatMessage> {
+        vec![
+            ChatMessage::new(Role::User, "Weather in Paris?"),
+            ChatMessage {
+                role: Role::Model,
+                tool_calls: vec![localgem_core::ToolCall {
+                    id: "call_1".into(),
+                    name: "get_weather".into(),
+                    arguments: json!({"location": "Paris"}),
+                }],
+                ..ChatMessage::default()
+            },
+            ChatMessage {
+                role: Role::Tool,
+                content: "{\"temp_c\":18}".into(),
+                tool_call_id: Some("call_1".into()),
+                name: Some("get_weather".into()),
+                ..ChatMessage::default()
+            },
+        ]
+    }
+
+    #[test]
+    fn templates_without_tools_get_the_fallback_prompt_and_tagged_turns() {
+        let t =
+            ChatTemplate::new(Some(SMOLLM2.into()), "llama", "<|im_start|>", "<|im_end|>").unwrap();
+        assert!(!t.native_tools());
+        let out = t.render(&tool_turns(), &[weather()], false).unwrap();
+        assert!(
+            out.starts_with("<|im_start|>system\nYou can call the following functions."),
+            "{out}"
+        );
+        assert!(
+            out.contains("{\"name\":\"get_weather\",\"description\":\"Current weather\""),
+            "{out}"
+        );
+        assert!(out.contains(
+            "<|im_start|>assistant\n<tool_call>\n{\"name\":\"get_weather\",\"arguments\":{\"location\":\"Paris\"}}\n</tool_call><|im_end|>"
+        ), "{out}");
+        assert!(out.contains(
+            "<|im_start|>user\n<tool_response>\n{\"name\":\"get_weather\",\"call_id\":\"call_1\",\"result\":{\"temp_c\":18}}\n</tool_response><|im_end|>\n<|im_start|>assistant\n"
+        ), "{out}");
+        // Gemma's fallback insists on alternating turns: the result joins no other turn here,
+        // and a system instruction is kept ahead of the tool prompt.
+        let g = ChatTemplate::new(None, "gemma3", "<bos>", "<eos>").unwrap();
+        let mut turns = vec![ChatMessage::new(Role::System, "Be brief.")];
+        turns.extend(tool_turns());
+        let out = g.render(&turns, &[weather()], false).unwrap();
+        assert!(
+            out.starts_with("<bos><start_of_turn>user\nBe brief.\n\nYou can call"),
+            "{out}"
+        );
+        assert_eq!(out.matches("<start_of_turn>user").count(), 2, "{out}");
+    }
+
+    /// A template in the style of tool-aware ones (Hermes/Qwen): tools, calls and results go
+    /// to it as structured data; reasoning is restored as `reasoning_content`.
+    const NATIVE: &str = "{%- if tools %}<tools>{% for t in tools %}{{ t.function.name }};{% endfor %}</tools>\n{% endif -%}\
+        {%- for m in messages -%}<{{ m.role }}>{% if m.reasoning_content %}<think>{{ m.reasoning_content }}</think>{% endif %}{{ m.content }}\
+        {%- for c in m.tool_calls or [] %}[{{ c.function.name }} {{ c.function.arguments | tojson }}]{% endfor -%}\
+        {%- if m.tool_call_id %}#{{ m.tool_call_id }}{% endif %}\n{%- endfor -%}\
+        {%- if add_generation_prompt %}<assistant>{% if enable_thinking is defined and not enable_thinking %}<think></think>{% else %}<think>{% endif %}{% endif -%}";
+
+    #[test]
+    fn tool_aware_templates_render_tools_themselves() {
+        let t = ChatTemplate::new(Some(NATIVE.into()), "qwen3", "", "").unwrap();
+        assert!(t.native_tools());
+        assert_eq!(t.think_tags(), Some(&ThinkTags::think()));
+        assert!(t.can_disable_thinking());
+        let mut turns = tool_turns();
+        turns[1].reasoning = Some("need weather".into());
+        let out = t.render(&turns, &[weather()], false).unwrap();
+        assert_eq!(
+            out,
+            "<tools>get_weather;</tools>\n<user>Weather in Paris?\
+             <assistant><think>need weather</think>[get_weather {\"location\":\"Paris\"}]\
+             <tool>{\"temp_c\":18}#call_1<assistant><think>"
+        );
+        let off = t.render(&turns, &[weather()], true).unwrap();
+        assert!(off.ends_with("<assistant><think></think>"), "{off}");
     }
 
     #[test]

@@ -22,13 +22,17 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
+use llguidance::Matcher;
 use localgem_core::{
-    EngineError, EngineEvent, FinishReason, GenerateRequest, Generation, TokenUsage,
+    EngineError, EngineEvent, FinishReason, GenerateRequest, Generation, TokenUsage, ToolMode,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::constrain::{grammar_for, try_token, Grammars, Verdict};
 use crate::kv::KvManager;
+use crate::parse::{OutputParser, Piece};
 use crate::scheduler::{background_budget, plan, SeqState};
 use crate::spill::{state_name, Candidate, SpillDir};
 use crate::telemetry::EngineMetrics;
@@ -39,7 +43,7 @@ use crate::{backend, EngineConfig};
 /// A message to the worker.
 pub(crate) enum Command {
     Generate {
-        request: GenerateRequest,
+        request: Box<GenerateRequest>,
         admit: oneshot::Sender<Result<Generation, EngineError>>,
     },
     /// Finish what is running, prefill pending answers, write every state to disk, then stop
@@ -60,7 +64,22 @@ struct Pending {
     prompt: Vec<LlamaToken>,
     request: GenerateRequest,
     tx: mpsc::UnboundedSender<EngineEvent>,
+    /// The grammar the output must follow.
+    matcher: Option<Matcher>,
+    /// The rendered prompt already opened the reasoning block.
+    in_thought: bool,
 }
+
+/// A rendered, tokenized request, before it is queued.
+struct Prepared {
+    prompt: Vec<LlamaToken>,
+    request: GenerateRequest,
+    matcher: Option<Matcher>,
+    in_thought: bool,
+}
+
+/// Thought tokens allowed when the request sets no budget.
+const DEFAULT_THOUGHT_BUDGET: u32 = 1024;
 
 /// A live sequence holding a KV slot.
 struct Seq {
@@ -80,6 +99,16 @@ struct Seq {
     /// Sampled tokens, in order (the end-of-generation token included when one ended it).
     output: Vec<LlamaToken>,
     max_output: u32,
+    /// Splits reasoning, answer and calls.
+    parser: OutputParser,
+    /// The grammar the output must follow.
+    matcher: Option<Matcher>,
+    /// Tokens to feed instead of sampling (closing a thought whose budget is spent).
+    forced: VecDeque<LlamaToken>,
+    /// Generated tokens that were reasoning.
+    thought_tokens: u32,
+    /// Thought-token budget.
+    budget: u32,
 }
 
 /// A finished conversation whose KV is being extended with its answer in the background, so
@@ -111,6 +140,72 @@ fn sampler_for(request: &GenerateRequest) -> LlamaSampler {
             LlamaSampler::dist(s.seed),
         ])
     }
+}
+
+/// Send one parsed piece to the client: reasoning as is, answer text through the stop
+/// matcher. True when a stop sequence ended the answer.
+fn emit(s: &mut Seq, piece: Piece) -> bool {
+    let event = match piece {
+        Piece::Thought(t) => EngineEvent::Thought(t),
+        Piece::ThoughtEnd => EngineEvent::ThoughtEnd,
+        Piece::Call { name, arguments } => EngineEvent::Call { name, arguments },
+        Piece::Text(t) => {
+            let out = s.stop.push(&t);
+            if !out.emit.is_empty() {
+                let _ = s.tx.send(EngineEvent::Text(out.emit));
+            }
+            return out.stopped;
+        }
+    };
+    let _ = s.tx.send(event);
+    false
+}
+
+/// Sample under a grammar: the token the ordinary sampler picks is kept when the grammar
+/// allows it (the common case, and cheap); otherwise the full mask is computed and the
+/// sampler picks again among the allowed tokens only. `None` when nothing is allowed (the
+/// grammar is complete).
+fn sample_constrained(
+    sampler: &mut LlamaSampler,
+    m: &mut Matcher,
+    ctx: &LlamaContext<'_>,
+    idx: i32,
+    vocab: &llama_cpp_2::vocab::LlamaVocab<'_>,
+) -> Option<LlamaToken> {
+    if m.is_stopped() {
+        return None;
+    }
+    let first = sampler.sample(ctx, idx);
+    if vocab.is_eog(first) {
+        if m.is_accepting().unwrap_or(false) {
+            return Some(first);
+        }
+    } else if try_token(m, first.0 as u32) == Verdict::Accepted {
+        return Some(first);
+    }
+    let mask = m.compute_mask().ok()?;
+    let accepting = m.is_accepting().unwrap_or(false);
+    let allowed: Vec<_> = ctx
+        .candidates_ith(idx)
+        .filter(|d| {
+            let t = d.id();
+            if vocab.is_eog(t) {
+                accepting
+            } else {
+                mask.is_allowed(t.0 as u32)
+            }
+        })
+        .collect();
+    if allowed.is_empty() {
+        return None;
+    }
+    let mut arr = LlamaTokenDataArray::new(allowed, false);
+    arr.apply_sampler(sampler);
+    let tok = arr.selected_token()?;
+    if !vocab.is_eog(tok) && try_token(m, tok.0 as u32) != Verdict::Accepted {
+        return None;
+    }
+    Some(tok)
 }
 
 pub(crate) fn run(
@@ -229,6 +324,7 @@ pub(crate) fn run(
     let mut w = Worker {
         model_id,
         model: &model,
+        grammars: Grammars::new(),
         template,
         per_seq,
         kv: KvManager::new(kv_slots as usize, config.min_reuse.max(1) as usize),
@@ -298,6 +394,7 @@ pub(crate) fn run(
 struct Worker<'m> {
     model_id: String,
     model: &'m LlamaModel,
+    grammars: Grammars,
     template: ChatTemplate,
     per_seq: u32,
     kv: KvManager,
@@ -427,20 +524,22 @@ impl Worker<'_> {
         match cmd {
             Command::Drain { done } => self.draining = Some(done),
             Command::Generate { request, admit } => {
-                let result = self.prepare(request);
+                let result = self.prepare(*request);
                 match result {
-                    Ok(pending) => {
+                    Ok(p) => {
                         let (tx, events) = mpsc::unbounded_channel();
-                        let prompt_tokens = pending.0.len() as u64;
+                        let prompt_tokens = p.prompt.len() as u64;
                         let gen = Generation {
                             prompt_tokens,
                             events,
                         };
                         if admit.send(Ok(gen)).is_ok() {
                             self.waiting.push_back(Pending {
-                                prompt: pending.0,
-                                request: pending.1,
+                                prompt: p.prompt,
+                                request: p.request,
                                 tx,
+                                matcher: p.matcher,
+                                in_thought: p.in_thought,
                             });
                         }
                     }
@@ -452,10 +551,7 @@ impl Worker<'_> {
         }
     }
 
-    fn prepare(
-        &self,
-        request: GenerateRequest,
-    ) -> Result<(Vec<LlamaToken>, GenerateRequest), EngineError> {
+    fn prepare(&mut self, mut request: GenerateRequest) -> Result<Prepared, EngineError> {
         if self.waiting.len() >= self.max_queue {
             return Err(EngineError::Overloaded(format!(
                 "{} requests are already waiting for model {}",
@@ -463,9 +559,38 @@ impl Worker<'_> {
                 self.model_id
             )));
         }
-        let text = self.template.render(&request.messages).map_err(|e| {
-            EngineError::InvalidPrompt(format!("the chat template rejected the conversation: {e}"))
-        })?;
+        if request.tool_mode == ToolMode::None {
+            request.tools.clear();
+        }
+        let grammar = grammar_for(&request);
+        // Constrained output starts with the first token: a reasoning block would break it.
+        let thinking_off = request.thinking.budget == Some(0) || grammar.is_some();
+        if grammar.is_some() {
+            request.thinking.budget = Some(0);
+        }
+        let matcher = match grammar {
+            Some(g) => {
+                let model = self.model;
+                Some(
+                    self.grammars
+                        .matcher(|| LlamaSampler::llguidance_tok_env(model), g)
+                        .map_err(EngineError::Unsupported)?,
+                )
+            }
+            None => None,
+        };
+        let text = self
+            .template
+            .render(&request.messages, &request.tools, thinking_off)
+            .map_err(|e| {
+                EngineError::InvalidPrompt(format!(
+                    "the chat template rejected the conversation: {e}"
+                ))
+            })?;
+        let in_thought = self
+            .template
+            .think_tags()
+            .is_some_and(|t| text.trim_end().ends_with(t.open.as_str()));
         let vocab = self.model.vocab();
         let mut tokens = vocab.tokenize(text.as_bytes(), false, true);
         if vocab.should_add_bos() && tokens.first() != Some(&vocab.bos()) {
@@ -479,7 +604,12 @@ impl Worker<'_> {
                 limit,
             });
         }
-        Ok((tokens, request))
+        Ok(Prepared {
+            prompt: tokens,
+            request,
+            matcher,
+            in_thought,
+        })
     }
 
     /// Move waiting requests into slots (up to `parallel` live sequences), reusing the longest
@@ -540,9 +670,16 @@ impl Worker<'_> {
             if lease.evicted {
                 self.metrics.evictions.increment(1);
             }
+            let think = self.template.think_tags().cloned();
+            let has_tools = !p.request.tools.is_empty();
             self.active.push(Seq {
                 slot,
                 scope,
+                parser: OutputParser::new(think, p.in_thought, has_tools),
+                matcher: p.matcher,
+                forced: VecDeque::new(),
+                thought_tokens: 0,
+                budget: p.request.thinking.budget.unwrap_or(DEFAULT_THOUGHT_BUDGET),
                 sampler: sampler_for(&p.request),
                 stop: StopMatcher::new(&p.request.stop_sequences),
                 max_output: p.request.max_output_tokens.max(1),
@@ -678,21 +815,54 @@ impl Worker<'_> {
         let mut finished: Vec<(usize, FinishReason, bool)> = Vec::new();
         for (i, s) in self.active.iter_mut().enumerate() {
             let Some(idx) = logits_at[i] else { continue };
-            let tok = s.sampler.sample(ctx, idx);
+            let tok = match s.forced.pop_front() {
+                Some(t) => t,
+                None => match s.matcher.as_mut() {
+                    Some(m) => match sample_constrained(&mut s.sampler, m, ctx, idx, &vocab) {
+                        Some(t) => t,
+                        None => {
+                            // The grammar allows nothing more: it is complete.
+                            finished.push((i, FinishReason::Stop, false));
+                            continue;
+                        }
+                    },
+                    None => s.sampler.sample(ctx, idx),
+                },
+            };
             s.output.push(tok);
             if vocab.is_eog(tok) {
                 finished.push((i, FinishReason::Stop, false));
                 continue;
             }
             s.generated += 1;
-            let text = s.utf8.push(&vocab.token_to_piece(tok, false, None));
-            let out = s.stop.push(&text);
-            if !out.emit.is_empty() {
-                let _ = s.tx.send(EngineEvent::Text(out.emit));
+            let was_thinking = s.parser.thinking();
+            if was_thinking {
+                s.thought_tokens += 1;
             }
-            if out.stopped {
+            let text = s.utf8.push(&vocab.token_to_piece(tok, false, None));
+            let mut stopped = false;
+            for piece in s.parser.push(&text) {
+                if emit(s, piece) {
+                    stopped = true;
+                    break;
+                }
+            }
+            // A spent budget closes the thought: its closing tag is fed instead of sampled
+            // tokens.
+            if s.parser.thinking() && s.forced.is_empty() && s.thought_tokens >= s.budget {
+                if let Some(close) = s.parser.close_tag() {
+                    let forced = vocab.tokenize(format!("\n{close}\n\n").as_bytes(), false, true);
+                    s.forced.extend(forced);
+                }
+            }
+            let answer_tokens = s.generated - s.thought_tokens;
+            if stopped {
                 finished.push((i, FinishReason::Stop, true));
-            } else if s.generated >= s.max_output {
+            } else if s.matcher.as_ref().is_some_and(Matcher::is_stopped) {
+                finished.push((i, FinishReason::Stop, false));
+            } else if answer_tokens >= s.max_output
+                || s.generated >= s.max_output.saturating_add(s.budget)
+            {
                 finished.push((i, FinishReason::MaxTokens, false));
             } else if s.n_past as u32 + 1 >= self.per_seq {
                 finished.push((i, FinishReason::ContextFull, false));
@@ -706,21 +876,29 @@ impl Worker<'_> {
             let mut s = self.active.swap_remove(i);
             if !stopped {
                 let rest = s.utf8.finish();
-                let out = s.stop.push(&rest);
-                let mut tail = out.emit;
-                if !out.stopped {
-                    tail.push_str(&s.stop.finish());
+                let mut pieces = s.parser.push(&rest);
+                pieces.extend(s.parser.finish());
+                let mut ended = false;
+                for piece in pieces {
+                    if emit(&mut s, piece) {
+                        ended = true;
+                        break;
+                    }
                 }
-                if !tail.is_empty() {
-                    let _ = s.tx.send(EngineEvent::Text(tail));
+                if !ended {
+                    let tail = s.stop.finish();
+                    if !tail.is_empty() {
+                        let _ = s.tx.send(EngineEvent::Text(tail));
+                    }
                 }
             }
             let _ = s.tx.send(EngineEvent::Finished {
                 reason,
                 usage: TokenUsage {
                     input_tokens: s.prompt.len() as u64,
-                    output_tokens: u64::from(s.generated),
+                    output_tokens: u64::from(s.generated - s.thought_tokens),
                     cached_tokens: s.reused as u64,
+                    thought_tokens: u64::from(s.thought_tokens),
                 },
             });
             // What stays in the slot. By default only the prompt's KV: the generated tokens'
