@@ -23,6 +23,69 @@ fn layout() -> Value {
     json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "})
 }
 
+/// Characters a string may have when its schema sets no `maxLength`.
+pub const DEFAULT_MAX_STRING: u64 = 160;
+/// Items an array may have when its schema sets no `maxItems`.
+pub const DEFAULT_MAX_ITEMS: u64 = 12;
+
+/// Narrow a schema so that output following it ends: strings with no `maxLength` (and no
+/// `enum`, `const`, `pattern` or `format`) get [`DEFAULT_MAX_STRING`], arrays with no
+/// `maxItems` get [`DEFAULT_MAX_ITEMS`], and objects that list `properties` but say nothing of
+/// `additionalProperties` get no others. Every output valid against the narrowed schema is
+/// valid against the original; without this a small model can fill a string, or repeat an
+/// array item, until the output cap cuts the JSON off.
+pub fn bounded(schema: &Value) -> Value {
+    let Value::Object(o) = schema else {
+        return schema.clone();
+    };
+    let mut o = o.clone();
+    let types: Vec<String> = match o.get("type") {
+        Some(Value::String(t)) => vec![t.clone()],
+        Some(Value::Array(ts)) => ts
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    };
+    let is = |t: &str| types.iter().any(|x| x == t);
+    let has = |o: &serde_json::Map<String, Value>, k: &str| o.contains_key(k);
+    if is("string")
+        && !["maxLength", "enum", "const", "pattern", "format"]
+            .iter()
+            .any(|k| has(&o, k))
+    {
+        let min = o.get("minLength").and_then(Value::as_u64).unwrap_or(0);
+        o.insert("maxLength".into(), json!(DEFAULT_MAX_STRING.max(min)));
+    }
+    if is("array") && !has(&o, "maxItems") {
+        let min = o.get("minItems").and_then(Value::as_u64).unwrap_or(0);
+        o.insert("maxItems".into(), json!(DEFAULT_MAX_ITEMS.max(min)));
+    }
+    if has(&o, "properties") && !has(&o, "additionalProperties") && !has(&o, "patternProperties") {
+        o.insert("additionalProperties".into(), json!(false));
+    }
+    for (key, v) in o.iter_mut() {
+        match (key.as_str(), v) {
+            ("properties" | "$defs" | "definitions" | "patternProperties", Value::Object(m)) => {
+                for sub in m.values_mut() {
+                    *sub = bounded(sub);
+                }
+            }
+            ("anyOf" | "oneOf" | "allOf" | "prefixItems", Value::Array(items)) => {
+                for sub in items.iter_mut() {
+                    *sub = bounded(sub);
+                }
+            }
+            ("items" | "additionalProperties" | "not", sub @ Value::Object(_)) => {
+                *sub = bounded(sub);
+            }
+            _ => {}
+        }
+    }
+    Value::Object(o)
+}
+
 /// `schema` with the layout options attached (an explicit `x-guidance` of the caller's is
 /// not allowed: it is ours).
 fn with_layout(schema: &Value) -> Value {
@@ -44,7 +107,7 @@ pub fn call_schema(tools: &[&FunctionDecl]) -> Value {
             "type": "object",
             "properties": {
                 "name": {"const": t.name},
-                "arguments": t.parameters,
+                "arguments": bounded(&t.parameters),
             },
             "required": ["name", "arguments"],
             "additionalProperties": false,
@@ -60,16 +123,17 @@ pub fn call_schema(tools: &[&FunctionDecl]) -> Value {
 /// The grammar a request's output must follow, if any.
 ///
 /// * a JSON schema `response_format`: that schema;
-/// * `tool_choice` `any`: one or more calls, each `<tool_call>\n{json}\n</tool_call>`, naming
-///   an offered tool with arguments valid against its schema;
-/// * `validated`: either free text that writes no call, or such calls.
+/// * `tool_choice` `any`: one call, `<tool_call>\n{json}\n</tool_call>`, naming an offered
+///   tool with arguments valid against its schema (one: small models given room for more
+///   repeat the same call until the output cap);
+/// * `validated`: either free text that writes no call, or such a call.
 pub fn grammar_for(req: &GenerateRequest) -> Option<TopLevelGrammar> {
     let tools: Vec<&FunctionDecl> = req.tools.iter().collect();
     match req.tool_mode {
         ToolMode::Any | ToolMode::Validated if !tools.is_empty() => {
             let schema = with_layout(&call_schema(&tools));
             let calls = format!(
-                "calls: call (\"\\n\" call)*\ncall: {open:?} \"\\n\" %json {schema} \"\\n\" {close:?}\n",
+                "calls: call\ncall: {open:?} \"\\n\" %json {schema} \"\\n\" {close:?}\n",
                 open = CALL_OPEN,
                 close = CALL_CLOSE,
             );
@@ -86,9 +150,9 @@ pub fn grammar_for(req: &GenerateRequest) -> Option<TopLevelGrammar> {
         }
         _ => match &req.format {
             OutputFormat::Text => None,
-            OutputFormat::JsonSchema(schema) => {
-                Some(TopLevelGrammar::from_json_schema(with_layout(schema)))
-            }
+            OutputFormat::JsonSchema(schema) => Some(TopLevelGrammar::from_json_schema(
+                with_layout(&bounded(schema)),
+            )),
         },
     }
 }
@@ -109,12 +173,36 @@ fn regex_escape(s: &str) -> String {
 /// first constrained request (walking a 262k vocabulary takes a moment).
 pub struct Grammars {
     factory: Option<ParserFactory>,
+    /// Tokens that close JSON (`"`, `]`, `}` and nothing else), with a preference rank.
+    closers: Vec<(u32, u8)>,
+}
+
+/// How strongly a token's text closes JSON, 0 for not at all: 3 for `"` followed by `]`/`}`
+/// (a string's end and its container's), 2 for a lone `"`, 1 for only `]`/`}`. Ending the
+/// string comes first: inside a string `]` and `}` are just more text.
+pub fn closing_rank(bytes: &[u8]) -> u8 {
+    let closers = |b: &[u8]| b.iter().all(|c| b"]}".contains(c));
+    match bytes {
+        [] => 0,
+        [b'"'] => 2,
+        [b'"', rest @ ..] if closers(rest) => 3,
+        b if closers(b) => 1,
+        _ => 0,
+    }
 }
 
 impl Grammars {
     /// No factory yet.
     pub fn new() -> Self {
-        Grammars { factory: None }
+        Grammars {
+            factory: None,
+            closers: Vec::new(),
+        }
+    }
+
+    /// Tokens that only close JSON structure, with their [`closing_rank`].
+    pub fn closers(&self) -> &[(u32, u8)] {
+        &self.closers
     }
 
     /// A matcher for `grammar`, building the factory from `env` on first use.
@@ -128,7 +216,15 @@ impl Grammars {
         grammar: TopLevelGrammar,
     ) -> Result<Matcher, String> {
         if self.factory.is_none() {
-            let mut f = ParserFactory::new_simple(&env()).map_err(|e| e.to_string())?;
+            let env = env();
+            let trie = env.tok_trie();
+            self.closers = (0..trie.vocab_size() as u32)
+                .filter_map(|t| {
+                    let r = closing_rank(trie.token(t));
+                    (r > 0).then_some((t, r))
+                })
+                .collect();
+            let mut f = ParserFactory::new_simple(&env).map_err(|e| e.to_string())?;
             f.set_stderr_log_level(0);
             self.factory = Some(f);
         }
@@ -219,10 +315,10 @@ mod tests {
             g(),
             "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"location\": \"Paris\"}}\n</tool_call>"
         ));
-        assert!(accepts(
+        assert!(!accepts(
             g(),
             "<tool_call>\n{\"name\": \"get_time\", \"arguments\": {}}\n</tool_call>\n<tool_call>\n{\"name\": \"get_time\", \"arguments\": {}}\n</tool_call>"
-        ));
+        ), "one call");
         // unknown tool, missing required argument, wrong type, free text
         for bad in [
             "<tool_call>\n{\"name\": \"get_wether\", \"arguments\": {}}\n</tool_call>",
@@ -270,8 +366,52 @@ mod tests {
         assert!(!accepts(g(), "{\"n\": \"3\", \"tags\": []}"));
         assert!(!accepts(g(), "{\"n\": 3}"));
         assert!(
+            !accepts(g(), "{\"n\": 3, \"tags\": [], \"extra\": 1}"),
+            "closed object"
+        );
+        assert!(
             !accepts(g(), "{ \"n\": 3, \"tags\": []}"),
             "no free whitespace"
+        );
+    }
+
+    #[test]
+    fn closing_ranks() {
+        assert_eq!(closing_rank(b"\"]}"), 3);
+        assert_eq!(closing_rank(b"\""), 2);
+        assert_eq!(closing_rank(b"}}"), 1);
+        assert_eq!(closing_rank(b"]\""), 0);
+        assert_eq!(closing_rank(b"a"), 0);
+        assert_eq!(closing_rank(b""), 0);
+    }
+
+    #[test]
+    fn bounding_narrows_only_what_is_open() {
+        let s = json!({
+            "type": "object",
+            "properties": {
+                "name": {"type": "string"},
+                "code": {"type": "string", "pattern": "^[A-Z]+$"},
+                "tags": {"type": "array", "items": {"type": "string", "minLength": 500}, "minItems": 20},
+                "meta": {"type": "object", "additionalProperties": {"type": "string"}},
+                "any": {"anyOf": [{"type": "string", "maxLength": 3}, {"type": ["string", "null"]}]}
+            },
+            "$defs": {"x": {"type": "array"}}
+        });
+        assert_eq!(
+            bounded(&s),
+            json!({
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string", "maxLength": 160},
+                    "code": {"type": "string", "pattern": "^[A-Z]+$"},
+                    "tags": {"type": "array", "items": {"type": "string", "minLength": 500, "maxLength": 500}, "minItems": 20, "maxItems": 20},
+                    "meta": {"type": "object", "additionalProperties": {"type": "string", "maxLength": 160}},
+                    "any": {"anyOf": [{"type": "string", "maxLength": 3}, {"type": ["string", "null"], "maxLength": 160}]}
+                },
+                "$defs": {"x": {"type": "array", "maxItems": 12}},
+                "additionalProperties": false
+            })
         );
     }
 

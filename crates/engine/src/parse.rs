@@ -163,6 +163,10 @@ impl OutputParser {
         if s.is_empty() {
             return;
         }
+        if s.trim().is_empty() && self.tools && !self.answered {
+            // Whitespace before (or between) calls is not an answer.
+            return;
+        }
         if !s.trim().is_empty() {
             self.answered = true;
         }
@@ -279,6 +283,7 @@ impl OutputParser {
                             ),
                         ),
                     }
+                    self.answered = false;
                     let skip = close_at.map_or(body_end, |a| a + CALL_CLOSE.len());
                     self.pending.drain(..skip);
                     // Whitespace between calls is not answer text.
@@ -420,6 +425,33 @@ mod tests {
                 },
                 Piece::Call {
                     name: "get_time".into(),
+                    arguments: json!({})
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn whitespace_around_calls_is_not_an_answer() {
+        let mut p = OutputParser::new(None, false, true);
+        let out = run(
+            &mut p,
+            &[
+                "\n",
+                "<tool_call>{\"name\": \"a\"}</tool_call>",
+                "\n<",
+                "tool_call>{\"name\": \"b\"}</tool_call>\n",
+            ],
+        );
+        assert_eq!(
+            out,
+            vec![
+                Piece::Call {
+                    name: "a".into(),
+                    arguments: json!({})
+                },
+                Piece::Call {
+                    name: "b".into(),
                     arguments: json!({})
                 },
             ]

@@ -81,6 +81,10 @@ struct Prepared {
 /// Thought tokens allowed when the request sets no budget.
 const DEFAULT_THOUGHT_BUDGET: u32 = 1024;
 
+/// Under a grammar, this many tokens before the output cap the sampler starts closing the
+/// JSON (strings, arrays, objects) so it still parses when the cap arrives.
+const CLOSE_MARGIN: u32 = 48;
+
 /// A live sequence holding a KV slot.
 struct Seq {
     slot: i32,
@@ -165,23 +169,51 @@ fn emit(s: &mut Seq, piece: Piece) -> bool {
 /// allows it (the common case, and cheap); otherwise the full mask is computed and the
 /// sampler picks again among the allowed tokens only. `None` when nothing is allowed (the
 /// grammar is complete).
+///
+/// Near the output cap (`closing` holds the closing tokens) it ends the output instead: the
+/// end of generation when the grammar allows it, else the most closing allowed token, so
+/// JSON cut by the cap still parses.
 fn sample_constrained(
     sampler: &mut LlamaSampler,
     m: &mut Matcher,
     ctx: &LlamaContext<'_>,
     idx: i32,
     vocab: &llama_cpp_2::vocab::LlamaVocab<'_>,
+    closing: Option<&[(u32, u8)]>,
 ) -> Option<LlamaToken> {
     if m.is_stopped() {
         return None;
     }
-    let first = sampler.sample(ctx, idx);
-    if vocab.is_eog(first) {
+    if let Some(closers) = closing {
         if m.is_accepting().unwrap_or(false) {
+            return Some(vocab.eos());
+        }
+        let mask = m.compute_mask().ok()?;
+        let logits = ctx.get_logits_ith(idx);
+        let best = closers
+            .iter()
+            .filter(|(t, _)| mask.is_allowed(*t))
+            .max_by(|a, b| {
+                a.1.cmp(&b.1).then(
+                    logits[a.0 as usize]
+                        .partial_cmp(&logits[b.0 as usize])
+                        .unwrap_or(std::cmp::Ordering::Equal),
+                )
+            });
+        if let Some(&(t, _)) = best {
+            if try_token(m, t) == Verdict::Accepted {
+                return Some(LlamaToken(t as i32));
+            }
+        }
+    } else {
+        let first = sampler.sample(ctx, idx);
+        if vocab.is_eog(first) {
+            if m.is_accepting().unwrap_or(false) {
+                return Some(first);
+            }
+        } else if try_token(m, first.0 as u32) == Verdict::Accepted {
             return Some(first);
         }
-    } else if try_token(m, first.0 as u32) == Verdict::Accepted {
-        return Some(first);
     }
     let mask = m.compute_mask().ok()?;
     let accepting = m.is_accepting().unwrap_or(false);
@@ -818,7 +850,16 @@ impl Worker<'_> {
             let tok = match s.forced.pop_front() {
                 Some(t) => t,
                 None => match s.matcher.as_mut() {
-                    Some(m) => match sample_constrained(&mut s.sampler, m, ctx, idx, &vocab) {
+                    Some(m) => match sample_constrained(
+                        &mut s.sampler,
+                        m,
+                        ctx,
+                        idx,
+                        &vocab,
+                        (s.max_output.saturating_sub(s.generated - s.thought_tokens)
+                            <= CLOSE_MARGIN.min(s.max_output / 4))
+                        .then_some(self.grammars.closers()),
+                    ) {
                         Some(t) => t,
                         None => {
                             // The grammar allows nothing more: it is complete.
