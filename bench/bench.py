@@ -123,14 +123,16 @@ class Server:
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
     # -- one streamed generation ------------------------------------------------------
-    def generate(self, messages, max_tokens, system=None, previous_id=None):
+    def generate(self, messages, max_tokens, system=None, previous_id=None, schema=None):
         """Stream one answer. `messages`: the whole history (llama-server) or just the new
-        user text (localgem with previous_id). Returns timings and token counts."""
+        user text (localgem with previous_id); `schema`: a JSON schema the answer must follow
+        (localgem `response_format`, llama-server `json_schema`). Returns timings and token
+        counts."""
         if self.kind.startswith("localgem"):
-            return self._gen_localgem(messages, max_tokens, system, previous_id)
-        return self._gen_llama(messages, max_tokens, system)
+            return self._gen_localgem(messages, max_tokens, system, previous_id, schema)
+        return self._gen_llama(messages, max_tokens, system, schema)
 
-    def _gen_localgem(self, messages, max_tokens, system, previous_id):
+    def _gen_localgem(self, messages, max_tokens, system, previous_id, schema=None):
         if previous_id:
             inp = messages[-1]["content"]
         else:
@@ -142,6 +144,9 @@ class Server:
             body["system_instruction"] = system
         if previous_id:
             body["previous_interaction_id"] = previous_id
+        if schema is not None:
+            body["response_format"] = {"type": "text", "mime_type": "application/json",
+                                       "schema": schema}
         req = urllib.request.Request(
             f"{self.url}/v1beta/interactions", data=json.dumps(body).encode(), method="POST",
             headers={"content-type": "application/json", "x-goog-api-key": "bench"})
@@ -165,10 +170,12 @@ class Server:
                 "processed": u["total_input_tokens"] - u.get("total_cached_tokens", 0),
                 "text": "".join(text), "id": inter.get("id")}
 
-    def _gen_llama(self, messages, max_tokens, system):
+    def _gen_llama(self, messages, max_tokens, system, schema=None):
         msgs = ([{"role": "system", "content": system}] if system else []) + messages
         body = {"messages": msgs, "stream": True, "temperature": 0, "max_tokens": max_tokens,
                 "stream_options": {"include_usage": True}}
+        if schema is not None:
+            body["json_schema"] = schema
         req = urllib.request.Request(
             f"{self.url}/v1/chat/completions", data=json.dumps(body).encode(), method="POST",
             headers={"content-type": "application/json"})
@@ -223,6 +230,31 @@ def single(srv, runs, rng):
             "prefill_tok_s": statistics.median(p["rate"] for p in pre),
             "prefill_tokens": statistics.median(p["processed"] for p in pre),
             "prefill_runs": pre}
+
+
+RECIPE_SCHEMA = {"type": "object", "properties": {
+    "recipe_name": {"type": "string", "maxLength": 160},
+    "ingredients": {"type": "array", "maxItems": 12,
+                    "items": {"type": "string", "maxLength": 160}}},
+    "required": ["recipe_name", "ingredients"], "additionalProperties": False}
+
+
+def constrained(srv, runs, rng):
+    """Decode speed under a JSON schema (the same schema, bounds written out, for both
+    servers), and whether every answer parsed."""
+    dec, parsed = [], 0
+    for i in range(runs):
+        r = srv.generate([{"role": "user", "content":
+                           f"{rng.choice(WORDS)} {i}. List a few popular cookie recipes, and "
+                           "include the amounts of ingredients."}], 256, schema=RECIPE_SCHEMA)
+        dec.append(decode_rate(r))
+        try:
+            json.loads(r["text"])
+            parsed += 1
+        except ValueError:
+            pass
+    return {"decode_tok_s": statistics.median(dec), "decode_runs": dec,
+            "parsed": parsed, "runs": runs}
 
 
 def parallel(srv, n, rng, reps=3):
@@ -333,7 +365,7 @@ def main():
     ap.add_argument("--turns", type=int, default=10)
     ap.add_argument("--out", default="bench/results.json")
     ap.add_argument("--label", default="")
-    ap.add_argument("--scenarios", default="single,parallel8,conversations,restart")
+    ap.add_argument("--scenarios", default="single,parallel8,conversations,restart,json")
     ap.add_argument("--with-fast", action="store_true",
                     help="also run localgem with --flash-attention --reuse-decoded-kv "
                          "(llama-server's trade-offs: faster, not bit-exact)")
@@ -362,6 +394,9 @@ def main():
             m["restart"] = run_pair(args, model, 4,
                                     lambda s: conversations(s, 4, 6, 5, 7))
             log(model, "restart", {k: v["ttft_s"][5] for k, v in m["restart"].items()})
+        if "json" in want:
+            m["json"] = run_pair(args, model, 1, lambda s: constrained(s, args.runs, rng))
+            log(model, "json", {k: (v["decode_tok_s"], v["parsed"]) for k, v in m["json"].items()})
         report["models"][model] = m
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
@@ -369,6 +404,13 @@ def main():
     if want_all(args):
         print(markdown(report))
     else:
+        for model, m in report["models"].items():
+            if "json" in m:
+                j = m["json"]
+                print(f"| {model} | decode tok/s under a JSON schema (answers parsed) | "
+                      + " | ".join(f"{k}: {v['decode_tok_s']:.3g} ({v['parsed']}/{v['runs']})"
+                                   for k, v in j.items())
+                      + f" | ratio {ratio(j['localgem']['decode_tok_s'], j['llama-server']['decode_tok_s']):.2f}× |")
         print(json.dumps(report["models"], indent=1)[:4000])
 
 
@@ -404,6 +446,17 @@ def markdown(rep):
             line = f"| {model} | {name} | {a:.3g} | {b:.3g} | {ratio(b, a):.2f}× | {target} |"
             if ours_fa:
                 line += f" {ours_fa[k]:.3g} | {ratio(ours_fa[k], a):.2f}× |"
+            lines.append(line)
+        if "json" in m:
+            j = m["json"]
+            line = (f"| {model} | decode tok/s under a JSON schema (answers parsed) | "
+                    f"{j[ls]['decode_tok_s']:.3g} ({j[ls]['parsed']}/{j[ls]['runs']}) | "
+                    f"{j[lg]['decode_tok_s']:.3g} ({j[lg]['parsed']}/{j[lg]['runs']}) | "
+                    f"{ratio(j[lg]['decode_tok_s'], j[ls]['decode_tok_s']):.2f}× | ≥ 1.0 |")
+            if ours_fa:
+                jf = j["localgem-fast"]
+                line += (f" {jf['decode_tok_s']:.3g} | "
+                         f"{ratio(jf['decode_tok_s'], j[ls]['decode_tok_s']):.2f}× |")
             lines.append(line)
         limit = bw * 1e9 / m["gguf_bytes"]
         lines.append(f"| {model} | decode limit from bandwidth (GGUF {m['gguf_bytes'] / 1e6:.0f} MB) "

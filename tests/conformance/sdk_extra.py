@@ -12,9 +12,11 @@ instead of being retried for 30 s.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
+import time
 import traceback
 import uuid
 
@@ -207,6 +209,430 @@ def t_output_text_and_v1beta():
         raise Fail("interaction created via /v1beta not identical via /v1")
 
 
+# ----------------------------------------------------------------------------- helpers for the
+# function-calling, structured-output and background checks
+
+TERMINAL = ("completed", "failed", "cancelled", "incomplete", "budget_exceeded", "requires_action")
+
+WEATHER_TOOL = {
+    "type": "function", "name": "get_weather",
+    "description": "Get the current weather for a location.",
+    "parameters": {
+        "type": "object",
+        "properties": {
+            "location": {"type": "string", "description": "City name, e.g. Boston, MA"},
+            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+        },
+        "required": ["location"],
+    },
+}
+TIME_TOOL = {
+    "type": "function", "name": "get_time",
+    "description": "Get the current time in a time zone.",
+    "parameters": {"type": "object", "properties": {"timezone": {"type": "string"}},
+                   "required": ["timezone"]},
+}
+RECIPE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "recipe_name": {"type": "string"},
+        "ingredients": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": ["recipe_name", "ingredients"],
+}
+
+
+def schema_errors(value, schema: dict, path: str = "$") -> list[str]:
+    """A small JSON Schema checker (type, enum, properties, required, items,
+    additionalProperties: false) - enough for the schemas used here, without
+    depending on the jsonschema package (not in the conformance venv)."""
+    errs: list[str] = []
+    t = schema.get("type")
+    kinds = {
+        "object": lambda v: isinstance(v, dict),
+        "array": lambda v: isinstance(v, list),
+        "string": lambda v: isinstance(v, str),
+        "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "boolean": lambda v: isinstance(v, bool),
+        "null": lambda v: v is None,
+    }
+    if t is not None:
+        ts = t if isinstance(t, list) else [t]
+        if not any(kinds[k](value) for k in ts):
+            return [f"{path}: expected {t}, got {type(value).__name__} {value!r:.60}"]
+    if "enum" in schema and value not in schema["enum"]:
+        errs.append(f"{path}: {value!r:.60} not in enum {schema['enum']}")
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        for k in schema.get("required", []):
+            if k not in value:
+                errs.append(f"{path}: required key {k!r} missing")
+        for k, v in value.items():
+            if k in props:
+                errs += schema_errors(v, props[k], f"{path}.{k}")
+            elif schema.get("additionalProperties") is False:
+                errs.append(f"{path}: unexpected key {k!r}")
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for i, v in enumerate(value):
+            errs += schema_errors(v, schema["items"], f"{path}[{i}]")
+    return errs
+
+
+def fn_calls(steps) -> list:
+    return [s for s in steps or [] if getattr(s, "type", None) == "function_call"]
+
+
+def check_call(step, tool: dict, what: str):
+    """step must be a function_call of <tool> with schema-valid arguments."""
+    if not isinstance(getattr(step, "id", None), str) or not step.id:
+        raise Fail(f"{what}: function_call has no id: {step}")
+    if step.name != tool["name"]:
+        raise Fail(f"{what}: function_call name {step.name!r}, expected {tool['name']!r}")
+    args = step.arguments
+    if not isinstance(args, dict):
+        raise Fail(f"{what}: arguments is not an object: {args!r}")
+    errs = schema_errors(args, tool["parameters"])
+    if errs:
+        raise Fail(f"{what}: arguments {args} invalid: {errs}")
+
+
+def check_json_output(it, schema: dict, what: str):
+    text = model_text(it.steps)
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise Fail(f"{what}: output is not JSON (status {it.status}, {e}): {text[:120]!r}")
+    errs = schema_errors(value, schema)
+    if errs:
+        raise Fail(f"{what}: output {text[:120]!r} does not match the schema: {errs[:3]}")
+    return value
+
+
+def poll(iid: str, timeout: float | None = None):
+    """GET until the interaction leaves in_progress/queued."""
+    deadline = time.monotonic() + (timeout or TIMEOUT_MS / 1000)
+    while True:
+        it = client.interactions.get(iid)
+        if it.status not in ("in_progress", "queued"):
+            return it
+        if time.monotonic() > deadline:
+            raise Fail(f"interaction {iid} still {it.status!r} after polling for {timeout or TIMEOUT_MS / 1000}s")
+        time.sleep(0.2)
+
+
+def delta_text(ev) -> str:
+    if getattr(ev, "event_type", None) == "step.delta" and getattr(ev.delta, "type", None) == "text":
+        return ev.delta.text or ""
+    return ""
+
+
+# ----------------------------------------------------------------------------- function calling
+
+def t_fc_any_stateful():
+    it = client.interactions.create(
+        model=MODEL, input="What is the weather like in Boston?", tools=[WEATHER_TOOL],
+        generation_config={"tool_choice": "any"})
+    calls = fn_calls(it.steps)
+    if len(calls) != 1 or len(it.steps) != 1:
+        raise Fail(f"tool_choice any: expected exactly one function_call step, got {[s.type for s in it.steps or []]}")
+    check_call(calls[0], WEATHER_TOOL, "tool_choice any")
+    if it.status != "requires_action":
+        raise Fail(f"status with a pending function_call is {it.status!r}, expected 'requires_action'")
+    got = client.interactions.get(it.id)
+    gcalls = fn_calls(got.steps)
+    if [(c.id, c.name, c.arguments) for c in gcalls] != [(calls[0].id, calls[0].name, calls[0].arguments)]:
+        raise Fail(f"GET function_call steps {gcalls} differ from create's {calls}")
+    # Turn 2: the result, chained with previous_interaction_id (tools sent again, §6.1).
+    it2 = client.interactions.create(
+        model=MODEL, previous_interaction_id=it.id, tools=[WEATHER_TOOL],
+        input=[{"type": "function_result", "call_id": calls[0].id, "name": "get_weather",
+                "result": {"temperature_c": 18, "conditions": "sunny"}}],
+        generation_config={"max_output_tokens": 40})
+    if it2.status not in ("completed", "incomplete"):
+        raise Fail(f"turn 2 status is {it2.status!r}")
+    if not model_text(it2.steps).strip():
+        raise Fail(f"turn 2 has no model_output text: {[s.type for s in it2.steps or []]}")
+    kinds = [s.type for s in client.interactions.get(it2.id).steps or []]
+    if "function_result" not in kinds:
+        raise Fail(f"GET of turn 2 lacks its function_result input step: {kinds}")
+
+
+def t_fc_stateless():
+    history = [{"type": "user_input", "content": [{"type": "text", "text": "What's the weather in Paris?"}]}]
+    it = client.interactions.create(model=MODEL, input=history, tools=[WEATHER_TOOL], store=False,
+                                    generation_config={"tool_choice": "any"})
+    if it.id != "":
+        raise Fail(f"store=False gave id {it.id!r}")
+    calls = fn_calls(it.steps)
+    if len(calls) != 1:
+        raise Fail(f"expected one function_call step, got {[s.type for s in it.steps or []]}")
+    check_call(calls[0], WEATHER_TOOL, "stateless turn 1")
+    history += list(it.steps)  # the SDK's step objects, sent back as returned
+    history.append({"type": "function_result", "call_id": calls[0].id, "name": "get_weather",
+                    "result": {"temperature_c": 21, "conditions": "cloudy"}})
+    it2 = client.interactions.create(model=MODEL, input=history, tools=[WEATHER_TOOL], store=False,
+                                     generation_config={"max_output_tokens": 40})
+    if it2.status not in ("completed", "incomplete"):
+        raise Fail(f"turn 2 status is {it2.status!r}")
+    if not model_text(it2.steps).strip():
+        raise Fail(f"turn 2 has no model_output text: {[s.type for s in it2.steps or []]}")
+
+
+def t_fc_any_seeds_valid():
+    for seed in range(10):
+        it = client.interactions.create(
+            model=MODEL, input="Tell me about the weather in Tokyo.", tools=[WEATHER_TOOL],
+            generation_config={"tool_choice": "any", "seed": seed})
+        calls = fn_calls(it.steps)
+        if len(calls) != 1:
+            raise Fail(f"seed {seed}: expected one function_call, got {[s.type for s in it.steps or []]} "
+                       f"(status {it.status})")
+        check_call(calls[0], WEATHER_TOOL, f"seed {seed}")
+        if it.status != "requires_action":
+            raise Fail(f"seed {seed}: status {it.status!r}")
+
+
+def t_fc_tool_choice_modes():
+    tools = [WEATHER_TOOL, TIME_TOOL]
+    # allowed_tools restricts the choice: with mode any only get_time may be called.
+    it = client.interactions.create(
+        model=MODEL, input="What's the weather in Paris?", tools=tools,
+        generation_config={"tool_choice": {"allowed_tools": {"mode": "any", "tools": ["get_time"]}}})
+    calls = fn_calls(it.steps)
+    if len(calls) != 1:
+        raise Fail(f"allowed_tools any: expected one function_call, got {[s.type for s in it.steps or []]}")
+    check_call(calls[0], TIME_TOOL, "allowed_tools any [get_time]")
+    # none: no calls at all, just text.
+    it = client.interactions.create(
+        model=MODEL, input="What's the weather in Paris? Use the tool.", tools=tools,
+        generation_config={"tool_choice": "none", "max_output_tokens": 20})
+    if fn_calls(it.steps) or it.status == "requires_action":
+        raise Fail(f"tool_choice none produced a call: {it.steps} (status {it.status})")
+    if not model_text(it.steps).strip():
+        raise Fail("tool_choice none: no model_output text")
+    # auto / validated: the tiny model may answer or call; whatever it calls must be a
+    # declared tool with object arguments (schema-valid under validated), and
+    # requires_action goes with a pending call.
+    for tc in ("auto", "validated", {"allowed_tools": {"mode": "validated", "tools": ["get_weather"]}}):
+        it = client.interactions.create(
+            model=MODEL, input="What's the weather in Paris?", tools=tools,
+            generation_config={"tool_choice": tc, "max_output_tokens": 40, "seed": 3})
+        calls = fn_calls(it.steps)
+        if bool(calls) != (it.status == "requires_action"):
+            raise Fail(f"tool_choice {tc}: status {it.status!r} with steps {[s.type for s in it.steps or []]}")
+        if not calls and not model_text(it.steps).strip():
+            raise Fail(f"tool_choice {tc}: neither a call nor text")
+        for c in calls:
+            allowed = [WEATHER_TOOL] if isinstance(tc, dict) else tools
+            tool = next((t for t in allowed if t["name"] == c.name), None)
+            if tool is None:
+                raise Fail(f"tool_choice {tc}: call of undeclared/disallowed tool {c.name!r}")
+            if tc != "auto":
+                check_call(c, tool, f"tool_choice {tc}")
+            elif not isinstance(c.arguments, dict):
+                raise Fail(f"tool_choice auto: arguments not an object: {c.arguments!r}")
+
+
+def t_fc_stream():
+    stream = client.interactions.create(
+        model=MODEL, input="What is the weather in Rome?", tools=[WEATHER_TOOL], stream=True,
+        generation_config={"tool_choice": "any"})
+    seen, shell, args, final = [], None, "", None
+    for ev in stream:
+        et = getattr(ev, "event_type", None)
+        seen.append(et)
+        if et == "step.start":
+            shell = ev.step
+        elif et == "step.delta":
+            if getattr(ev.delta, "type", None) != "arguments_delta":
+                raise Fail(f"unexpected delta {ev.delta} in a function_call step")
+            args += ev.delta.arguments or ""
+        elif et == "interaction.completed":
+            final = ev.interaction.status
+        elif et == "error":
+            raise Fail(f"error event: {ev}")
+    order = [e for e in seen if e.startswith("step.")]
+    if order[:1] != ["step.start"] or order[-1:] != ["step.stop"] or "step.delta" not in order:
+        raise Fail(f"step events out of order: {seen}")
+    if getattr(shell, "type", None) != "function_call" or not getattr(shell, "id", None) \
+            or shell.name != "get_weather":
+        raise Fail(f"step.start shell is {shell}, expected a function_call with id and name")
+    try:
+        parsed = json.loads(args)
+    except ValueError:
+        raise Fail(f"concatenated arguments_delta is not JSON: {args!r}")
+    errs = schema_errors(parsed, WEATHER_TOOL["parameters"])
+    if errs:
+        raise Fail(f"streamed arguments {parsed} invalid: {errs}")
+    if final != "requires_action":
+        raise Fail(f"interaction.completed status {final!r}, expected 'requires_action'")
+
+
+def t_fc_builtin_tool_400():
+    expect_status(lambda: client.interactions.create(
+        model=MODEL, input="Search the web for cats.", tools=[{"type": "google_search"}]),
+        400, "BadRequestError", "google_search tool")
+
+
+# ----------------------------------------------------------------------------- structured output
+
+def t_json_schema_seeds():
+    fmt = {"type": "text", "mime_type": "application/json", "schema": RECIPE_SCHEMA}
+    for seed in range(20):
+        it = client.interactions.create(model=MODEL, input="Give me a cookie recipe.",
+                                        response_format=fmt, generation_config={"seed": seed})
+        check_json_output(it, RECIPE_SCHEMA, f"seed {seed}")
+        if it.status != "completed":
+            raise Fail(f"seed {seed}: status {it.status!r}")
+
+
+def t_json_other_forms():
+    person = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+              "required": ["name", "age"]}
+    # A bare JSON Schema as response_format, with and without the deprecated mime type.
+    it = client.interactions.create(model=MODEL, input="Describe a person.", response_format=person,
+                                    response_mime_type="application/json", generation_config={"seed": 1})
+    check_json_output(it, person, "bare schema + response_mime_type")
+    it = client.interactions.create(model=MODEL, input="Describe a person.", response_format=person,
+                                    generation_config={"seed": 2})
+    check_json_output(it, person, "bare schema")
+    # JSON mode without a schema: any JSON value.
+    it = client.interactions.create(model=MODEL, input="Describe a person as JSON.",
+                                    response_mime_type="application/json",
+                                    generation_config={"seed": 1, "max_output_tokens": 100})
+    if it.status == "completed":
+        check_json_output(it, {}, "response_mime_type only")
+    # Streamed: the text deltas concatenate to schema-valid JSON.
+    stream = client.interactions.create(
+        model=MODEL, input="Give me a cookie recipe.", stream=True, generation_config={"seed": 4},
+        response_format={"type": "text", "mime_type": "application/json", "schema": RECIPE_SCHEMA})
+    text = "".join(delta_text(ev) for ev in stream)
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise Fail(f"streamed JSON output does not parse: {text[:120]!r}")
+    if schema_errors(value, RECIPE_SCHEMA):
+        raise Fail(f"streamed JSON output invalid: {schema_errors(value, RECIPE_SCHEMA)}")
+
+
+# ----------------------------------------------------------------------------- background
+
+def t_background_poll():
+    it = client.interactions.create(model=MODEL, input="Tell me a short story about a cat.",
+                                    background=True, generation_config={"max_output_tokens": 40})
+    if it.status not in ("in_progress", "queued"):
+        raise Fail(f"background create returned status {it.status!r}, expected 'in_progress'")
+    if not it.id:
+        raise Fail("background interaction has no id")
+    if model_text(it.steps):
+        raise Fail("background create already returned model text")
+    done = poll(it.id)
+    if done.status not in ("completed", "incomplete"):
+        raise Fail(f"background interaction ended {done.status!r}")
+    answer(done)
+    if [s.type for s in done.steps][:1] != ["user_input"]:
+        raise Fail(f"GET steps do not start with user_input: {[s.type for s in done.steps]}")
+    expect_status(lambda: client.interactions.create(
+        model=MODEL, input="Hi", background=True, store=False),
+        400, "BadRequestError", "background with store=False")
+
+
+def _collect(stream, stop_after_text: int | None = None):
+    """Events of an SSE stream; with stop_after_text, stop after that many text deltas."""
+    evs, n = [], 0
+    for ev in stream:
+        if getattr(ev, "event_type", None) == "error":
+            raise Fail(f"error event: {ev}")
+        evs.append(ev)
+        if delta_text(ev):
+            n += 1
+            if stop_after_text is not None and n >= stop_after_text:
+                break
+    return evs
+
+
+def t_background_stream_resume():
+    it = client.interactions.create(model=MODEL, input="Tell me a story about a brave knight.",
+                                    background=True, generation_config={"max_output_tokens": 60, "seed": 5})
+    # Attach while it runs, read a few text deltas, then drop the connection.
+    stream = client.interactions.get(it.id, stream=True)
+    head = _collect(stream, stop_after_text=3)
+    stream.close()
+    if head[:1] and head[0].event_type != "interaction.created":
+        raise Fail(f"attached stream starts with {head[0].event_type}")
+    ids = [getattr(e, "event_id", None) for e in head]
+    if not all(isinstance(i, str) and i for i in ids):
+        raise Fail(f"events of a background stream lack event_id: {ids}")
+    # Resume after the last event seen: nothing up to it may come again.
+    tail = _collect(client.interactions.get(it.id, stream=True, last_event_id=ids[-1]))
+    tids = [e.event_id for e in tail]
+    if set(tids) & set(ids):
+        raise Fail(f"resumed stream repeats events {sorted(set(tids) & set(ids))}")
+    if len(set(tids)) != len(tids):
+        raise Fail(f"duplicate event_ids in the resumed stream: {tids}")
+    if not tail or tail[-1].event_type != "interaction.completed":
+        raise Fail(f"resumed stream does not end with interaction.completed: {[e.event_type for e in tail][-3:]}")
+    final = tail[-1].interaction.status
+    text = "".join(delta_text(e) for e in head) + "".join(delta_text(e) for e in tail)
+    got = poll(it.id)
+    if got.status != final or final not in ("completed", "incomplete"):
+        raise Fail(f"final status: stream {final!r}, GET {got.status!r}")
+    if model_text(got.steps) != text:
+        raise Fail(f"head+resumed text != GET text: {text[:80]!r} vs {model_text(got.steps)[:80]!r}")
+    # Replay of the finished interaction, then a resume from a cut in the middle.
+    full = _collect(client.interactions.get(it.id, stream=True))
+    fids = [e.event_id for e in full]
+    if not all(isinstance(i, str) and i for i in fids) or len(set(fids)) != len(fids):
+        raise Fail(f"replayed event_ids missing or not unique: {fids}")
+    if "".join(delta_text(e) for e in full) != text:
+        raise Fail("replayed text != GET text")
+    text_idx = [i for i, e in enumerate(full) if delta_text(e)]
+    if len(text_idx) < 2:
+        raise Fail(f"too few text deltas in the replay ({len(text_idx)})")
+    cut = text_idx[len(text_idx) // 2]
+    rest = _collect(client.interactions.get(it.id, stream=True, last_event_id=fids[cut]))
+    rids = [e.event_id for e in rest]
+    if set(rids) & set(fids[:cut + 1]):
+        raise Fail(f"resume from {fids[cut]!r} repeats events {sorted(set(rids) & set(fids[:cut + 1]))}")
+    before = "".join(delta_text(e) for e in full[:cut + 1])
+    after = "".join(delta_text(e) for e in rest)
+    if before + after != text:
+        raise Fail(f"text before cut + resumed text != full text: {before!r} + {after!r} vs {text!r}")
+
+
+def t_background_cancel():
+    it = client.interactions.create(
+        model=MODEL, input="Write a very long, detailed story about a dragon and a village.",
+        background=True, generation_config={"max_output_tokens": 400})
+    stream = client.interactions.get(it.id, stream=True)
+    head = _collect(stream, stop_after_text=1)  # wait until some output exists
+    seen = "".join(delta_text(e) for e in head)
+    c = client.interactions.cancel(it.id)
+    if c.status != "cancelled":
+        raise Fail(f"cancel returned status {c.status!r}, expected 'cancelled'")
+    ctext = model_text(c.steps)
+    if not seen or not ctext.startswith(seen):
+        raise Fail(f"cancel lost the output produced so far: streamed {seen!r}, kept {ctext[:80]!r}")
+    # The attached stream must end, with the cancelled status.
+    rest = _collect(stream)
+    if not rest or rest[-1].event_type != "interaction.completed" or rest[-1].interaction.status != "cancelled":
+        raise Fail(f"attached stream after cancel ended with {[(e.event_type) for e in rest][-3:]}")
+    got = client.interactions.get(it.id)
+    if got.status != "cancelled" or model_text(got.steps) != ctext:
+        raise Fail(f"GET after cancel: status {got.status!r}, text {model_text(got.steps)[:60]!r} vs {ctext[:60]!r}")
+    if seen + "".join(delta_text(e) for e in rest) != ctext:
+        raise Fail("streamed text != text kept by cancel")
+    # Cancelling a finished interaction returns it unchanged.
+    again = client.interactions.cancel(it.id)
+    if again.status != "cancelled" or model_text(again.steps) != ctext:
+        raise Fail(f"second cancel changed the interaction: {again.status!r}")
+    done = client.interactions.create(model=MODEL, input="Say hi.", generation_config={"max_output_tokens": 10})
+    c2 = client.interactions.cancel(done.id)
+    if c2.status != done.status or model_text(c2.steps) != model_text(done.steps):
+        raise Fail(f"cancel of a finished interaction changed it: {done.status!r} -> {c2.status!r}")
+
+
 CHECKS = [
     ("stream_matches_get", t_stream_matches_get),
     ("store_false_empty_id", t_store_false_empty_id),
@@ -218,6 +644,17 @@ CHECKS = [
     ("seed_deterministic", t_seed_deterministic),
     ("api_key_isolation", t_api_key_isolation),
     ("v1beta_and_output_text", t_output_text_and_v1beta),
+    ("fc_any_stateful", t_fc_any_stateful),
+    ("fc_stateless", t_fc_stateless),
+    ("fc_any_seeds_valid", t_fc_any_seeds_valid),
+    ("fc_tool_choice_modes", t_fc_tool_choice_modes),
+    ("fc_stream", t_fc_stream),
+    ("fc_builtin_tool_400", t_fc_builtin_tool_400),
+    ("json_schema_seeds", t_json_schema_seeds),
+    ("json_other_forms", t_json_other_forms),
+    ("background_poll", t_background_poll),
+    ("background_stream_resume", t_background_stream_resume),
+    ("background_cancel", t_background_cancel),
 ]
 
 

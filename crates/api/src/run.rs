@@ -874,6 +874,17 @@ pub async fn start(
             }
         };
         drop(events); // stops the engine sequence if it still runs
+        if status != Status::Failed && w.calls == 0 && w.text.is_empty() {
+            // Every answer has a model_output step, even an empty one (after a thought, say).
+            let has_output = live
+                .log
+                .steps()
+                .iter()
+                .any(|s| matches!(s, Step::ModelOutput { .. }));
+            if !has_output {
+                w.open(OpenKind::Output);
+            }
+        }
         w.close();
         metrics::counter!("localgem_interactions_total", "model" => model_label, "status" => status.as_str())
             .increment(1);
@@ -882,12 +893,6 @@ pub async fn start(
         record.error = error;
         record.updated = now();
         record.output = live.log.steps();
-        if record.output.is_empty() && status != Status::Failed {
-            record.output.push(Step::ModelOutput {
-                content: vec![Content::text("")],
-                error: None,
-            });
-        }
         let outcome = if store {
             let saved = st.store.finish(&record).await;
             match saved {

@@ -96,6 +96,10 @@ struct EngineArgs {
     /// its conversation instead of prefilling it again. 0 keeps them in memory only.
     #[arg(long, env = "LOCALGEM_KV_DISK_BUDGET_MB", default_value_t = 4096)]
     kv_disk_budget_mb: u64,
+    /// A Jinja chat template file used instead of the template inside the GGUF (for a model
+    /// whose template lacks tool or reasoning support, say).
+    #[arg(long, env = "LOCALGEM_CHAT_TEMPLATE_FILE")]
+    chat_template_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -261,9 +265,16 @@ fn resolve_models(common: &Common, args: &EngineArgs) -> Result<(Vec<ModelSpec>,
     Ok((specs, default))
 }
 
-fn engine_config(args: &EngineArgs, data_dir: Option<&Path>) -> EngineConfig {
+fn engine_config(args: &EngineArgs, data_dir: Option<&Path>) -> Result<EngineConfig> {
+    let chat_template = match &args.chat_template_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read chat template {}", p.display()))?,
+        ),
+        None => None,
+    };
     let d = EngineConfig::default();
-    EngineConfig {
+    Ok(EngineConfig {
         ctx_size: args.ctx_size,
         parallel: args.parallel.max(1),
         threads: args.threads.unwrap_or(d.threads),
@@ -274,11 +285,12 @@ fn engine_config(args: &EngineArgs, data_dir: Option<&Path>) -> EngineConfig {
         min_reuse: d.min_reuse,
         flash_attention: args.flash_attention,
         reuse_decoded_kv: args.reuse_decoded_kv,
+        chat_template,
         spill_dir: data_dir
             .filter(|_| args.kv_disk_budget_mb > 0)
             .map(|d| d.join("kv")),
         spill_budget: args.kv_disk_budget_mb.saturating_mul(1 << 20),
-    }
+    })
 }
 
 fn init_tracing(json: bool) {
@@ -393,7 +405,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let engine = Arc::new(LlamaEngine::start(
         specs,
         &default,
-        engine_config(&args.engine, Some(&dir)),
+        engine_config(&args.engine, Some(&dir))?,
     )?);
     let aliases = ModelAliases::parse(
         &[vec!["gemini-*=default".to_owned()], args.aliases.clone()].concat(),
@@ -436,7 +448,7 @@ async fn run(args: RunArgs) -> Result<()> {
     let (common, eargs) = (args.common.clone(), args.engine.clone());
     let (specs, default) =
         tokio::task::spawn_blocking(move || resolve_models(&common, &eargs)).await??;
-    let mut cfg = engine_config(&args.engine, None);
+    let mut cfg = engine_config(&args.engine, None)?;
     cfg.parallel = 1;
     cfg.ctx_size = cfg.ctx_size.min(8192);
     let engine = LlamaEngine::start(specs, &default, cfg)?;

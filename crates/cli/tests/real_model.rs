@@ -894,3 +894,159 @@ fn conversations_moved_next_to_the_live_slots_answer_exactly() {
         );
     }
 }
+
+fn weather_tool() -> Value {
+    json!({"type": "function", "name": "get_weather", "description": "Get the current weather in a city",
+           "parameters": {"type": "object", "properties": {"location": {"type": "string"},
+                          "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+                          "required": ["location"]}})
+}
+
+#[test]
+#[ignore = "needs the bundled models; run by scripts/test.sh"]
+fn tool_choice_any_always_gives_a_valid_call_and_the_result_is_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(
+        dir.path(),
+        &["--model", "smollm2-135m", "--model", "gemma-3-270m"],
+    );
+    for model in ["smollm2-135m", "gemma-3-270m"] {
+        for seed in 0..3 {
+            let (st, v) = s.post(
+                json!({"model": model, "input": "What's the weather like in Hanoi today?",
+                "tools": [weather_tool()],
+                "generation_config": {"tool_choice": "any", "seed": seed, "temperature": 1.0}}),
+            );
+            assert_eq!(st, 200, "{v}");
+            assert_eq!(v["status"], "requires_action", "{model} seed {seed}: {v}");
+            let steps = v["steps"].as_array().unwrap();
+            assert_eq!(steps.len(), 1, "{v}");
+            let call = &steps[0];
+            assert_eq!(call["type"], "function_call");
+            assert_eq!(call["name"], "get_weather");
+            let args = call["arguments"].as_object().unwrap();
+            assert!(args["location"].is_string(), "{v}");
+            assert!(args.keys().all(|k| k == "location" || k == "unit"), "{v}");
+            if let Some(u) = args.get("unit") {
+                assert!(u == "celsius" || u == "fahrenheit", "{v}");
+            }
+            if seed == 0 {
+                // Stateful turn 2: the result goes back; the model answers in text.
+                let (st, v2) = s.post(json!({"model": model, "previous_interaction_id": v["id"],
+                    "tools": [weather_tool()],
+                    "generation_config": {"temperature": 0, "max_output_tokens": 40},
+                    "input": [{"type": "function_result", "call_id": call["id"], "name": "get_weather",
+                               "result": {"temperature_c": 31, "sky": "sunny"}}]}));
+                assert_eq!(st, 200, "{v2}");
+                let last = v2["steps"].as_array().unwrap().last().unwrap().clone();
+                assert_eq!(last["type"], "model_output", "{v2}");
+                assert!(!text(&v2).trim().is_empty(), "{v2}");
+            }
+        }
+    }
+}
+
+/// The small checks of the schema below, by hand.
+fn recipe_ok(v: &Value) -> bool {
+    v.as_object().is_some_and(|o| {
+        o.keys().all(|k| k == "recipe_name" || k == "ingredients")
+            && o.get("recipe_name").is_some_and(Value::is_string)
+            && o.get("ingredients")
+                .and_then(Value::as_array)
+                .is_some_and(|a| a.iter().all(Value::is_string))
+    })
+}
+
+#[test]
+#[ignore = "needs the bundled models; run by scripts/test.sh"]
+fn json_schema_output_always_parses_and_validates() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &["--model", "gemma-3-270m"]);
+    let schema = json!({"type": "object", "properties": {
+        "recipe_name": {"type": "string"},
+        "ingredients": {"type": "array", "items": {"type": "string"}}},
+        "required": ["recipe_name", "ingredients"]});
+    for seed in 0..10 {
+        let (st, v) = s.post(json!({"model": "gemma-3-270m",
+            "input": "List a few popular cookie recipes, and include the amounts of ingredients.",
+            "response_format": {"type": "text", "mime_type": "application/json", "schema": schema},
+            "generation_config": {"seed": seed, "temperature": 1.0, "max_output_tokens": 200}}));
+        assert_eq!(st, 200, "{v}");
+        let t = text(&v);
+        let parsed: Value =
+            serde_json::from_str(&t).unwrap_or_else(|e| panic!("seed {seed}: not JSON ({e}): {t}"));
+        assert!(recipe_ok(&parsed), "seed {seed}: {parsed}");
+    }
+    // An unsupported schema feature is a 400 that names it.
+    let (st, v) = s.post(json!({"model": "gemma-3-270m", "input": "x",
+        "response_format": {"type": "object", "if": {"type": "object"}}}));
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("if"),
+        "{v}"
+    );
+}
+
+/// A ChatML template that reasons in `<think>` tags, as Qwen-style templates do: the
+/// generation prompt opens the thought unless `enable_thinking` is false.
+const THINKING_TEMPLATE: &str = "{%- for m in messages -%}<|im_start|>{{ m.role }}\n{% if m.reasoning_content %}<think>\n{{ m.reasoning_content }}\n</think>\n\n{% endif %}{{ m.content }}<|im_end|>\n{% endfor -%}\
+{%- if add_generation_prompt %}<|im_start|>assistant\n{% if enable_thinking %}<think>\n{% else %}<think>\n\n</think>\n\n{% endif %}{% endif -%}";
+
+#[test]
+#[ignore = "needs the bundled models; run by scripts/test.sh"]
+fn the_thinking_budget_ends_the_thought_on_a_real_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let tpl = dir.path().join("thinking.jinja");
+    std::fs::write(&tpl, THINKING_TEMPLATE).unwrap();
+    let s = start(dir.path(), &["--chat-template-file", tpl.to_str().unwrap()]);
+    // Asked to reason at length, SmolLM2 does not close the thought itself: the budget does.
+    let (st, v) = s.post(json!({"model": "gemini-3-flash-preview",
+        "input": "Explain step by step, thinking carefully, why the sky is blue.",
+        "generation_config": {"thinking_level": "low", "thinking_summaries": "auto", "temperature": 0,
+                              "max_output_tokens": 30}}));
+    assert_eq!(st, 200, "{v}");
+    let steps = v["steps"].as_array().unwrap();
+    assert_eq!(steps[0]["type"], "thought", "{v}");
+    assert_eq!(steps[1]["type"], "model_output", "{v}");
+    let thought = steps[0]["summary"][0]["text"].as_str().unwrap();
+    assert!(
+        !thought.contains("<think>") && !thought.contains("</think>"),
+        "{thought}"
+    );
+    assert!(!text(&v).contains("</think>"), "{v}");
+    let u = &v["usage"];
+    let thought_tokens = u["total_thought_tokens"].as_u64().unwrap();
+    // the budget (256 for `low`) plus the forced closing tag
+    assert!((256..=262).contains(&thought_tokens), "{u}");
+    assert!(u["total_output_tokens"].as_u64().unwrap() <= 30, "{u}");
+    assert!(steps[0]["signature"]
+        .as_str()
+        .is_some_and(|s| !s.is_empty()));
+
+    // `minimal` switches thinking off through the template: no thought at all.
+    let (_, v) = s.post(json!({"model": "gemini-3-flash-preview", "input": "How many paws do 2 dogs have?",
+        "generation_config": {"thinking_level": "minimal", "temperature": 0, "max_output_tokens": 20}}));
+    assert_eq!(v["steps"][0]["type"], "model_output", "{v}");
+    assert_eq!(v["usage"]["total_thought_tokens"], 0, "{v}");
+
+    // The thought comes back through its signature in stateless history and reaches the
+    // template as `reasoning_content`: the prompt grows by the thought's tokens.
+    let sig = steps[0]["signature"].as_str().unwrap();
+    let history = |signature: &str| {
+        json!({"model": "gemini-3-flash-preview", "store": false, "input": [
+        {"type": "user_input", "content": [{"type": "text", "text": "How many paws do 2 dogs have?"}]},
+        {"type": "thought", "signature": signature},
+        {"type": "model_output", "content": [{"type": "text", "text": "Eight."}]},
+        {"type": "user_input", "content": [{"type": "text", "text": "And 3 cats?"}]}],
+        "generation_config": {"thinking_level": "minimal", "max_output_tokens": 1}})
+    };
+    let (_, with) = s.post(history(sig));
+    let (_, without) = s.post(history("skip_thought_signature_validator"));
+    let n = |v: &Value| v["usage"]["total_input_tokens"].as_u64().unwrap();
+    assert!(
+        n(&with) >= n(&without) + 200,
+        "{} vs {}",
+        n(&with),
+        n(&without)
+    );
+}

@@ -65,6 +65,8 @@ pub struct EngineConfig {
     /// the conversation's state again. Saves that prefill, but one-token decode steps round
     /// differently from a prefill, so a later turn may differ from a fresh computation.
     pub reuse_decoded_kv: bool,
+    /// A Jinja chat template used instead of the one in the GGUF.
+    pub chat_template: Option<String>,
     /// Where finished KV states are kept on disk (a directory per model fingerprint is made
     /// inside); `None` keeps them in memory only.
     pub spill_dir: Option<PathBuf>,
@@ -87,6 +89,7 @@ impl Default for EngineConfig {
             min_reuse: 16,
             flash_attention: false,
             reuse_decoded_kv: false,
+            chat_template: None,
             spill_dir: None,
             spill_budget: 4 << 30,
         }

@@ -76,6 +76,8 @@ pub struct OutputParser {
     thought_seen: bool,
     /// Answer text has been emitted (a later `{` is text, not a bare call).
     answered: bool,
+    /// Reasoning text has been emitted (leading whitespace of a thought is dropped).
+    thought_text: bool,
 }
 
 /// The longest suffix of `s` that is a proper prefix of `tag` (text to hold back).
@@ -130,6 +132,7 @@ impl OutputParser {
             pending: String::new(),
             thought_seen: in_thought,
             answered: false,
+            thought_text: false,
         }
     }
 
@@ -159,14 +162,27 @@ impl OutputParser {
         out
     }
 
+    fn emit_thought(&mut self, out: &mut Vec<Piece>, s: &str) {
+        let s = if self.thought_text { s } else { s.trim_start() };
+        if !s.is_empty() {
+            self.thought_text = true;
+            out.push(Piece::Thought(s.to_owned()));
+        }
+    }
+
     fn emit_text(&mut self, out: &mut Vec<Piece>, s: &str) {
         if s.is_empty() {
             return;
         }
-        if s.trim().is_empty() && self.tools && !self.answered {
-            // Whitespace before (or between) calls is not an answer.
+        if s.trim().is_empty() && (self.tools || self.thought_seen) && !self.answered {
+            // Whitespace before (or between) calls, or after a thought, is not an answer.
             return;
         }
+        let s = if self.thought_seen && !self.answered {
+            s.trim_start()
+        } else {
+            s
+        };
         if !s.trim().is_empty() {
             self.answered = true;
         }
@@ -197,9 +213,7 @@ impl OutputParser {
                     let close = self.think.as_ref().expect("tags").close.clone();
                     if let Some(at) = self.pending.find(&close) {
                         let thought = self.pending[..at].to_owned();
-                        if !thought.is_empty() {
-                            out.push(Piece::Thought(thought));
-                        }
+                        self.emit_thought(out, &thought);
                         out.push(Piece::ThoughtEnd);
                         self.pending = self.pending[at + close.len()..].trim_start().to_owned();
                         self.state = State::Answer;
@@ -212,8 +226,8 @@ impl OutputParser {
                     };
                     let cut = self.pending.len() - keep;
                     if cut > 0 {
-                        out.push(Piece::Thought(self.pending[..cut].to_owned()));
-                        self.pending.drain(..cut);
+                        let thought: String = self.pending.drain(..cut).collect();
+                        self.emit_thought(out, &thought);
                     }
                     if end {
                         out.push(Piece::ThoughtEnd);
@@ -359,7 +373,7 @@ mod tests {
     fn a_prompt_that_opened_the_thought_starts_in_it() {
         let mut p = OutputParser::new(Some(ThinkTags::think()), true, false);
         assert!(p.thinking());
-        let out = run(&mut p, &["hmm", "</think>", "ok"]);
+        let out = run(&mut p, &["\n", "hmm", "</think>", "\n", "\n", "ok"]);
         assert_eq!(
             out,
             vec![

@@ -303,8 +303,13 @@ pub(crate) fn run(
         .chat_template(None)
         .ok()
         .and_then(|t| t.to_string().ok());
-    let template = match ChatTemplate::new(
-        gguf_template,
+    let (template_src, source) = match config.chat_template.clone() {
+        Some(t) => (Some(t), "file"),
+        None => (gguf_template, "gguf"),
+    };
+    let template = match ChatTemplate::with_source(
+        template_src,
+        source,
         &arch,
         &piece(vocab.bos()),
         &piece(vocab.eos()),
