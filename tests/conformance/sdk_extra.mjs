@@ -143,6 +143,211 @@ const checks = [
   }],
 ];
 
+// ---------------------------------------------------------------- helpers for the function-calling,
+// structured-output and background checks
+const WEATHER_TOOL = {
+  type: "function", name: "get_weather", description: "Get the current weather for a location.",
+  parameters: {
+    type: "object",
+    properties: {
+      location: { type: "string", description: "City name, e.g. Boston, MA" },
+      unit: { type: "string", enum: ["celsius", "fahrenheit"] },
+    },
+    required: ["location"],
+  },
+};
+const RECIPE_SCHEMA = {
+  type: "object",
+  properties: { recipe_name: { type: "string" }, ingredients: { type: "array", items: { type: "string" } } },
+  required: ["recipe_name", "ingredients"],
+};
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const fnCalls = (steps) => (steps || []).filter((s) => s.type === "function_call");
+const deltaText = (ev) => (ev.event_type === "step.delta" && ev.delta?.type === "text" ? ev.delta.text || "" : "");
+
+function checkWeatherCall(c, what) {
+  if (typeof c?.id !== "string" || !c.id) throw new Fail(`${what}: function_call without id: ${JSON.stringify(c)}`);
+  if (c.name !== "get_weather") throw new Fail(`${what}: function_call name ${JSON.stringify(c.name)}`);
+  const a = c.arguments;
+  if (!a || typeof a !== "object" || Array.isArray(a)) throw new Fail(`${what}: arguments not an object: ${JSON.stringify(a)}`);
+  if (typeof a.location !== "string") throw new Fail(`${what}: arguments lack the required string location: ${JSON.stringify(a)}`);
+  if ("unit" in a && !["celsius", "fahrenheit"].includes(a.unit)) throw new Fail(`${what}: unit ${JSON.stringify(a.unit)} not in the enum`);
+}
+
+function checkRecipe(text, what) {
+  let v;
+  try {
+    v = JSON.parse(text);
+  } catch (e) {
+    throw new Fail(`${what}: output is not JSON: ${JSON.stringify(text.slice(0, 120))}`);
+  }
+  if (!v || typeof v !== "object" || Array.isArray(v) || typeof v.recipe_name !== "string" ||
+      !Array.isArray(v.ingredients) || !v.ingredients.every((x) => typeof x === "string")) {
+    throw new Fail(`${what}: output does not match the schema: ${JSON.stringify(text.slice(0, 120))}`);
+  }
+}
+
+async function poll(id) {
+  const deadline = Date.now() + TIMEOUT_MS;
+  for (;;) {
+    const it = await ai.interactions.get(id, {}, R);
+    if (it.status !== "in_progress" && it.status !== "queued") return it;
+    if (Date.now() > deadline) throw new Fail(`interaction ${id} still ${it.status} after ${TIMEOUT_MS} ms`);
+    await sleep(200);
+  }
+}
+
+// Events of a stream; with stopAfterText, stop (and drop the connection) after that many text deltas.
+async function collect(stream, stopAfterText = null) {
+  const evs = [];
+  let n = 0;
+  for await (const ev of stream) {
+    if (ev.event_type === "error") throw new Fail(`error event: ${JSON.stringify(ev)}`);
+    evs.push(ev);
+    if (deltaText(ev) && stopAfterText !== null && ++n >= stopAfterText) break;
+  }
+  return evs;
+}
+
+checks.push(
+  ["fc_any_stateful", async () => {
+    const it = await ai.interactions.create({
+      model: MODEL, input: "What is the weather like in Boston?", tools: [WEATHER_TOOL],
+      generation_config: { tool_choice: "any" },
+    }, R);
+    const calls = fnCalls(it.steps);
+    if (calls.length !== 1 || it.steps.length !== 1) throw new Fail(`expected exactly one function_call step, got ${JSON.stringify(it.steps?.map((s) => s.type))}`);
+    checkWeatherCall(calls[0], "tool_choice any");
+    if (it.status !== "requires_action") throw new Fail(`status ${JSON.stringify(it.status)}, expected "requires_action"`);
+    const it2 = await ai.interactions.create({
+      model: MODEL, previous_interaction_id: it.id, tools: [WEATHER_TOOL],
+      input: [{ type: "function_result", call_id: calls[0].id, name: "get_weather", result: { temperature_c: 18, conditions: "sunny" } }],
+      // tool_choice none: under auto the tiny model may just call the tool again.
+      generation_config: { max_output_tokens: 40, tool_choice: "none" },
+    }, R);
+    if (!["completed", "incomplete"].includes(it2.status)) throw new Fail(`turn 2 status ${JSON.stringify(it2.status)}`);
+    if (!modelText(it2.steps).trim()) throw new Fail(`turn 2 has no model_output text: ${JSON.stringify(it2.steps?.map((s) => s.type))}`);
+  }],
+  ["fc_stateless", async () => {
+    const history = [{ type: "user_input", content: [{ type: "text", text: "What's the weather in Paris?" }] }];
+    const i1 = await ai.interactions.create({ model: MODEL, input: history, tools: [WEATHER_TOOL], store: false, generation_config: { tool_choice: "any" } }, R);
+    const calls = fnCalls(i1.steps);
+    if (calls.length !== 1) throw new Fail(`expected one function_call, got ${JSON.stringify(i1.steps?.map((s) => s.type))}`);
+    checkWeatherCall(calls[0], "stateless turn 1");
+    history.push(...i1.steps); // the server's own step JSON, sent back verbatim
+    history.push({ type: "function_result", call_id: calls[0].id, name: "get_weather", result: { temperature_c: 21, conditions: "cloudy" } });
+    const i2 = await ai.interactions.create({ model: MODEL, input: history, tools: [WEATHER_TOOL], store: false, generation_config: { max_output_tokens: 40, tool_choice: "none" } }, R);
+    if (!["completed", "incomplete"].includes(i2.status)) throw new Fail(`turn 2 status ${JSON.stringify(i2.status)}`);
+    if (!modelText(i2.steps).trim()) throw new Fail("turn 2 has no model_output text");
+  }],
+  ["fc_any_seeds_valid", async () => {
+    for (const seed of [0, 1, 2]) {
+      const it = await ai.interactions.create({
+        model: MODEL, input: "Tell me about the weather in Tokyo.", tools: [WEATHER_TOOL],
+        generation_config: { tool_choice: "any", seed },
+      }, R);
+      const calls = fnCalls(it.steps);
+      if (calls.length !== 1) throw new Fail(`seed ${seed}: expected one function_call, got ${JSON.stringify(it.steps?.map((s) => s.type))}`);
+      checkWeatherCall(calls[0], `seed ${seed}`);
+    }
+  }],
+  ["fc_stream", async () => {
+    const stream = await ai.interactions.create({
+      model: MODEL, input: "What is the weather in Rome?", tools: [WEATHER_TOOL], stream: true,
+      generation_config: { tool_choice: "any" },
+    }, R);
+    const seen = [];
+    let shell = null, args = "", final = null;
+    for await (const ev of stream) {
+      seen.push(ev.event_type);
+      if (ev.event_type === "step.start") shell = ev.step;
+      else if (ev.event_type === "step.delta") {
+        if (ev.delta?.type !== "arguments_delta") throw new Fail(`unexpected delta ${JSON.stringify(ev.delta)}`);
+        args += ev.delta.arguments || "";
+      } else if (ev.event_type === "interaction.completed") final = ev.interaction.status;
+      else if (ev.event_type === "error") throw new Fail(`error event: ${JSON.stringify(ev)}`);
+    }
+    const order = seen.filter((e) => e.startsWith("step."));
+    if (order[0] !== "step.start" || order.at(-1) !== "step.stop" || !order.includes("step.delta")) throw new Fail(`step events out of order: ${seen.join(",")}`);
+    if (shell?.type !== "function_call" || !shell.id || shell.name !== "get_weather") throw new Fail(`step.start shell ${JSON.stringify(shell)}`);
+    let parsed;
+    try {
+      parsed = JSON.parse(args);
+    } catch (e) {
+      throw new Fail(`concatenated arguments_delta is not JSON: ${JSON.stringify(args)}`);
+    }
+    checkWeatherCall({ id: shell.id, name: shell.name, arguments: parsed }, "streamed call");
+    if (final !== "requires_action") throw new Fail(`interaction.completed status ${JSON.stringify(final)}`);
+  }],
+  ["fc_builtin_tool_400", async () => {
+    await expectStatus(() => ai.interactions.create({ model: MODEL, input: "Search the web for cats.", tools: [{ type: "google_search" }] }, R),
+      400, "BadRequestError", "google_search tool");
+  }],
+  ["json_schema_seeds", async () => {
+    for (const seed of [0, 1, 2]) {
+      const it = await ai.interactions.create({
+        model: MODEL, input: "Give me a cookie recipe.", generation_config: { seed },
+        response_format: { type: "text", mime_type: "application/json", schema: RECIPE_SCHEMA },
+      }, R);
+      checkRecipe(modelText(it.steps), `seed ${seed}`);
+      if (it.status !== "completed") throw new Fail(`seed ${seed}: status ${JSON.stringify(it.status)}`);
+      if (typeof it.output_text === "string") JSON.parse(it.output_text);
+    }
+  }],
+  ["background_poll", async () => {
+    const it = await ai.interactions.create({ model: MODEL, input: "Tell me a short story about a cat.", background: true, generation_config: { max_output_tokens: 40 } }, R);
+    if (!["in_progress", "queued"].includes(it.status)) throw new Fail(`background create status ${JSON.stringify(it.status)}`);
+    if (!it.id) throw new Fail("background interaction has no id");
+    const done = await poll(it.id);
+    if (!["completed", "incomplete"].includes(done.status)) throw new Fail(`ended ${JSON.stringify(done.status)}`);
+    answer(done);
+    await expectStatus(() => ai.interactions.create({ model: MODEL, input: "Hi", background: true, store: false }, R),
+      400, "BadRequestError", "background with store:false");
+  }],
+  ["background_stream_resume", async () => {
+    const it = await ai.interactions.create({ model: MODEL, input: "Tell me a story about a brave knight.", background: true, generation_config: { max_output_tokens: 60, seed: 5 } }, R);
+    // Attach while it runs, read a few text deltas, drop the connection, resume after the last event seen.
+    const head = await collect(await ai.interactions.get(it.id, { stream: true }, R), 3);
+    const ids = head.map((e) => e.event_id);
+    if (!ids.every((i) => typeof i === "string" && i)) throw new Fail(`events lack event_id: ${JSON.stringify(ids)}`);
+    const tail = await collect(await ai.interactions.get(it.id, { stream: true, last_event_id: ids.at(-1) }, R));
+    const tids = tail.map((e) => e.event_id);
+    const rep = tids.filter((i) => ids.includes(i));
+    if (rep.length) throw new Fail(`resumed stream repeats events ${JSON.stringify(rep)}`);
+    if (tail.at(-1)?.event_type !== "interaction.completed") {
+      const now = (await ai.interactions.get(it.id, {}, R)).status;
+      throw new Fail(`resume (last_event_id=${JSON.stringify(ids.at(-1))}, the newest event seen) gave ${tail.length} events, not ending with interaction.completed; GET status now ${JSON.stringify(now)}`);
+    }
+    const text = head.map(deltaText).join("") + tail.map(deltaText).join("");
+    const got = await poll(it.id);
+    if (modelText(got.steps) !== text) throw new Fail(`head+resumed text != GET text: ${JSON.stringify(text.slice(0, 80))} vs ${JSON.stringify(modelText(got.steps).slice(0, 80))}`);
+    // Resume the finished interaction after an event seen live (the 1st text delta).
+    const cut = head.findIndex((e) => deltaText(e));
+    const rest = await collect(await ai.interactions.get(it.id, { stream: true, last_event_id: ids[cut] }, R));
+    const before = head.slice(0, cut + 1).map(deltaText).join("");
+    if (before + rest.map(deltaText).join("") !== text) throw new Fail(`resume from ${ids[cut]}: text before + after != full text`);
+  }],
+  ["background_cancel", async () => {
+    const it = await ai.interactions.create({
+      model: MODEL, input: "Write a very long, detailed story about a dragon and a village.",
+      background: true, generation_config: { max_output_tokens: 400, seed: 7 }, // seed 7: runs to the limit
+    }, R);
+    const c = await ai.interactions.cancel(it.id, {}, R);
+    if (c.status !== "cancelled") throw new Fail(`cancel returned status ${JSON.stringify(c.status)}, expected "cancelled"`);
+    const got = await ai.interactions.get(it.id, {}, R);
+    if (got.status !== "cancelled") throw new Fail(`GET after cancel: status ${JSON.stringify(got.status)}`);
+    if (modelText(got.steps) !== modelText(c.steps)) throw new Fail("GET text differs from the text kept by cancel");
+    if (!(got.steps || []).some((s) => s.type === "user_input")) throw new Fail("cancelled interaction lost its user_input step");
+    const again = await ai.interactions.cancel(it.id, {}, R);
+    if (again.status !== "cancelled" || modelText(again.steps) !== modelText(c.steps)) throw new Fail("second cancel changed the interaction");
+    const done = await ai.interactions.create({ model: MODEL, input: "Say hi.", generation_config: { max_output_tokens: 10 } }, R);
+    const c2 = await ai.interactions.cancel(done.id, {}, R);
+    if (c2.status !== done.status || modelText(c2.steps) !== modelText(done.steps)) {
+      throw new Fail(`cancel of a finished interaction changed it: ${done.status} -> ${c2.status}`);
+    }
+  }],
+);
+
 let failed = 0;
 for (const [name, fn] of checks) {
   const full = `extra/js/${name}`;

@@ -62,6 +62,9 @@ pub fn follow(
         loop {
             let (events, outcome) = run_live.log.next(from).await;
             from += events.len();
+            // The log ended without an outcome only if this batch is empty before filtering
+            // (a resumed stream may filter a whole batch away and must keep waiting).
+            let ended = events.is_empty();
             let events = match after {
                 Some(c) => resume_after(events, c),
                 None => events,
@@ -84,7 +87,7 @@ pub fn follow(
                     let _ = tx.send(error_event(e)).await;
                     return;
                 }
-                None if events.is_empty() => return,
+                None if ended => return,
                 None => {}
             }
         }

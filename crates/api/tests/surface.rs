@@ -618,3 +618,51 @@ async fn a_background_run_outlives_a_dropped_attach() {
     let done = wait_done(&a, &id).await;
     assert_eq!(done["status"], "completed");
 }
+
+#[tokio::test]
+async fn resuming_at_the_newest_event_of_a_running_interaction_waits_for_more() {
+    let a = app(30);
+    let input = "one two three four five six seven eight";
+    let v = a
+        .create(json!({"model": "fake-model", "input": input, "background": true}))
+        .await;
+    let id = v["id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let live = a.state.running.lock().unwrap().get(&id).cloned().unwrap();
+    let (seen, outcome) = live.log.next(0).await;
+    assert!(outcome.is_none(), "still running");
+    let newest = serde_json::to_value(seen.last().unwrap()).unwrap()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let before: String = seen
+        .iter()
+        .filter_map(|e| match e {
+            localgem_wire::StreamEvent::StepDelta {
+                delta: localgem_wire::Delta::Text { text },
+                ..
+            } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    let (s, body) = a
+        .call(
+            "GET",
+            &format!("/v1beta/interactions/{id}?stream=true&last_event_id={newest}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let rest = sse(&body);
+    let after: String = rest
+        .iter()
+        .filter_map(|e| e["delta"]["text"].as_str())
+        .collect();
+    assert_eq!(
+        format!("{before}{after}"),
+        format!("Echo: {input}"),
+        "{body}"
+    );
+    assert_eq!(rest.last().unwrap()["event_type"], "interaction.completed");
+    assert!(body.ends_with("data: [DONE]\n\n"), "{body}");
+}

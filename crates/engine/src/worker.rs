@@ -624,10 +624,19 @@ impl Worker<'_> {
                     "the chat template rejected the conversation: {e}"
                 ))
             })?;
-        let in_thought = self
-            .template
-            .think_tags()
-            .is_some_and(|t| text.trim_end().ends_with(t.open.as_str()));
+        let mut text = text;
+        let mut in_thought = false;
+        if let Some(tags) = self.template.think_tags() {
+            if text.trim_end().ends_with(tags.open.as_str()) {
+                if request.thinking.budget == Some(0) {
+                    // The template opened a thought it cannot leave out: close it in the
+                    // prompt, so the first generated token is the answer's.
+                    text.push_str(&format!("\n{}\n\n", tags.close));
+                } else {
+                    in_thought = true;
+                }
+            }
+        }
         let vocab = self.model.vocab();
         let mut tokens = vocab.tokenize(text.as_bytes(), false, true);
         if vocab.should_add_bos() && tokens.first() != Some(&vocab.bos()) {
