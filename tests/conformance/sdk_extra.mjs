@@ -71,7 +71,8 @@ const checks = [
     }
     if (!text.trim()) throw new Fail(`no text deltas (events: ${seen.join(",")})`);
     if (!id) throw new Fail("no interaction id in interaction.created/completed");
-    if (finalStatus !== "completed") throw new Fail(`interaction.completed status is ${finalStatus}`);
+    // An unseeded tiny model may ramble to the output cap: completed or incomplete both end it.
+    if (!["completed", "incomplete"].includes(finalStatus)) throw new Fail(`interaction.completed status is ${finalStatus}`);
     const got = await ai.interactions.get(id, {}, R);
     const stored = modelText(got.steps);
     if (stored !== text) throw new Fail(`streamed text != GET text: ${JSON.stringify(text.slice(0, 80))} vs ${JSON.stringify(stored.slice(0, 80))}`);

@@ -96,14 +96,15 @@ def t_stream_matches_get():
         raise Fail(f"no text deltas (events: {types_seen})")
     if not iid:
         raise Fail("no interaction id in interaction.created/completed")
-    if final_status != "completed":
+    # An unseeded tiny model may ramble to the output cap: completed or incomplete both end it.
+    if final_status not in ("completed", "incomplete"):
         raise Fail(f"interaction.completed status is {final_status!r}")
     got = client.interactions.get(iid)
     stored = model_text(got.steps)
     if stored != text:
         raise Fail(f"streamed text != GET text: {text[:80]!r} vs {stored[:80]!r}")
-    if got.status != "completed":
-        raise Fail(f"GET status is {got.status!r}")
+    if got.status != final_status:
+        raise Fail(f"GET status is {got.status!r}, the stream ended {final_status!r}")
     kinds = [s.type for s in got.steps or []]
     if "user_input" not in kinds:
         raise Fail(f"GET steps lack the user_input step: {kinds}")
