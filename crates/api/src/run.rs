@@ -415,7 +415,8 @@ struct StepWriter<'a> {
     /// The open step: its index and kind.
     open: Option<(u32, OpenKind)>,
     thought: String,
-    text: String,
+    /// Bytes of the open model_output step's text.
+    text_len: u64,
     calls: usize,
 }
 
@@ -475,21 +476,33 @@ impl StepWriter<'_> {
         index
     }
 
+    /// Change the newest step in place (readers see steps so far).
+    fn edit_last(&self, f: impl FnOnce(&mut Step)) {
+        if let Some(step) = self
+            .live
+            .log
+            .inner
+            .lock()
+            .expect("poisoned")
+            .steps
+            .last_mut()
+        {
+            f(step);
+        }
+    }
+
     fn thought(&mut self, t: &str) {
         let index = self.open(OpenKind::Thought);
         self.thought.push_str(t);
         if self.summaries {
-            if let Some(Step::Thought { summary, .. }) = self
-                .live
-                .log
-                .inner
-                .lock()
-                .expect("poisoned")
-                .steps
-                .last_mut()
-            {
-                *summary = Some(vec![Content::text(self.thought.clone())]);
-            }
+            self.edit_last(|step| {
+                if let Step::Thought { summary, .. } = step {
+                    match summary.get_or_insert_with(Vec::new).first_mut() {
+                        Some(Content::Text { text, .. }) => text.push_str(t),
+                        _ => *summary = Some(vec![Content::text(t)]),
+                    }
+                }
+            });
             self.emit(
                 StreamEvent::StepDelta {
                     index,
@@ -505,25 +518,21 @@ impl StepWriter<'_> {
 
     fn text(&mut self, t: &str) {
         let index = self.open(OpenKind::Output);
-        self.text.push_str(t);
-        if let Some(Step::ModelOutput { content, .. }) = self
-            .live
-            .log
-            .inner
-            .lock()
-            .expect("poisoned")
-            .steps
-            .last_mut()
-        {
-            *content = vec![Content::text(self.text.clone())];
-        }
+        self.text_len += t.len() as u64;
+        self.edit_last(|step| {
+            if let Step::ModelOutput { content, .. } = step {
+                if let Some(Content::Text { text, .. }) = content.first_mut() {
+                    text.push_str(t);
+                }
+            }
+        });
         self.emit(
             StreamEvent::StepDelta {
                 index,
                 delta: Delta::Text { text: t.to_owned() },
                 event_id: None,
             },
-            Cursor::step(index, 1, self.text.len() as u64),
+            Cursor::step(index, 1, self.text_len),
         );
     }
 
@@ -534,17 +543,11 @@ impl StepWriter<'_> {
         };
         if kind == OpenKind::Thought {
             let signature = self.signer.sign(&self.thought);
-            if let Some(Step::Thought { signature: sig, .. }) = self
-                .live
-                .log
-                .inner
-                .lock()
-                .expect("poisoned")
-                .steps
-                .last_mut()
-            {
-                *sig = Some(signature.clone());
-            }
+            self.edit_last(|step| {
+                if let Step::Thought { signature: sig, .. } = step {
+                    *sig = Some(signature.clone());
+                }
+            });
             self.emit(
                 StreamEvent::StepDelta {
                     index,
@@ -555,7 +558,7 @@ impl StepWriter<'_> {
             );
             self.thought.clear();
         } else {
-            self.text.clear();
+            self.text_len = 0;
         }
         self.emit(
             StreamEvent::StepStop {
@@ -805,7 +808,7 @@ pub async fn start(
             signer: &st.config.signer,
             open: None,
             thought: String::new(),
-            text: String::new(),
+            text_len: 0,
             calls: 0,
         };
         w.emit(
@@ -874,7 +877,7 @@ pub async fn start(
             }
         };
         drop(events); // stops the engine sequence if it still runs
-        if status != Status::Failed && w.calls == 0 && w.text.is_empty() {
+        if status != Status::Failed && w.calls == 0 && w.text_len == 0 {
             // Every answer has a model_output step, even an empty one (after a thought, say).
             let has_output = live
                 .log
