@@ -6,6 +6,7 @@
 //! tenant). The layer sees only the `Engine` and `Store` traits.
 
 pub mod error;
+pub mod files;
 pub mod handlers;
 pub mod models;
 pub mod run;
@@ -65,6 +66,8 @@ pub struct AppState {
     pub running: Arc<Mutex<HashMap<String, Arc<run::Live>>>>,
     /// Renders the Prometheus text exposition for `/metrics` (absent: 404).
     pub metrics: Option<MetricsRender>,
+    /// The Files API's storage and uploads in progress (absent: its routes answer 404).
+    pub files: Option<(files::FilesConfig, Arc<files::Uploads>)>,
 }
 
 /// Renders metrics in the Prometheus text format.
@@ -79,7 +82,14 @@ impl AppState {
             config: Arc::new(config),
             running: Arc::default(),
             metrics: None,
+            files: None,
         }
+    }
+
+    /// Serve the Files API, keeping files under `config.dir`.
+    pub fn with_files(mut self, config: files::FilesConfig) -> Self {
+        self.files = Some((config, Arc::default()));
+        self
     }
 
     /// Serve `/metrics` with this renderer.
@@ -100,6 +110,12 @@ pub fn router(state: AppState) -> Router {
             get(handlers::get_interaction).delete(handlers::delete_interaction),
         )
         .route("/{v}/interactions/{id}/cancel", post(handlers::cancel))
+        .route("/upload/{v}/files", post(files::upload))
+        .route("/{v}/files", get(files::list_files))
+        .route(
+            "/{v}/files/{name}",
+            get(files::get_file).delete(files::delete_file),
+        )
         .route("/{v}/models", get(handlers::list_models))
         .route("/{v}/models/{id}", get(handlers::get_model))
         .fallback(handlers::not_found)

@@ -130,6 +130,9 @@ struct ServeArgs {
     /// Log format: `text` or `json`.
     #[arg(long, env = "LOCALGEM_LOG_FORMAT", default_value = "text")]
     log_format: String,
+    /// Largest file the Files API accepts, in bytes (Google's limit is 2 GB).
+    #[arg(long, env = "LOCALGEM_MAX_FILE_BYTES", default_value_t = 2 * 1024 * 1024 * 1024)]
+    max_file_bytes: u64,
     /// Secret that signs thought signatures (replicas that share state must share it).
     /// Default: a random key kept in the data dir (`thought-signing.key`).
     #[arg(long, env = "LOCALGEM_SIGNING_KEY", hide_env_values = true)]
@@ -427,7 +430,30 @@ async fn serve(args: ServeArgs) -> Result<()> {
             signer: Signer::new(signing_key(args.signing_key.as_deref(), &dir)?),
         },
     );
-    let state = state.with_metrics(install_metrics()?);
+    let files_dir = dir.join("files");
+    localgem_api::files::prepare_dir(&files_dir)
+        .with_context(|| format!("cannot create {}", files_dir.display()))?;
+    let state =
+        state
+            .with_metrics(install_metrics()?)
+            .with_files(localgem_api::files::FilesConfig {
+                dir: files_dir,
+                max_file_bytes: args.max_file_bytes,
+            });
+    {
+        // Expired files (48 h) and abandoned uploads go every ten minutes.
+        let st = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+            loop {
+                tick.tick().await;
+                let n = localgem_api::files::purge(&st).await;
+                if n > 0 {
+                    tracing::info!(count = n, "removed expired files");
+                }
+            }
+        });
+    }
     let addr = listener.local_addr()?;
     println!("localgem serving model {default} at http://{addr}");
     println!("Point the Gemini SDKs and the curl examples at it with:");

@@ -31,6 +31,36 @@ pub struct InteractionRecord {
     pub error: Option<String>,
 }
 
+/// One uploaded file's metadata (its bytes live in the data dir under its id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecord {
+    /// Opaque id (the resource name is `files/<id>`).
+    pub id: String,
+    /// Hash of the API key that uploaded it.
+    pub tenant: String,
+    /// Display name given at upload.
+    pub display_name: Option<String>,
+    /// MIME type.
+    pub mime_type: String,
+    /// Size in bytes.
+    pub size_bytes: u64,
+    /// SHA-256 of the bytes, lower-case hex.
+    pub sha256_hex: String,
+    /// Creation time, unix milliseconds.
+    pub created_ms: i64,
+    /// Expiry time, unix milliseconds.
+    pub expires_ms: i64,
+}
+
+/// Where a files listing goes on from: the last file of the previous page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilesCursor {
+    /// Its creation time.
+    pub created_ms: i64,
+    /// Its id.
+    pub id: String,
+}
+
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -71,4 +101,24 @@ pub trait Store: Send + Sync + 'static {
     /// Mark every record still `in_progress` or `queued` as failed (after a crash). Returns how
     /// many changed.
     async fn fail_unfinished(&self, reason: &str) -> Result<u64, StoreError>;
+
+    /// Insert a file's metadata.
+    async fn insert_file(&self, file: &FileRecord) -> Result<(), StoreError>;
+
+    /// A file of this tenant.
+    async fn get_file(&self, tenant: &str, id: &str) -> Result<Option<FileRecord>, StoreError>;
+
+    /// Up to `limit` files of this tenant, newest first, after `after`.
+    async fn list_files(
+        &self,
+        tenant: &str,
+        after: Option<&FilesCursor>,
+        limit: u32,
+    ) -> Result<Vec<FileRecord>, StoreError>;
+
+    /// Delete a file's metadata. Returns whether it existed.
+    async fn delete_file(&self, tenant: &str, id: &str) -> Result<bool, StoreError>;
+
+    /// Files of every tenant that expire at or before `now_ms`.
+    async fn expired_files(&self, now_ms: i64) -> Result<Vec<FileRecord>, StoreError>;
 }

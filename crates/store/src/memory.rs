@@ -2,7 +2,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use localgem_core::{InteractionRecord, Store, StoreError};
+use localgem_core::{FileRecord, FilesCursor, InteractionRecord, Store, StoreError};
 use localgem_wire::Status;
 
 /// Interactions in a `HashMap`; for tests and `store`-less runs.
@@ -10,6 +10,7 @@ use localgem_wire::Status;
 pub struct MemoryStore {
     // std Mutex: never held across an await.
     map: Mutex<HashMap<String, InteractionRecord>>,
+    files: Mutex<HashMap<String, FileRecord>>,
 }
 
 impl MemoryStore {
@@ -67,6 +68,56 @@ impl Store for MemoryStore {
         }
         Ok(n)
     }
+
+    async fn insert_file(&self, file: &FileRecord) -> Result<(), StoreError> {
+        let mut files = self.files.lock().expect("poisoned");
+        if files.contains_key(&file.id) {
+            return Err(StoreError::Duplicate(file.id.clone()));
+        }
+        files.insert(file.id.clone(), file.clone());
+        Ok(())
+    }
+
+    async fn get_file(&self, tenant: &str, id: &str) -> Result<Option<FileRecord>, StoreError> {
+        let files = self.files.lock().expect("poisoned");
+        Ok(files.get(id).filter(|f| f.tenant == tenant).cloned())
+    }
+
+    async fn list_files(
+        &self,
+        tenant: &str,
+        after: Option<&FilesCursor>,
+        limit: u32,
+    ) -> Result<Vec<FileRecord>, StoreError> {
+        let files = self.files.lock().expect("poisoned");
+        let mut mine: Vec<FileRecord> = files
+            .values()
+            .filter(|f| f.tenant == tenant)
+            .filter(|f| after.is_none_or(|c| (f.created_ms, &f.id) < (c.created_ms, &c.id)))
+            .cloned()
+            .collect();
+        mine.sort_by(|a, b| (b.created_ms, &b.id).cmp(&(a.created_ms, &a.id)));
+        mine.truncate(limit as usize);
+        Ok(mine)
+    }
+
+    async fn delete_file(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
+        let mut files = self.files.lock().expect("poisoned");
+        if files.get(id).is_some_and(|f| f.tenant == tenant) {
+            files.remove(id);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn expired_files(&self, now_ms: i64) -> Result<Vec<FileRecord>, StoreError> {
+        let files = self.files.lock().expect("poisoned");
+        Ok(files
+            .values()
+            .filter(|f| f.expires_ms <= now_ms)
+            .cloned()
+            .collect())
+    }
 }
 
 #[cfg(test)]
@@ -74,5 +125,6 @@ mod tests {
     #[tokio::test]
     async fn memory_passes_the_store_suite() {
         crate::suite::run(&super::MemoryStore::new()).await;
+        crate::suite::run_files(&super::MemoryStore::new()).await;
     }
 }

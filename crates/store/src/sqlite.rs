@@ -3,7 +3,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use localgem_core::{InteractionRecord, Store, StoreError};
+use localgem_core::{FileRecord, FilesCursor, InteractionRecord, Store, StoreError};
 use localgem_wire::{Status, Step, Usage};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
@@ -99,6 +99,19 @@ fn decode(row: &sqlx::sqlite::SqliteRow) -> Result<InteractionRecord, StoreError
     })
 }
 
+fn decode_file(row: &sqlx::sqlite::SqliteRow) -> Result<FileRecord, StoreError> {
+    Ok(FileRecord {
+        id: row.try_get("id").map_err(backend)?,
+        tenant: row.try_get("tenant").map_err(backend)?,
+        display_name: row.try_get("display_name").map_err(backend)?,
+        mime_type: row.try_get("mime_type").map_err(backend)?,
+        size_bytes: row.try_get::<i64, _>("size_bytes").map_err(backend)?.max(0) as u64,
+        sha256_hex: row.try_get("sha256_hex").map_err(backend)?,
+        created_ms: row.try_get("created_ms").map_err(backend)?,
+        expires_ms: row.try_get("expires_ms").map_err(backend)?,
+    })
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn insert(&self, r: &InteractionRecord) -> Result<(), StoreError> {
@@ -181,6 +194,86 @@ impl Store for SqliteStore {
         .map_err(backend)?;
         Ok(res.rows_affected())
     }
+
+    async fn insert_file(&self, f: &FileRecord) -> Result<(), StoreError> {
+        let res = sqlx::query(
+            "INSERT INTO files (id, tenant, display_name, mime_type, size_bytes, sha256_hex, \
+             created_ms, expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&f.id)
+        .bind(&f.tenant)
+        .bind(&f.display_name)
+        .bind(&f.mime_type)
+        .bind(i64::try_from(f.size_bytes).unwrap_or(i64::MAX))
+        .bind(&f.sha256_hex)
+        .bind(f.created_ms)
+        .bind(f.expires_ms)
+        .execute(&self.pool)
+        .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StoreError::Duplicate(f.id.clone()))
+            }
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn get_file(&self, tenant: &str, id: &str) -> Result<Option<FileRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM files WHERE id = ? AND tenant = ?")
+            .bind(id)
+            .bind(tenant)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(decode_file).transpose()
+    }
+
+    async fn list_files(
+        &self,
+        tenant: &str,
+        after: Option<&FilesCursor>,
+        limit: u32,
+    ) -> Result<Vec<FileRecord>, StoreError> {
+        let rows = match after {
+            Some(c) => sqlx::query(
+                "SELECT * FROM files WHERE tenant = ? AND (created_ms, id) < (?, ?) \
+                 ORDER BY created_ms DESC, id DESC LIMIT ?",
+            )
+            .bind(tenant)
+            .bind(c.created_ms)
+            .bind(&c.id)
+            .bind(i64::from(limit)),
+            None => sqlx::query(
+                "SELECT * FROM files WHERE tenant = ? ORDER BY created_ms DESC, id DESC LIMIT ?",
+            )
+            .bind(tenant)
+            .bind(i64::from(limit)),
+        }
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(decode_file).collect()
+    }
+
+    async fn delete_file(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
+        let res = sqlx::query("DELETE FROM files WHERE id = ? AND tenant = ?")
+            .bind(id)
+            .bind(tenant)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    async fn expired_files(&self, now_ms: i64) -> Result<Vec<FileRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM files WHERE expires_ms <= ?")
+            .bind(now_ms)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter().map(decode_file).collect()
+    }
 }
 
 #[cfg(test)]
@@ -194,6 +287,7 @@ mod tests {
             .await
             .unwrap();
         crate::suite::run(&store).await;
+        crate::suite::run_files(&store).await;
         assert_eq!(store.integrity_check().await.unwrap(), "ok");
     }
 

@@ -1,6 +1,6 @@
 //! One behavioural suite that every [`Store`] implementation must pass.
 
-use localgem_core::{InteractionRecord, Store, StoreError};
+use localgem_core::{FileRecord, FilesCursor, InteractionRecord, Store, StoreError};
 use localgem_wire::{Content, Status, Step, Usage};
 
 /// A record with one user turn and one answer.
@@ -75,4 +75,75 @@ pub async fn run(store: &impl Store) {
         .finish(&record("tenant-a", "v1_one", Status::Completed))
         .await
         .unwrap());
+}
+
+/// A file record.
+pub fn file(tenant: &str, id: &str, created_ms: i64) -> FileRecord {
+    FileRecord {
+        id: id.into(),
+        tenant: tenant.into(),
+        display_name: Some(format!("{id}.txt")),
+        mime_type: "text/plain".into(),
+        size_bytes: 42,
+        sha256_hex: "ab".repeat(32),
+        created_ms,
+        expires_ms: created_ms + 1000,
+    }
+}
+
+/// The file half of the suite, against an empty `store`.
+///
+/// # Panics
+/// When the store misbehaves.
+pub async fn run_files(store: &dyn Store) {
+    for (i, id) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+        store
+            .insert_file(&file("t1", id, 1000 + i as i64))
+            .await
+            .unwrap();
+    }
+    store.insert_file(&file("t1", "e2", 1004)).await.unwrap();
+    store.insert_file(&file("t2", "x", 5000)).await.unwrap();
+    assert!(matches!(
+        store.insert_file(&file("t1", "a", 1)).await,
+        Err(StoreError::Duplicate(_))
+    ));
+    assert_eq!(
+        store.get_file("t1", "a").await.unwrap(),
+        Some(file("t1", "a", 1000))
+    );
+    assert_eq!(
+        store.get_file("t2", "a").await.unwrap(),
+        None,
+        "tenant-scoped"
+    );
+    // pages of 2, newest first, ties broken by id
+    let mut seen = Vec::new();
+    let mut after: Option<FilesCursor> = None;
+    loop {
+        let page = store.list_files("t1", after.as_ref(), 2).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 2);
+        seen.extend(page.iter().map(|f| f.id.clone()));
+        let last = page.last().unwrap();
+        after = Some(FilesCursor {
+            created_ms: last.created_ms,
+            id: last.id.clone(),
+        });
+    }
+    assert_eq!(seen, ["e2", "e", "d", "c", "b", "a"]);
+    assert!(!store.delete_file("t2", "a").await.unwrap());
+    assert!(store.delete_file("t1", "a").await.unwrap());
+    assert!(!store.delete_file("t1", "a").await.unwrap());
+    let mut expired: Vec<String> = store
+        .expired_files(2002)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.id)
+        .collect();
+    expired.sort();
+    assert_eq!(expired, ["b", "c"]);
 }

@@ -1,0 +1,459 @@
+//! The Files API over HTTP: the resumable upload protocol as the SDKs speak it, get, list and
+//! delete, tenancy, and every way an upload can go wrong leaving nothing behind.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use localgem_api::files::FilesConfig;
+use localgem_api::testing::FakeEngine;
+use localgem_api::{router, ApiConfig, AppState};
+use localgem_core::Store;
+use localgem_store::MemoryStore;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+struct App {
+    state: AppState,
+    store: Arc<MemoryStore>,
+    dir: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+fn app(max_file_bytes: u64) -> App {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("files");
+    localgem_api::files::prepare_dir(&dir).unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let state = AppState::new(
+        Arc::new(FakeEngine::default()),
+        store.clone(),
+        ApiConfig::default(),
+    )
+    .with_files(FilesConfig {
+        dir: dir.clone(),
+        max_file_bytes,
+    });
+    App {
+        state,
+        store,
+        dir,
+        _tmp: tmp,
+    }
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HashMap<String, String>,
+    body: Value,
+}
+
+impl App {
+    async fn send(
+        &self,
+        method: &str,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Reply {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("host", "files.test:8080");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let resp = router(self.state.clone())
+            .oneshot(b.body(Body::from(body)).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// Start an upload as the Python SDK does; the upload URL's path and query.
+    async fn start(&self, key: &str, size: usize, meta: Value) -> String {
+        let len = size.to_string();
+        let r = self
+            .send(
+                "POST",
+                "/upload/v1beta/files",
+                &[
+                    ("x-goog-api-key", key),
+                    ("content-type", "application/json"),
+                    ("x-goog-upload-protocol", "resumable"),
+                    ("x-goog-upload-command", "start"),
+                    ("x-goog-upload-header-content-length", &len),
+                    ("x-goog-upload-header-content-type", "text/plain"),
+                ],
+                meta.to_string().into_bytes(),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        assert_eq!(r.headers["x-goog-upload-status"], "active");
+        let url = &r.headers["x-goog-upload-url"];
+        let rest = url
+            .strip_prefix("http://files.test:8080")
+            .unwrap_or_else(|| panic!("upload URL {url} is not absolute on the request's host"));
+        rest.to_owned()
+    }
+
+    /// Send a chunk (without an API key, as Python does).
+    async fn chunk(&self, url: &str, offset: usize, data: &[u8], finalize: bool) -> Reply {
+        let off = offset.to_string();
+        let cmd = if finalize {
+            "upload, finalize"
+        } else {
+            "upload"
+        };
+        self.send(
+            "POST",
+            url,
+            &[
+                ("x-goog-upload-command", cmd),
+                ("x-goog-upload-offset", &off),
+            ],
+            data.to_vec(),
+        )
+        .await
+    }
+
+    async fn upload(&self, key: &str, data: &[u8], name: &str) -> Value {
+        let url = self
+            .start(
+                key,
+                data.len(),
+                json!({"file": {"display_name": name, "mime_type": "text/plain"}}),
+            )
+            .await;
+        let r = self.chunk(&url, 0, data, true).await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        assert_eq!(r.headers["x-goog-upload-status"], "final");
+        r.body["file"].clone()
+    }
+
+    fn leftovers(&self) -> Vec<String> {
+        std::fs::read_dir(self.dir.join("tmp"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn chunked_upload_get_list_delete() {
+    let a = app(64 << 20);
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+    // JS-style start body: camelCase, size as a string.
+    let url = a
+        .start("k", data.len(), json!({"file": {"displayName": "big", "mimeType": "text/plain", "sizeBytes": data.len().to_string()}}))
+        .await;
+    let r = a.chunk(&url, 0, &data[..4096], false).await;
+    assert_eq!(
+        (r.status, r.headers["x-goog-upload-status"].as_str()),
+        (StatusCode::OK, "active")
+    );
+    let r = a.chunk(&url, 4096, &data[4096..], true).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let f = &r.body["file"];
+    assert_eq!(f["sizeBytes"], "10000");
+    assert_eq!(f["displayName"], "big");
+    assert_eq!(f["mimeType"], "text/plain");
+    assert_eq!(f["state"], "ACTIVE");
+    let name = f["name"].as_str().unwrap();
+    let id = name.strip_prefix("files/").unwrap();
+    assert_eq!(
+        f["uri"],
+        format!("http://files.test:8080/v1beta/files/{id}")
+    );
+    assert_eq!(std::fs::read(a.dir.join(id)).unwrap(), data);
+    assert!(a.leftovers().is_empty());
+    use sha2::Digest;
+    let hex = hex::encode(sha2::Sha256::digest(&data));
+    assert_eq!(f["sha256Hash"], base64_std(hex.as_bytes()));
+    // get (the SDKs reduce names and URIs to the id); another tenant sees nothing
+    let r = a
+        .send(
+            "GET",
+            &format!("/v1/files/{id}"),
+            &[("x-goog-api-key", "k")],
+            vec![],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["name"], f["name"]);
+    assert_eq!(
+        r.body["uri"],
+        format!("http://files.test:8080/v1/files/{id}")
+    );
+    let r = a
+        .send(
+            "GET",
+            &format!("/v1beta/files/{id}:download?alt=media"),
+            &[("x-goog-api-key", "k")],
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::NOT_FOUND,
+        "uploads are not downloadable"
+    );
+    let r = a
+        .send(
+            "GET",
+            &format!("/v1beta/files/{id}"),
+            &[("x-goog-api-key", "other")],
+            vec![],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        r.body["error"]["code"], 404,
+        "Google's envelope: {:?}",
+        r.body
+    );
+    assert_eq!(r.body["error"]["status"], "NOT_FOUND");
+    // delete
+    let r = a
+        .send(
+            "DELETE",
+            &format!("/v1beta/files/{id}"),
+            &[("x-goog-api-key", "other")],
+            vec![],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = a
+        .send(
+            "DELETE",
+            &format!("/v1beta/files/{id}"),
+            &[("x-goog-api-key", "k")],
+            vec![],
+        )
+        .await;
+    assert_eq!((r.status, r.body.clone()), (StatusCode::OK, json!({})));
+    assert!(!a.dir.join(id).exists());
+    let r = a
+        .send(
+            "GET",
+            &format!("/v1beta/files/{id}"),
+            &[("x-goog-api-key", "k")],
+            vec![],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+fn base64_std(b: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+#[tokio::test]
+async fn list_pages_end_without_a_token() {
+    let a = app(1 << 20);
+    for i in 0..5 {
+        a.upload("k", format!("file {i}").as_bytes(), &format!("f{i}"))
+            .await;
+    }
+    a.upload("other", b"not yours", "x").await;
+    let mut names = Vec::new();
+    let mut token: Option<String> = None;
+    for page in 0.. {
+        let uri = match &token {
+            Some(t) => format!("/v1/files?pageSize=2&pageToken={t}"),
+            None => "/v1/files?pageSize=2".to_owned(),
+        };
+        let r = a
+            .send("GET", &uri, &[("x-goog-api-key", "k")], vec![])
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+        let files = r.body["files"].as_array().unwrap();
+        assert!(files.len() <= 2);
+        names.extend(
+            files
+                .iter()
+                .map(|f| f["displayName"].as_str().unwrap().to_owned()),
+        );
+        match r.body.get("nextPageToken") {
+            Some(t) => token = Some(t.as_str().unwrap().to_owned()),
+            None => break,
+        }
+        assert!(page < 5, "the pager never ends");
+    }
+    assert_eq!(names, ["f4", "f3", "f2", "f1", "f0"]);
+    let r = a
+        .send(
+            "GET",
+            "/v1/files?pageToken=%%%",
+            &[("x-goog-api-key", "k")],
+            vec![],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = a
+        .send("GET", "/v1/files", &[("x-goog-api-key", "nobody")], vec![])
+        .await;
+    assert_eq!((r.status, r.body.clone()), (StatusCode::OK, json!({})));
+}
+
+#[tokio::test]
+async fn bad_uploads_get_4xx_and_leave_nothing_behind() {
+    let a = app(1000);
+    // not the resumable protocol
+    let r = a
+        .send(
+            "POST",
+            "/upload/v1beta/files",
+            &[("x-goog-api-key", "k")],
+            b"{}".to_vec(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
+    // announced too large: refused at start
+    let r = a
+        .send(
+            "POST",
+            "/upload/v1beta/files",
+            &[
+                ("x-goog-upload-protocol", "resumable"),
+                ("x-goog-upload-command", "start"),
+                ("x-goog-upload-header-content-length", "5000"),
+            ],
+            vec![],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{:?}", r.body);
+    // unknown upload id
+    let r = a
+        .chunk(
+            "/upload/v1beta/files?upload_id=nope&upload_protocol=resumable",
+            0,
+            b"x",
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(r.headers.contains_key("x-goog-upload-status"));
+    // wrong offset: refused, the upload goes on
+    let url = a.start("k", 10, json!({})).await;
+    let r = a.chunk(&url, 3, b"abc", false).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
+    assert!(r.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("offset"));
+    let r = a.chunk(&url, 0, b"abcde", false).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = a.chunk(&url, 0, b"abcde", false).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "a repeated offset");
+    // more bytes than announced: dropped whole
+    let r = a.chunk(&url, 5, b"0123456789", true).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{:?}", r.body);
+    let r = a.chunk(&url, 5, b"fghij", true).await;
+    assert_eq!(
+        r.status,
+        StatusCode::NOT_FOUND,
+        "the dropped upload is gone"
+    );
+    // fewer bytes than announced at finalize: dropped
+    let url = a.start("k", 10, json!({})).await;
+    let r = a.chunk(&url, 0, b"abc", true).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
+    // over the server's limit without an announced size
+    let r = a
+        .send(
+            "POST",
+            "/upload/v1beta/files",
+            &[
+                ("x-goog-upload-protocol", "resumable"),
+                ("x-goog-upload-command", "start"),
+            ],
+            vec![],
+        )
+        .await;
+    let url = r.headers["x-goog-upload-url"]
+        .strip_prefix("http://files.test:8080")
+        .unwrap()
+        .to_owned();
+    let r = a.chunk(&url, 0, &[0u8; 1500], true).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    // a taken name
+    a.upload("k", b"one", "one").await;
+    let f = a.upload("k", b"two", "two").await;
+    let taken = f["name"].as_str().unwrap();
+    let r = a
+        .send(
+            "POST",
+            "/upload/v1beta/files",
+            &[
+                ("x-goog-upload-protocol", "resumable"),
+                ("x-goog-upload-command", "start"),
+                ("x-goog-api-key", "k"),
+            ],
+            json!({"file": {"name": taken}}).to_string().into_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
+    // nothing half-written anywhere: only the two finished files
+    assert!(a.leftovers().is_empty(), "{:?}", a.leftovers());
+    let kept: Vec<_> = std::fs::read_dir(&a.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "tmp")
+        .collect();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+}
+
+#[tokio::test]
+async fn expired_files_are_purged() {
+    let a = app(1 << 20);
+    let f = a.upload("k", b"short-lived", "s").await;
+    let id = f["name"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("files/")
+        .unwrap()
+        .to_owned();
+    assert_eq!(localgem_api::files::purge(&a.state).await, 0);
+    // Age it past its expiry.
+    let mut rec = a
+        .store
+        .get_file(&localgem_api::tenant::Tenant::from_key("k").0, &id)
+        .await
+        .unwrap()
+        .unwrap();
+    a.store.delete_file(&rec.tenant, &id).await.unwrap();
+    rec.expires_ms = 1;
+    a.store.insert_file(&rec).await.unwrap();
+    let r = a
+        .send(
+            "GET",
+            &format!("/v1beta/files/{id}"),
+            &[("x-goog-api-key", "k")],
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::NOT_FOUND,
+        "an expired file is gone at once"
+    );
+    assert_eq!(localgem_api::files::purge(&a.state).await, 1);
+    assert!(!a.dir.join(&id).exists());
+}
