@@ -347,6 +347,42 @@ checks.push(
       throw new Fail(`cancel of a finished interaction changed it: ${done.status} -> ${c2.status}`);
     }
   }],
+  ["files_upload_get_list_delete", async () => {
+    // A file larger than one 8 MiB chunk, get, a list longer than one page, delete; a tenant
+    // of its own so the listing is known.
+    const fs = await import("node:fs");
+    const os = await import("node:os");
+    const path = await import("node:path");
+    const fa = makeClient(`files-js-${Date.now()}-${Math.random()}`);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "lg-files-"));
+    try {
+      const data = Buffer.alloc(9 * 1024 * 1024 + 123, 0x61);
+      const big = path.join(dir, "big.txt");
+      fs.writeFileSync(big, data);
+      const f = await fa.files.upload({ file: big, config: { mimeType: "text/plain", displayName: "big" } });
+      if (Number(f.sizeBytes) !== data.length) throw new Fail(`sizeBytes ${f.sizeBytes} != ${data.length}`);
+      if (f.state !== "ACTIVE") throw new Fail(`state ${f.state}`);
+      const small = [];
+      for (let i = 0; i < 3; i++) {
+        const p = path.join(dir, `s${i}.txt`);
+        fs.writeFileSync(p, `small ${i}`);
+        small.push(await fa.files.upload({ file: p, config: { mimeType: "text/plain" } }));
+      }
+      const g = await fa.files.get({ name: f.name });
+      if (g.name !== f.name || g.displayName !== "big") throw new Fail(`get returned ${JSON.stringify(g)}`);
+      const pager = await fa.files.list({ config: { pageSize: 2 } });
+      const names = [];
+      for await (const x of pager) names.push(x.name);
+      const want = [...small].reverse().map((x) => x.name).concat([f.name]);
+      if (JSON.stringify(names) !== JSON.stringify(want)) throw new Fail(`list gave ${names}, expected ${want}`);
+      await fa.files.delete({ name: f.name });
+      let gone = false;
+      try { await fa.files.get({ name: f.name }); } catch (e) { gone = (e.status ?? e.code) === 404 || /404/.test(String(e.message)); }
+      if (!gone) throw new Fail("the deleted file is still there (or not a 404)");
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }],
 );
 
 let failed = 0;

@@ -641,6 +641,52 @@ def t_background_cancel():
         raise Fail(f"cancel of a finished interaction changed it: {done.status!r} -> {c2.status!r}")
 
 
+def t_files_upload_get_list_delete():
+    """A file larger than one 8 MiB chunk, get, a list longer than one page, delete."""
+    import hashlib
+    import tempfile
+    fc = make_client(api_key=f"files-{uuid.uuid4()}")  # a tenant of its own: a known listing
+    data = bytes(range(256)) * (9 * 4096 + 17)        # ~9.4 MB: two chunks
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "big.txt")
+        with open(path, "wb") as fh:
+            fh.write(data)
+        f = fc.files.upload(file=path, config={"mime_type": "text/plain", "display_name": "big"})
+        small = []
+        for i in range(3):
+            p = os.path.join(d, f"s{i}.md")
+            with open(p, "w") as fh:
+                fh.write(f"# note {i}\n")
+            small.append(fc.files.upload(file=p))
+    if int(f.size_bytes) != len(data):
+        raise Fail(f"sizeBytes {f.size_bytes} != {len(data)}")
+    if str(getattr(f.state, "value", f.state)) != "ACTIVE":
+        raise Fail(f"state {f.state}")
+    import base64
+    if f.sha256_hash and base64.b64decode(f.sha256_hash).decode() != hashlib.sha256(data).hexdigest():
+        raise Fail("sha256Hash does not match the bytes")
+    if not (f.uri or "").endswith(f.name.split("/")[-1]):
+        raise Fail(f"uri {f.uri!r} does not end with the id of {f.name!r}")
+    g = fc.files.get(name=f.name)
+    if g.name != f.name or int(g.size_bytes) != len(data) or g.display_name != "big":
+        raise Fail(f"get returned {g}")
+    names = [x.name for x in fc.files.list(config={"page_size": 2})]
+    want = [x.name for x in reversed(small)] + [f.name]
+    if names != want:
+        raise Fail(f"list (pages of 2) gave {names}, expected {want}")
+    fc.files.delete(name=f.name)
+    try:
+        fc.files.get(name=f.name)
+    except Exception as e:  # noqa: BLE001
+        if getattr(e, "code", None) != 404:
+            raise Fail(f"get after delete: {type(e).__name__} {getattr(e, 'code', None)}")
+    else:
+        raise Fail("the deleted file is still there")
+    other = make_client(api_key=f"files-other-{uuid.uuid4()}")
+    if [x.name for x in other.files.list()]:
+        raise Fail("another key sees these files")
+
+
 CHECKS = [
     ("stream_matches_get", t_stream_matches_get),
     ("store_false_empty_id", t_store_false_empty_id),
@@ -663,6 +709,7 @@ CHECKS = [
     ("background_poll", t_background_poll),
     ("background_stream_resume", t_background_stream_resume),
     ("background_cancel", t_background_cancel),
+    ("files_upload_get_list_delete", t_files_upload_get_list_delete),
 ]
 
 
