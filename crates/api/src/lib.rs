@@ -5,6 +5,7 @@
 //! encoding), [`handlers`] (routes), [`models`] (model ids and aliases), [`tenant`] (API key →
 //! tenant). The layer sees only the `Engine` and `Store` traits.
 
+pub mod content;
 pub mod error;
 pub mod files;
 pub mod handlers;

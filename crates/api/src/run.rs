@@ -740,12 +740,14 @@ pub async fn start(
 ) -> Result<Running, ApiError> {
     let served = state.engine.models();
     let engine_model = state.config.aliases.resolve(&req.model, &served)?;
-    check_modalities(&req.input, &engine_model)?;
     let mut timeline = match &req.previous_interaction_id {
         Some(prev) => load_history(state, &tenant, prev).await?,
         None => Vec::new(),
     };
     timeline.extend(req.input.iter().cloned());
+    // Documents become text; other media must exist, and the model must take them.
+    crate::content::resolve(state, &tenant, &mut timeline).await?;
+    check_modalities(&timeline, &engine_model)?;
     let messages = to_messages(
         req.system_instruction.as_deref(),
         &timeline,

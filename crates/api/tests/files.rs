@@ -18,6 +18,7 @@ use tower::ServiceExt;
 
 struct App {
     state: AppState,
+    fake: Arc<FakeEngine>,
     store: Arc<MemoryStore>,
     dir: PathBuf,
     _tmp: tempfile::TempDir,
@@ -28,17 +29,15 @@ fn app(max_file_bytes: u64) -> App {
     let dir = tmp.path().join("files");
     localgem_api::files::prepare_dir(&dir).unwrap();
     let store = Arc::new(MemoryStore::new());
-    let state = AppState::new(
-        Arc::new(FakeEngine::default()),
-        store.clone(),
-        ApiConfig::default(),
-    )
-    .with_files(FilesConfig {
-        dir: dir.clone(),
-        max_file_bytes,
-    });
+    let fake = Arc::new(FakeEngine::default());
+    let state =
+        AppState::new(fake.clone(), store.clone(), ApiConfig::default()).with_files(FilesConfig {
+            dir: dir.clone(),
+            max_file_bytes,
+        });
     App {
         state,
+        fake,
         store,
         dir,
         _tmp: tmp,
@@ -456,4 +455,174 @@ async fn expired_files_are_purged() {
     );
     assert_eq!(localgem_api::files::purge(&a.state).await, 1);
     assert!(!a.dir.join(&id).exists());
+}
+
+/// A one-page PDF whose text layer says `text` (Helvetica, built by hand with a correct
+/// cross-reference table).
+fn pdf_with(text: &str) -> Vec<u8> {
+    let stream = format!("BT /F1 18 Tf 20 100 Td ({text}) Tj ET");
+    let objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_owned(),
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 400 144] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>".to_owned(),
+        format!("<< /Length {} >>\nstream\n{stream}\nendstream", stream.len()),
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_owned(),
+    ];
+    let mut out = b"%PDF-1.4\n".to_vec();
+    let mut offsets = Vec::new();
+    for (i, o) in objects.iter().enumerate() {
+        offsets.push(out.len());
+        out.extend(format!("{} 0 obj\n{o}\nendobj\n", i + 1).bytes());
+    }
+    let xref = out.len();
+    out.extend(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).bytes());
+    for off in offsets {
+        out.extend(format!("{off:010} 00000 n \n").bytes());
+    }
+    out.extend(
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            objects.len() + 1
+        )
+        .bytes(),
+    );
+    out
+}
+
+impl App {
+    fn engine_requests(&self) -> Vec<localgem_core::GenerateRequest> {
+        self.fake.requests.lock().unwrap().clone()
+    }
+}
+
+#[tokio::test]
+async fn uploaded_documents_reach_the_prompt_as_text() {
+    let a = app(1 << 20);
+    let txt = a
+        .upload("k", b"The capital of Wakanda is Birnin Zana.", "facts")
+        .await;
+    let pdf = pdf_with("The secret word is pineapple.");
+    let url = a
+        .start(
+            "k",
+            pdf.len(),
+            json!({"file": {"mime_type": "application/pdf", "display_name": "s.pdf"}}),
+        )
+        .await;
+    let r = a.chunk(&url, 0, &pdf, true).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let pdf_file = r.body["file"].clone();
+    let html = base64_std(b"<p>Hello <b>HTML</b></p><script>x()</script>");
+    let body = json!({"model": "fake-model", "input": [
+        {"type": "text", "text": "What do these say?"},
+        {"type": "document", "uri": txt["uri"], "mime_type": "text/plain"},
+        {"type": "document", "uri": pdf_file["name"], "mime_type": "application/pdf"},
+        {"type": "document", "data": html, "mime_type": "text/html"}]});
+    let r = a
+        .send(
+            "POST",
+            "/v1beta/interactions",
+            &[
+                ("x-goog-api-key", "k"),
+                ("content-type", "application/json"),
+            ],
+            body.to_string().into_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let prompt = a
+        .engine_requests()
+        .last()
+        .unwrap()
+        .messages
+        .last()
+        .unwrap()
+        .content
+        .clone();
+    assert!(prompt.starts_with("What do these say?"), "{prompt}");
+    assert!(
+        prompt.contains("The capital of Wakanda is Birnin Zana."),
+        "{prompt}"
+    );
+    assert!(prompt.contains("The secret word is pineapple."), "{prompt}");
+    assert!(
+        prompt.contains("Hello HTML") && !prompt.contains("x()"),
+        "{prompt}"
+    );
+    // The prompt grew by the documents (the fake counts words).
+    assert!(
+        r.body["usage"]["total_input_tokens"].as_u64().unwrap() > 20,
+        "{:?}",
+        r.body["usage"]
+    );
+
+    // What goes wrong is a 4xx naming the part.
+    for (part, status, needle) in [
+        (
+            json!({"type": "document", "uri": "files/doesnotexist", "mime_type": "text/plain"}),
+            404,
+            "not found",
+        ),
+        (
+            json!({"type": "document", "uri": "https://example.com/a.pdf"}),
+            400,
+            "not a file of this server",
+        ),
+        (
+            json!({"type": "document", "data": base64_std(&pdf[..pdf.len() / 2]), "mime_type": "application/pdf"}),
+            400,
+            "PDF",
+        ),
+        (
+            json!({"type": "document", "data": "!!!", "mime_type": "text/plain"}),
+            400,
+            "base64",
+        ),
+        (
+            json!({"type": "document", "data": base64_std(b"x"), "mime_type": "application/zip"}),
+            400,
+            "not supported",
+        ),
+        (
+            json!({"type": "image", "uri": txt["uri"], "mime_type": "image/png"}),
+            400,
+            "cannot take image",
+        ),
+    ] {
+        let body = json!({"model": "fake-model", "input": [{"type": "text", "text": "q"}, part]});
+        let r = a
+            .send(
+                "POST",
+                "/v1beta/interactions",
+                &[
+                    ("x-goog-api-key", "k"),
+                    ("content-type", "application/json"),
+                ],
+                body.to_string().into_bytes(),
+            )
+            .await;
+        assert_eq!(r.status.as_u16(), status, "{part}: {:?}", r.body);
+        assert!(
+            r.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(needle),
+            "{part}: {:?}",
+            r.body
+        );
+    }
+    // Another key cannot use the file.
+    let body = json!({"model": "fake-model", "input": [{"type": "document", "uri": txt["uri"], "mime_type": "text/plain"}]});
+    let r = a
+        .send(
+            "POST",
+            "/v1beta/interactions",
+            &[
+                ("x-goog-api-key", "other"),
+                ("content-type", "application/json"),
+            ],
+            body.to_string().into_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
 }

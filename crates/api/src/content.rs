@@ -1,0 +1,216 @@
+//! Media parts of an input: uploaded files (`files/ID`, or any URI whose path ends in
+//! `/files/ID`) and inline base64 `data`, checked and loaded. Documents become text in the
+//! prompt (plain text, Markdown, CSV, JSON and HTML as text; PDF through its text layer);
+//! images, audio and video are left for the model check, which names the model and the
+//! modality when the model cannot take them.
+
+use base64::Engine as _;
+use localgem_wire::{Content, Media, Step};
+
+use crate::error::ApiError;
+use crate::files::file_id;
+use crate::tenant::Tenant;
+use crate::AppState;
+
+/// The bytes and MIME type of a media part.
+async fn load(
+    st: &AppState,
+    tenant: &Tenant,
+    m: &Media,
+    what: &str,
+) -> Result<(Vec<u8>, Option<String>), ApiError> {
+    if let Some(data) = &m.data {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .map_err(|e| ApiError::bad_request(format!("{what}: `data` is not base64: {e}")))?;
+        return Ok((bytes, m.mime_type.clone()));
+    }
+    let Some(uri) = &m.uri else {
+        return Err(ApiError::bad_request(format!(
+            "{what} needs `data` (base64) or `uri` (an uploaded file)"
+        )));
+    };
+    let is_ours = uri.starts_with("files/") || uri.contains("/files/");
+    let id = file_id(uri).filter(|_| is_ours).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "{what}: uri {uri:?} is not a file of this server; upload it with the Files API (its uri, or files/ID), or send `data`"
+        ))
+    })?;
+    let (cfg, _) = st
+        .files
+        .as_ref()
+        .ok_or_else(|| ApiError::bad_request("the Files API is not enabled on this server"))?;
+    let f = st
+        .store
+        .get_file(&tenant.0, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("{what}: file files/{id} not found")))?;
+    let bytes = tokio::fs::read(cfg.dir.join(id))
+        .await
+        .map_err(|e| ApiError::not_found(format!("{what}: file files/{id} is gone: {e}")))?;
+    Ok((bytes, m.mime_type.clone().or(Some(f.mime_type))))
+}
+
+/// Text of an HTML page: tags, scripts and styles removed, common entities decoded.
+pub fn html_text(html: &str) -> String {
+    let mut out = String::with_capacity(html.len());
+    let lower = html.to_ascii_lowercase();
+    let mut i = 0;
+    while i < html.len() {
+        let rest = &lower[i..];
+        if rest.starts_with("<script") || rest.starts_with("<style") {
+            let close = if rest.starts_with("<script") {
+                "</script>"
+            } else {
+                "</style>"
+            };
+            i = rest.find(close).map_or(html.len(), |e| i + e + close.len());
+            continue;
+        }
+        if rest.starts_with('<') {
+            let tag_end = rest.find('>').map_or(html.len(), |e| i + e + 1);
+            let tag = &rest[..(tag_end - i).min(rest.len())];
+            if ["<br", "<p", "</p", "<div", "</div", "<li", "<tr", "<h"]
+                .iter()
+                .any(|t| tag.starts_with(t))
+            {
+                out.push('\n');
+            }
+            i = tag_end;
+            continue;
+        }
+        let next = rest.find('<').map_or(html.len(), |e| i + e);
+        out.push_str(&html[i..next]);
+        i = next;
+    }
+    let decoded = out
+        .replace("&nbsp;", " ")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&");
+    let lines: Vec<&str> = decoded
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines.join("\n")
+}
+
+/// A document's text, by MIME type.
+///
+/// # Errors
+/// 400 for an unsupported type, text that is not UTF-8, or a PDF that does not parse.
+pub async fn document_text(bytes: Vec<u8>, mime: &str, what: &str) -> Result<String, ApiError> {
+    let mime = mime
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let utf8 = |b: Vec<u8>| {
+        String::from_utf8(b).map_err(|_| {
+            ApiError::bad_request(format!("{what}: a {mime} document must be UTF-8 text"))
+        })
+    };
+    match mime.as_str() {
+        "application/pdf" => {
+            let what = what.to_owned();
+            // The PDF parser may panic on a damaged file: that is a bad file, not a crash.
+            tokio::task::spawn_blocking(move || pdf_extract::extract_text_from_mem(&bytes))
+                .await
+                .map_err(|_| ApiError::bad_request(format!("{what}: the PDF cannot be read")))?
+                .map_err(|e| ApiError::bad_request(format!("{what}: the PDF cannot be read: {e}")))
+        }
+        "text/html" => utf8(bytes).map(|h| html_text(&h)),
+        "application/json" | "text/csv" | "text/markdown" | "text/plain" | "text/x-markdown" => {
+            utf8(bytes)
+        }
+        m if m.starts_with("text/") => utf8(bytes),
+        "" => Err(ApiError::bad_request(format!(
+            "{what} needs a `mime_type` (text/plain, text/markdown, text/csv, application/json, text/html or application/pdf)"
+        ))),
+        other => Err(ApiError::bad_request(format!(
+            "{what}: documents of type {other} are not supported; use text/plain, text/markdown, text/csv, application/json, text/html or application/pdf"
+        ))),
+    }
+}
+
+/// Check every media part of `steps` and turn documents into text.
+///
+/// # Errors
+/// 400 for malformed parts, foreign URIs and unreadable documents; 404 for files that do
+/// not exist (or belong to another key).
+pub async fn resolve(st: &AppState, tenant: &Tenant, steps: &mut [Step]) -> Result<(), ApiError> {
+    for (si, step) in steps.iter_mut().enumerate() {
+        let Step::UserInput { content } = step else {
+            continue;
+        };
+        for (ci, c) in content.iter_mut().enumerate() {
+            let what = format!("input step {si}, content {ci}");
+            match c {
+                Content::Text { .. } => {}
+                Content::Document(m) => {
+                    let (bytes, mime) = load(st, tenant, m, &what).await?;
+                    let mime = mime.unwrap_or_default();
+                    let text = document_text(bytes, &mime, &what).await?;
+                    let label = m
+                        .uri
+                        .as_deref()
+                        .and_then(file_id)
+                        .map_or_else(|| mime.clone(), |id| format!("files/{id}, {mime}"));
+                    *c = Content::text(format!(
+                        "[document: {label}]\n{}\n[end of document]",
+                        text.trim()
+                    ));
+                }
+                Content::Image(m) | Content::Audio(m) | Content::Video(m) => {
+                    // Loaded only to check it exists; the model check decides.
+                    load(st, tenant, m, &what).await?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn html_becomes_text() {
+        let t = html_text(
+            "<html><head><style>p{color:red}</style><script>alert(1)</script></head>\
+             <body><h1>Title</h1><p>Fish &amp; chips &lt;3</p><ul><li>one</li><li>two</li></ul></body></html>",
+        );
+        assert_eq!(t, "Title\nFish & chips <3\none\ntwo");
+    }
+
+    #[tokio::test]
+    async fn document_types() {
+        assert_eq!(
+            document_text(b"a,b\n1,2".to_vec(), "text/csv", "d")
+                .await
+                .unwrap(),
+            "a,b\n1,2"
+        );
+        assert_eq!(
+            document_text(b"# T".to_vec(), "text/markdown; charset=utf-8", "d")
+                .await
+                .unwrap(),
+            "# T"
+        );
+        for (bytes, mime, needle) in [
+            (vec![0xff, 0xfe], "text/plain", "UTF-8"),
+            (b"x".to_vec(), "application/msword", "not supported"),
+            (b"x".to_vec(), "", "mime_type"),
+            (b"%PDF-1.4\n1 0 obj".to_vec(), "application/pdf", "PDF"),
+        ] {
+            let e = document_text(bytes, mime, "d").await.unwrap_err();
+            assert_eq!(e.status.as_u16(), 400);
+            assert!(e.message.contains(needle), "{}", e.message);
+        }
+    }
+}
