@@ -687,6 +687,72 @@ def t_files_upload_get_list_delete():
         raise Fail("another key sees these files")
 
 
+def make_pdf(text: str) -> bytes:
+    """A one-page PDF whose text layer says `text` (Helvetica, correct xref table)."""
+    stream = f"BT /F1 18 Tf 20 100 Td ({text}) Tj ET"
+    objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>",
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 400 144] /Contents 4 0 R "
+        "/Resources << /Font << /F1 5 0 R >> >> >>",
+        f"<< /Length {len(stream)} >>\nstream\n{stream}\nendstream",
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out, offsets = b"%PDF-1.4\n", []
+    for i, o in enumerate(objects):
+        offsets.append(len(out))
+        out += f"{i + 1} 0 obj\n{o}\nendobj\n".encode()
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    for off in offsets:
+        out += f"{off:010} 00000 n \n".encode()
+    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    return out
+
+
+def t_documents_in_the_prompt():
+    """An uploaded text file and an uploaded PDF are read into the prompt: the prompt token
+    count grows by their contents, and a broken PDF is a 400."""
+    import tempfile
+    fact = "The lighthouse keeper of Cape Orla is named Mirela Vasquez. " * 8
+    with tempfile.TemporaryDirectory() as d:
+        tp = os.path.join(d, "fact.txt")
+        with open(tp, "w") as fh:
+            fh.write(fact)
+        pp = os.path.join(d, "secret.pdf")
+        with open(pp, "wb") as fh:
+            fh.write(make_pdf("The secret word is pineapple. " * 3))
+        txt = client.files.upload(file=tp, config={"mime_type": "text/plain"})
+        pdf = client.files.upload(file=pp, config={"mime_type": "application/pdf"})
+        bad = os.path.join(d, "broken.pdf")
+        with open(bad, "wb") as fh:
+            fh.write(make_pdf("x")[:60])
+        broken = client.files.upload(file=bad, config={"mime_type": "application/pdf"})
+    q = {"type": "text", "text": "Who is the lighthouse keeper, and what is the secret word?"}
+    gc = {"temperature": 0, "max_output_tokens": 24}
+    base = client.interactions.create(model=MODEL, input=[q], generation_config=gc)
+    it = client.interactions.create(model=MODEL, generation_config=gc, input=[
+        q,
+        {"type": "document", "uri": txt.uri, "mime_type": "text/plain"},
+        {"type": "document", "uri": pdf.uri, "mime_type": "application/pdf"},
+    ])
+    grew = it.usage.total_input_tokens - base.usage.total_input_tokens
+    if grew < 100:
+        raise Fail(f"the prompt grew by {grew} tokens only: the documents did not reach it")
+    if not model_text(it.steps).strip():
+        raise Fail("no answer")
+    got = client.interactions.get(it.id)
+    kinds = [getattr(c, "type", None) for c in got.steps[0].content]
+    if kinds != ["text", "document", "document"]:
+        raise Fail(f"the stored input is not the input as sent: {kinds}")
+    expect_status(lambda: client.interactions.create(model=MODEL, input=[
+        q, {"type": "document", "uri": broken.uri, "mime_type": "application/pdf"}]),
+        400, "BadRequestError", "a truncated PDF")
+    expect_status(lambda: client.interactions.create(model=MODEL, input=[
+        q, {"type": "image", "uri": txt.uri, "mime_type": "image/png"}]),
+        400, "BadRequestError", "an image for a text-only model")
+
+
 CHECKS = [
     ("stream_matches_get", t_stream_matches_get),
     ("store_false_empty_id", t_store_false_empty_id),
@@ -710,6 +776,7 @@ CHECKS = [
     ("background_stream_resume", t_background_stream_resume),
     ("background_cancel", t_background_cancel),
     ("files_upload_get_list_delete", t_files_upload_get_list_delete),
+    ("documents_in_the_prompt", t_documents_in_the_prompt),
 ]
 
 
