@@ -221,14 +221,14 @@ pub async fn upload(
     State(st): State<AppState>,
     UrlPath(version): UrlPath<String>,
     Query(query): Query<HashMap<String, String>>,
-    tenant: Tenant,
+    tenant: Result<Tenant, ApiError>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, FilesError> {
     match query.get("upload_id") {
         // The upload id authorises a chunk, whatever key (or none) it carries.
         Some(upload_id) => chunk(&st, upload_id, &version, &headers, body).await,
-        None => start(&st, tenant, &version, &headers, body).await,
+        None => start(&st, tenant?, &version, &headers, body).await,
     }
 }
 
@@ -526,9 +526,11 @@ async fn chunk(
 pub async fn get_file(
     State(st): State<AppState>,
     UrlPath((version, name)): UrlPath<(String, String)>,
-    tenant: Tenant,
+    tenant: Result<Tenant, ApiError>,
     headers: HeaderMap,
 ) -> Result<Response, FilesError> {
+    // Rejected keys answer in this API's envelope too.
+    let tenant = tenant?;
     files_config(&st)?;
     if name.contains(':') {
         return Err(ApiError::not_found(format!(
@@ -551,8 +553,9 @@ pub async fn get_file(
 pub async fn delete_file(
     State(st): State<AppState>,
     UrlPath((_version, name)): UrlPath<(String, String)>,
-    tenant: Tenant,
+    tenant: Result<Tenant, ApiError>,
 ) -> Result<Response, FilesError> {
+    let tenant = tenant?;
     let cfg = files_config(&st)?.clone();
     let id =
         file_id(&name).ok_or_else(|| ApiError::not_found(format!("file {name:?} not found")))?;
@@ -585,9 +588,10 @@ pub async fn list_files(
     State(st): State<AppState>,
     UrlPath(version): UrlPath<String>,
     Query(query): Query<HashMap<String, String>>,
-    tenant: Tenant,
+    tenant: Result<Tenant, ApiError>,
     headers: HeaderMap,
 ) -> Result<Response, FilesError> {
+    let tenant = tenant?;
     files_config(&st)?;
     let size = match query.get("pageSize").or_else(|| query.get("page_size")) {
         None => PAGE_DEFAULT,

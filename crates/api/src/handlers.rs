@@ -257,7 +257,7 @@ fn wire_model(name: &str, info: &localgem_core::ModelInfo, max_out: u32) -> Mode
 }
 
 /// `GET /{v}/models`.
-pub async fn list_models(State(st): State<AppState>) -> Json<ModelList> {
+pub async fn list_models(State(st): State<AppState>, _caller: Tenant) -> Json<ModelList> {
     let max = st.config.default_max_output_tokens;
     Json(ModelList {
         models: st
@@ -273,6 +273,7 @@ pub async fn list_models(State(st): State<AppState>) -> Json<ModelList> {
 pub async fn get_model(
     State(st): State<AppState>,
     Path((_version, id)): Path<(String, String)>,
+    _caller: Tenant,
 ) -> Result<Json<Model>, ApiError> {
     let served = st.engine.models();
     let target = st.config.aliases.resolve(&id, &served)?;

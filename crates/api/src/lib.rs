@@ -40,6 +40,8 @@ pub struct ApiConfig {
     pub sampling: validate::SamplingDefaults,
     /// Signs thought signatures.
     pub signer: signature::Signer,
+    /// Accepted API keys; `None` accepts any key (each its own tenant).
+    pub keys: Option<tenant::KeySet>,
 }
 
 impl Default for ApiConfig {
@@ -50,6 +52,7 @@ impl Default for ApiConfig {
             default_max_output_tokens: 512,
             sampling: validate::SamplingDefaults::default(),
             signer: signature::Signer::random(),
+            keys: None,
         }
     }
 }

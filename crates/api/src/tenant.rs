@@ -1,5 +1,9 @@
 //! Who is asking: the API key, from `x-goog-api-key`, `?key=` or `Authorization: Bearer`,
 //! reduced to a SHA-256 hash. Only the hash is ever stored.
+//!
+//! With keys configured ([`KeySet`]), a request without a key is 401 and one with an unknown
+//! key 403, before its handler runs (so it never reaches the engine or the store). Without
+//! keys every key is its own tenant, and requests without one share the tenant of "".
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -41,11 +45,85 @@ pub fn api_key(parts: &Parts) -> Option<String> {
     auth.strip_prefix("Bearer ").map(|k| k.trim().to_owned())
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Tenant {
+/// The accepted API keys, kept as SHA-256 hashes only.
+#[derive(Clone, Default)]
+pub struct KeySet {
+    hashes: Vec<[u8; 32]>,
+}
+
+impl std::fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeySet({} keys)", self.hashes.len())
+    }
+}
+
+impl KeySet {
+    /// A set of these keys (empty strings are ignored).
+    pub fn new<'a>(keys: impl IntoIterator<Item = &'a str>) -> Self {
+        KeySet {
+            hashes: keys
+                .into_iter()
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(|k| Sha256::digest(k.as_bytes()).into())
+                .collect(),
+        }
+    }
+
+    /// Keys from a file: one per line; blank lines and lines starting with `#` are skipped.
+    pub fn parse_file(text: &str) -> Self {
+        Self::new(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#')),
+        )
+    }
+
+    /// How many keys.
+    pub fn len(&self) -> usize {
+        self.hashes.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.hashes.is_empty()
+    }
+
+    /// Whether `key` is one of the set. Every stored hash is compared, each in constant
+    /// time, so the answer takes as long whichever key matches.
+    pub fn contains(&self, key: &str) -> bool {
+        let h: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+        self.hashes.iter().fold(false, |found, k| {
+            let diff = k.iter().zip(&h).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+            found | (diff == 0)
+        })
+    }
+}
+
+impl FromRequestParts<crate::AppState> for Tenant {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Tenant::from_key(&api_key(parts).unwrap_or_default()))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        st: &crate::AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let key = api_key(parts);
+        if let Some(keys) = &st.config.keys {
+            match key.as_deref() {
+                None | Some("") => {
+                    return Err(ApiError::unauthenticated(
+                        "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.",
+                    ))
+                }
+                Some(k) if !keys.contains(k) => {
+                    return Err(ApiError::permission_denied(
+                        "API key not valid. Please pass a valid API key.",
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(Tenant::from_key(&key.unwrap_or_default()))
     }
 }
 
@@ -85,6 +163,15 @@ mod tests {
         assert_eq!(api_key(&p).as_deref(), Some("k3"));
         let p = parts(Request::builder().uri("/v1/x").body(()).unwrap());
         assert_eq!(api_key(&p), None);
+    }
+
+    #[test]
+    fn key_sets() {
+        let k = KeySet::parse_file("# keys\nalpha\n\n  beta  \n#gamma\n");
+        assert_eq!(k.len(), 2);
+        assert!(k.contains("alpha") && k.contains("beta"));
+        assert!(!k.contains("gamma") && !k.contains("") && !k.contains("alph"));
+        assert!(KeySet::new(["", " "]).is_empty());
     }
 
     #[test]

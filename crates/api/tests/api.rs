@@ -31,6 +31,7 @@ fn app_with(engine: FakeEngine, store: Arc<dyn Store>, max_body: usize) -> App {
             default_max_output_tokens: 64,
             sampling: Default::default(),
             signer: localgem_api::signature::Signer::new(b"test-key".to_vec()),
+            keys: None,
         },
     );
     App { state, engine }

@@ -130,6 +130,22 @@ struct ServeArgs {
     /// Log format: `text` or `json`.
     #[arg(long, env = "LOCALGEM_LOG_FORMAT", default_value = "text")]
     log_format: String,
+    /// File of accepted API keys, one per line (`#` starts a comment line). With keys set, a
+    /// request without a key is 401 and one with an unknown key 403.
+    #[arg(long, env = "LOCALGEM_API_KEYS_FILE")]
+    api_keys_file: Option<PathBuf>,
+    /// Accepted API keys, comma-separated (added to `--api-keys-file`'s).
+    #[arg(
+        long,
+        env = "LOCALGEM_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    api_keys: Vec<String>,
+    /// Serve without API keys on an address other than loopback (anyone who can reach it
+    /// can use it).
+    #[arg(long, env = "LOCALGEM_ALLOW_UNAUTHENTICATED", default_value_t = false)]
+    allow_unauthenticated: bool,
     /// Largest file the Files API accepts, in bytes (Google's limit is 2 GB).
     #[arg(long, env = "LOCALGEM_MAX_FILE_BYTES", default_value_t = 2 * 1024 * 1024 * 1024)]
     max_file_bytes: u64,
@@ -383,8 +399,35 @@ fn signing_key(given: Option<&str>, dir: &Path) -> Result<Vec<u8>> {
     Ok(std::fs::read(&path)?)
 }
 
+/// The accepted keys of `--api-keys-file` and `--api-keys`; `None` when there are none.
+fn load_keys(args: &ServeArgs) -> Result<Option<localgem_api::tenant::KeySet>> {
+    let mut lines = String::new();
+    if let Some(p) = &args.api_keys_file {
+        lines = std::fs::read_to_string(p)
+            .with_context(|| format!("cannot read API keys file {}", p.display()))?;
+    }
+    for k in &args.api_keys {
+        lines.push('\n');
+        lines.push_str(k);
+    }
+    let keys = localgem_api::tenant::KeySet::parse_file(&lines);
+    if args.api_keys_file.is_some() && keys.is_empty() {
+        bail!("the API keys file holds no key");
+    }
+    Ok((!keys.is_empty()).then_some(keys))
+}
+
 async fn serve(args: ServeArgs) -> Result<()> {
     init_tracing(args.log_format == "json");
+    let keys = load_keys(&args)?;
+    if keys.is_none() && !args.addr.ip().is_loopback() && !args.allow_unauthenticated {
+        bail!(
+            "refusing to serve {} without API keys: anyone who can reach it could use it and read \
+             what others stored. Set --api-keys-file or LOCALGEM_API_KEYS, or pass \
+             --allow-unauthenticated to serve it open anyway.",
+            args.addr
+        );
+    }
     let dir = data_dir(&args.common);
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create data dir {}", dir.display()))?;
@@ -428,6 +471,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
                 top_p: args.default_top_p.clamp(0.0, 1.0),
             },
             signer: Signer::new(signing_key(args.signing_key.as_deref(), &dir)?),
+            keys: keys.clone(),
         },
     );
     let files_dir = dir.join("files");
@@ -455,6 +499,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
         });
     }
     let addr = listener.local_addr()?;
+    match &keys {
+        Some(k) => tracing::info!(keys = k.len(), "API keys required"),
+        None => tracing::warn!("no API keys: every caller is served (each key its own tenant)"),
+    }
     println!("localgem serving model {default} at http://{addr}");
     println!("Point the Gemini SDKs and the curl examples at it with:");
     println!("  export GOOGLE_GEMINI_BASE_URL=http://{addr}");

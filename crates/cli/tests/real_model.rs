@@ -1050,3 +1050,27 @@ fn the_thinking_budget_ends_the_thought_on_a_real_model() {
         n(&without)
     );
 }
+
+#[test]
+#[ignore = "needs the bundled models; run by scripts/test.sh"]
+fn api_keys_guard_a_real_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::write(&keys, "# team keys\nkey-one\nkey-two\n").unwrap();
+    let s = start(dir.path(), &["--api-keys-file", keys.to_str().unwrap()]);
+    let body = greedy("Hi", 4);
+    let (st, v) = post_json(&s.url, "", &body);
+    assert_eq!(st, 401, "{v}");
+    let (st, v) = post_json(&s.url, "key-three", &body);
+    assert_eq!(st, 403, "{v}");
+    let (st, v) = post_json(&s.url, "key-two", &body);
+    assert_eq!(st, 200, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    // key-one is another tenant: key-two's interaction does not exist for it.
+    let r = client()
+        .get(format!("{}/v1beta/interactions/{id}", s.url))
+        .header("x-goog-api-key", "key-one")
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+}
