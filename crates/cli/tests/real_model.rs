@@ -1074,3 +1074,175 @@ fn api_keys_guard_a_real_server() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 404);
 }
+
+/// Read one SSE stream to its end (or until the connection drops): the interaction id from
+/// `interaction.created`, whether text arrived, and the final status if it completed.
+fn read_stream(
+    url: &str,
+    body: &Value,
+    started: &std::sync::mpsc::Sender<(usize, String)>,
+    k: usize,
+) -> Option<String> {
+    let resp = client()
+        .post(format!("{url}/v1beta/interactions"))
+        .header("x-goog-api-key", "crash-test")
+        .json(body)
+        .send()
+        .ok()?;
+    let mut status = None;
+    for line in BufReader::new(resp).lines() {
+        let Ok(line) = line else { break };
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        let Ok(ev) = serde_json::from_str::<Value>(data) else {
+            continue;
+        };
+        match ev["event_type"].as_str() {
+            Some("interaction.created") => {
+                let _ = started.send((k, ev["interaction"]["id"].as_str()?.to_owned()));
+            }
+            Some("interaction.completed") => {
+                status = ev["interaction"]["status"].as_str().map(str::to_owned);
+            }
+            _ => {}
+        }
+    }
+    status
+}
+
+#[test]
+#[ignore = "needs the bundled models; run by scripts/test.sh"]
+fn sigkill_with_16_streams_keeps_every_finished_answer_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = start(dir.path(), &["--parallel", "4"]);
+    // A file, so that blobs are checked too.
+    let blob = b"kept across the crash".to_vec();
+    let start_up = client()
+        .post(format!("{}/upload/v1beta/files", s.url))
+        .header("x-goog-api-key", "crash-test")
+        .header("x-goog-upload-protocol", "resumable")
+        .header("x-goog-upload-command", "start")
+        .header(
+            "x-goog-upload-header-content-length",
+            blob.len().to_string(),
+        )
+        .send()
+        .unwrap();
+    let up_url = start_up.headers()["x-goog-upload-url"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let up = client()
+        .post(up_url)
+        .header("x-goog-upload-command", "upload, finalize")
+        .header("x-goog-upload-offset", "0")
+        .body(blob)
+        .send()
+        .unwrap();
+    assert_eq!(up.status().as_u16(), 200);
+
+    // 8 short streams first (FIFO admission: they finish first), then 8 long ones.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut handles = Vec::new();
+    let mut ids: Vec<String> = Vec::new();
+    for k in 0..16 {
+        let (max, prompt) = if k < 8 {
+            (8, format!("Say hello number {k}."))
+        } else {
+            (
+                2000,
+                format!("Write a very long story number {k} about ships."),
+            )
+        };
+        let body = json!({"model": "gemini-3-flash-preview", "input": prompt, "stream": true,
+                          "generation_config": {"temperature": 0.7, "seed": k, "max_output_tokens": max}});
+        let (url, tx) = (s.url.clone(), tx.clone());
+        handles.push(std::thread::spawn(move || read_stream(&url, &body, &tx, k)));
+        // Each stream is admitted before the next is sent.
+        let (got, id) = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("stream did not start");
+        assert_eq!(got, k);
+        ids.push(id);
+    }
+    let short: Vec<Option<String>> = handles.drain(..8).map(|h| h.join().unwrap()).collect();
+    assert!(
+        short.iter().all(|st| st.is_some()),
+        "the short streams finished: {short:?}"
+    );
+    let get = |url: &str, id: &str| -> (u16, String) {
+        let r = client()
+            .get(format!("{url}/v1beta/interactions/{id}"))
+            .header("x-goog-api-key", "crash-test")
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    };
+    // What the server has answered, byte for byte, just before the kill.
+    let finished: Vec<(String, String)> = ids
+        .iter()
+        .filter_map(|id| {
+            let (st, body) = get(&s.url, id);
+            assert_eq!(st, 200);
+            let v: Value = serde_json::from_str(&body).unwrap();
+            (v["status"] != "in_progress").then(|| (id.clone(), body))
+        })
+        .collect();
+    assert!(finished.len() >= 8, "{} finished", finished.len());
+    assert!(
+        finished.len() < 16,
+        "some streams must still run at the kill"
+    );
+    s.child.kill().unwrap(); // SIGKILL
+    let _ = s.child.wait();
+    // A long stream that happened to end between the snapshot and the kill ends normally.
+    let late: Vec<bool> = handles
+        .into_iter()
+        .map(|h| h.join().unwrap().is_some())
+        .collect();
+    drop(s);
+
+    let s = start(dir.path(), &["--parallel", "4"]);
+    for (id, before) in &finished {
+        let (st, after) = get(&s.url, id);
+        assert_eq!(st, 200);
+        assert_eq!(&after, before, "{id} changed across the crash");
+    }
+    let mut failed = 0;
+    for id in &ids {
+        if finished.iter().any(|(f, _)| f == id) {
+            continue;
+        }
+        let (st, body) = get(&s.url, id);
+        assert_eq!(st, 200);
+        let v: Value = serde_json::from_str(&body).unwrap();
+        if v["status"] == "failed" {
+            failed += 1;
+        } else {
+            assert!(late.iter().any(|l| *l), "{body}");
+            assert_ne!(v["status"], "in_progress", "{body}");
+        }
+    }
+    assert!(failed > 0, "no stream was in flight at the kill");
+    // The database is sound, and the files dir holds exactly the finished upload.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let check = rt.block_on(async {
+        let db = localgem_store::SqliteStore::open(&dir.path().join("localgem.sqlite"))
+            .await
+            .unwrap();
+        db.integrity_check().await.unwrap()
+    });
+    assert_eq!(check, "ok");
+    let files: Vec<String> = std::fs::read_dir(dir.path().join("files"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files.len(), 2, "one blob and tmp/: {files:?}");
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("files/tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
