@@ -16,6 +16,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::error::ApiError;
 use crate::run::{replay, resume_after, CancelOnDrop, Cursor, Live, Outcome};
 
+/// How long a stream waits for a client to take the next event.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Encode one stream event.
 pub fn event(e: &StreamEvent) -> Event {
     Event::default()
@@ -72,7 +75,10 @@ pub fn follow(
             let mut failed = false;
             for e in &events {
                 failed |= matches!(e, StreamEvent::Error { .. });
-                if tx.send(event(e)).await.is_err() {
+                // A client that stops reading for this long is gone: its stream ends (and a
+                // foreground generation with it) instead of holding the task forever.
+                let sent = tokio::time::timeout(SEND_TIMEOUT, tx.send(event(e))).await;
+                if !matches!(sent, Ok(Ok(()))) {
                     return;
                 }
             }

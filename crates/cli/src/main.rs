@@ -146,6 +146,11 @@ struct ServeArgs {
     /// can use it).
     #[arg(long, env = "LOCALGEM_ALLOW_UNAUTHENTICATED", default_value_t = false)]
     allow_unauthenticated: bool,
+    /// Days a stored interaction is kept; older ones are deleted, and cached KV state on disk
+    /// not written for as long goes too (Google keeps interactions 55 days on its paid tier).
+    /// 0 keeps them forever.
+    #[arg(long, env = "LOCALGEM_RETENTION_DAYS", default_value_t = 55)]
+    retention_days: u64,
     /// Largest file the Files API accepts, in bytes (Google's limit is 2 GB).
     #[arg(long, env = "LOCALGEM_MAX_FILE_BYTES", default_value_t = 2 * 1024 * 1024 * 1024)]
     max_file_bytes: u64,
@@ -485,8 +490,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
                 max_file_bytes: args.max_file_bytes,
             });
     {
-        // Expired files (48 h) and abandoned uploads go every ten minutes.
+        // Every ten minutes: expired files (48 h), abandoned uploads, and interactions and
+        // cached KV state past the retention period.
         let st = state.clone();
+        let retention = std::time::Duration::from_secs(args.retention_days * 86_400);
+        let (store, kv_root) = (store.clone(), dir.join("kv"));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
             loop {
@@ -494,6 +502,29 @@ async fn serve(args: ServeArgs) -> Result<()> {
                 let n = localgem_api::files::purge(&st).await;
                 if n > 0 {
                     tracing::info!(count = n, "removed expired files");
+                }
+                if retention.is_zero() {
+                    continue;
+                }
+                let cutoff = std::time::SystemTime::now() - retention;
+                let secs = cutoff
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0);
+                match store.purge_before(secs).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(count = n, "removed interactions past retention"),
+                    Err(e) => tracing::warn!("cannot purge old interactions: {e}"),
+                }
+                let root = kv_root.clone();
+                let kv = tokio::task::spawn_blocking(move || {
+                    localgem_engine::spill::purge_older_than(&root, cutoff)
+                })
+                .await;
+                if let Ok(Ok(n)) = kv {
+                    if n > 0 {
+                        tracing::info!(count = n, "removed cached KV states past retention");
+                    }
                 }
             }
         });

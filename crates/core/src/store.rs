@@ -102,6 +102,10 @@ pub trait Store: Send + Sync + 'static {
     /// many changed.
     async fn fail_unfinished(&self, reason: &str) -> Result<u64, StoreError>;
 
+    /// Delete every finished interaction created before `cutoff` (unix seconds), of every
+    /// tenant. Returns how many went.
+    async fn purge_before(&self, cutoff: i64) -> Result<u64, StoreError>;
+
     /// Insert a file's metadata.
     async fn insert_file(&self, file: &FileRecord) -> Result<(), StoreError>;
 

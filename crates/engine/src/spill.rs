@@ -498,6 +498,38 @@ impl SpillDir {
     }
 }
 
+/// Delete the KV state files under `root` (one directory per model fingerprint) last written
+/// before `cutoff`: retention for cached conversation state. A running engine notices at its
+/// next scan; a restore of a state deleted meanwhile fails its read and falls back to a
+/// prefill. Returns how many files went.
+///
+/// # Errors
+/// When `root` exists but cannot be read.
+pub fn purge_older_than(root: &Path, cutoff: std::time::SystemTime) -> io::Result<usize> {
+    let mut n = 0;
+    let dirs = match fs::read_dir(root) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    for dir in dirs.flatten() {
+        let Ok(files) = fs::read_dir(dir.path()) else {
+            continue;
+        };
+        for f in files.flatten() {
+            let old = f
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < cutoff);
+            if old && f.file_type().is_ok_and(|t| t.is_file()) && fs::remove_file(f.path()).is_ok()
+            {
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
 fn head_len(scope: &str, tokens: &[i32]) -> usize {
     4 + 4 + 4 + scope.len() + 4 + 4 * tokens.len() + 8
 }
@@ -505,6 +537,29 @@ fn head_len(scope: &str, tokens: &[i32]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retention_purges_only_old_state_files() {
+        let root = tempfile::tempdir().unwrap();
+        let d = root.path().join("fingerprint");
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join("old"), b"x").unwrap();
+        let past = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        fs::File::options()
+            .write(true)
+            .open(d.join("old"))
+            .unwrap()
+            .set_modified(past)
+            .unwrap();
+        fs::write(d.join("new"), b"y").unwrap();
+        let cutoff = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        assert_eq!(purge_older_than(root.path(), cutoff).unwrap(), 1);
+        assert!(!d.join("old").exists() && d.join("new").exists());
+        assert_eq!(
+            purge_older_than(&root.path().join("none"), cutoff).unwrap(),
+            0
+        );
+    }
 
     fn entry(scope: &str, tokens: &[i32], bytes: u64, last_used: u64) -> SpillEntry {
         SpillEntry {

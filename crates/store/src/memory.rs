@@ -69,6 +69,13 @@ impl Store for MemoryStore {
         Ok(n)
     }
 
+    async fn purge_before(&self, cutoff: i64) -> Result<u64, StoreError> {
+        let mut map = self.map.lock().expect("poisoned");
+        let before = map.len();
+        map.retain(|_, r| r.created >= cutoff || !r.status.is_terminal());
+        Ok((before - map.len()) as u64)
+    }
+
     async fn insert_file(&self, file: &FileRecord) -> Result<(), StoreError> {
         let mut files = self.files.lock().expect("poisoned");
         if files.contains_key(&file.id) {
@@ -126,5 +133,6 @@ mod tests {
     async fn memory_passes_the_store_suite() {
         crate::suite::run(&super::MemoryStore::new()).await;
         crate::suite::run_files(&super::MemoryStore::new()).await;
+        crate::suite::run_retention(&super::MemoryStore::new()).await;
     }
 }

@@ -195,6 +195,18 @@ impl Store for SqliteStore {
         Ok(res.rows_affected())
     }
 
+    async fn purge_before(&self, cutoff: i64) -> Result<u64, StoreError> {
+        let res = sqlx::query(
+            "DELETE FROM interactions WHERE created < ? \
+             AND status NOT IN ('in_progress', 'queued', 'requires_continuation')",
+        )
+        .bind(cutoff)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(res.rows_affected())
+    }
+
     async fn insert_file(&self, f: &FileRecord) -> Result<(), StoreError> {
         let res = sqlx::query(
             "INSERT INTO files (id, tenant, display_name, mime_type, size_bytes, sha256_hex, \
@@ -288,6 +300,11 @@ mod tests {
             .unwrap();
         crate::suite::run(&store).await;
         crate::suite::run_files(&store).await;
+        let dir2 = tempfile::tempdir().unwrap();
+        let fresh = SqliteStore::open(&dir2.path().join("r.sqlite"))
+            .await
+            .unwrap();
+        crate::suite::run_retention(&fresh).await;
         assert_eq!(store.integrity_check().await.unwrap(), "ok");
     }
 

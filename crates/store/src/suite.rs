@@ -147,3 +147,26 @@ pub async fn run_files(store: &dyn Store) {
     expired.sort();
     assert_eq!(expired, ["b", "c"]);
 }
+
+/// Retention: old finished interactions go, recent and running ones stay.
+///
+/// # Panics
+/// When the store misbehaves.
+pub async fn run_retention(store: &dyn Store) {
+    let mut old = record("t1", "old", Status::Completed);
+    old.created = 100;
+    let mut old_other = record("t2", "old2", Status::Failed);
+    old_other.created = 150;
+    let mut old_running = record("t1", "run", Status::InProgress);
+    old_running.created = 100;
+    let mut fresh = record("t1", "new", Status::Completed);
+    fresh.created = 1000;
+    for r in [&old, &old_other, &old_running, &fresh] {
+        store.insert(r).await.unwrap();
+    }
+    assert_eq!(store.purge_before(500).await.unwrap(), 2);
+    assert!(store.get("t1", "old").await.unwrap().is_none());
+    assert!(store.get("t2", "old2").await.unwrap().is_none());
+    assert!(store.get("t1", "run").await.unwrap().is_some());
+    assert!(store.get("t1", "new").await.unwrap().is_some());
+}
