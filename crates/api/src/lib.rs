@@ -42,6 +42,8 @@ pub struct ApiConfig {
     pub signer: signature::Signer,
     /// Accepted API keys; `None` accepts any key (each its own tenant).
     pub keys: Option<tenant::KeySet>,
+    /// Interactions one key may have running at once (0: no limit); past it, 429.
+    pub max_running_per_key: usize,
 }
 
 impl Default for ApiConfig {
@@ -53,6 +55,7 @@ impl Default for ApiConfig {
             sampling: validate::SamplingDefaults::default(),
             signer: signature::Signer::random(),
             keys: None,
+            max_running_per_key: 32,
         }
     }
 }
@@ -66,6 +69,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// Settings.
     pub config: Arc<ApiConfig>,
+    /// Interactions running per tenant.
+    pub per_key: Arc<Mutex<HashMap<String, usize>>>,
     /// Running stored interactions (their event logs and cancel signals), by id.
     pub running: Arc<Mutex<HashMap<String, Arc<run::Live>>>>,
     /// Renders the Prometheus text exposition for `/metrics` (absent: 404).
@@ -85,6 +90,7 @@ impl AppState {
             store,
             config: Arc::new(config),
             running: Arc::default(),
+            per_key: Arc::default(),
             metrics: None,
             files: None,
         }

@@ -728,6 +728,42 @@ fn end_event(r: &InteractionRecord, ids: bool) -> StreamEvent {
     }
 }
 
+/// A running interaction's place in its key's count; given back when dropped.
+struct KeySlot {
+    table: Arc<Mutex<std::collections::HashMap<String, usize>>>,
+    tenant: String,
+}
+
+impl KeySlot {
+    fn take(st: &AppState, tenant: &str) -> Result<KeySlot, ApiError> {
+        let limit = st.config.max_running_per_key;
+        let mut t = st.per_key.lock().expect("poisoned");
+        let n = t.entry(tenant.to_owned()).or_insert(0);
+        if limit > 0 && *n >= limit {
+            return Err(ApiError::overloaded(format!(
+                "this API key already has {limit} interactions running; wait for one to finish"
+            )));
+        }
+        *n += 1;
+        Ok(KeySlot {
+            table: st.per_key.clone(),
+            tenant: tenant.to_owned(),
+        })
+    }
+}
+
+impl Drop for KeySlot {
+    fn drop(&mut self) {
+        let mut t = self.table.lock().expect("poisoned");
+        if let Some(n) = t.get_mut(&self.tenant) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                t.remove(&self.tenant);
+            }
+        }
+    }
+}
+
 /// Admit a validated request and start generating.
 ///
 /// # Errors
@@ -740,6 +776,7 @@ pub async fn start(
 ) -> Result<Running, ApiError> {
     let served = state.engine.models();
     let engine_model = state.config.aliases.resolve(&req.model, &served)?;
+    let key_slot = KeySlot::take(state, &tenant.0)?;
     let mut timeline = match &req.previous_interaction_id {
         Some(prev) => load_history(state, &tenant, prev).await?,
         None => Vec::new(),
@@ -802,6 +839,7 @@ pub async fn start(
     let summaries = req.thinking_summaries;
     let task_live = live.clone();
     tokio::spawn(async move {
+        let _key_slot = key_slot;
         let live = task_live;
         let mut w = StepWriter {
             live: &live,

@@ -300,3 +300,58 @@ async fn another_key_gets_404_for_everything_of_the_first() {
     }
     panic!("A's background run never finished");
 }
+
+#[tokio::test]
+async fn one_key_cannot_run_more_than_its_share() {
+    let mut a = app(None, 30);
+    a.state = AppState::new(
+        a.fake.clone(),
+        Arc::new(MemoryStore::new()),
+        ApiConfig {
+            aliases: ModelAliases::parse(&["gemini-*=default".into()], FakeEngine::MODEL).unwrap(),
+            max_running_per_key: 2,
+            ..ApiConfig::default()
+        },
+    );
+    let run = json!({"model": "fake-model", "background": true, "input": "a b c d e f g h"});
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let (s, v) = a
+            .as_key("A", "POST", "/v1beta/interactions", Some(run.clone()))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        ids.push(v["id"].as_str().unwrap().to_owned());
+    }
+    let req = Request::builder()
+        .method("POST")
+        .uri("/v1beta/interactions")
+        .header("x-goog-api-key", "A")
+        .header("content-type", "application/json")
+        .body(Body::from(run.to_string()))
+        .unwrap();
+    let resp = router(a.state.clone()).oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(resp.headers().contains_key("retry-after"));
+    // Another key is not held back by A.
+    let (s, _) = a
+        .as_key("B", "POST", "/v1beta/interactions", Some(run.clone()))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    // Once A's runs end, A may start again.
+    for id in &ids {
+        for _ in 0..200 {
+            let (_, v) = a
+                .as_key("A", "GET", &format!("/v1beta/interactions/{id}"), None)
+                .await;
+            if v["status"] != "in_progress" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (s, v) = a
+        .as_key("A", "POST", "/v1beta/interactions", Some(run))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}

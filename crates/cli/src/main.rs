@@ -146,6 +146,10 @@ struct ServeArgs {
     /// can use it).
     #[arg(long, env = "LOCALGEM_ALLOW_UNAUTHENTICATED", default_value_t = false)]
     allow_unauthenticated: bool,
+    /// Interactions (streams, background runs) one API key may have running at once; past
+    /// it, 429 with `Retry-After`. 0: no limit.
+    #[arg(long, env = "LOCALGEM_MAX_RUNNING_PER_KEY", default_value_t = ApiConfig::default().max_running_per_key)]
+    max_running_per_key: usize,
     /// Days a stored interaction is kept; older ones are deleted, and cached KV state on disk
     /// not written for as long goes too (Google keeps interactions 55 days on its paid tier).
     /// 0 keeps them forever.
@@ -477,6 +481,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             },
             signer: Signer::new(signing_key(args.signing_key.as_deref(), &dir)?),
             keys: keys.clone(),
+            max_running_per_key: args.max_running_per_key,
         },
     );
     let files_dir = dir.join("files");
