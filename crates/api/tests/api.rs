@@ -32,6 +32,7 @@ fn app_with(engine: FakeEngine, store: Arc<dyn Store>, max_body: usize) -> App {
             sampling: Default::default(),
             signer: localgem_api::signature::Signer::new(b"test-key".to_vec()),
             keys: None,
+            max_running_per_key: 0,
         },
     );
     App { state, engine }
