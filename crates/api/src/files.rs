@@ -159,23 +159,25 @@ pub fn public_base(headers: &HeaderMap) -> String {
 }
 
 /// The File resource (camelCase, `sizeBytes` as a string, like Google).
-pub fn file_json(f: &FileRecord, base: &str, version: &str) -> Value {
-    let mut v = json!({
-        "name": format!("files/{}", f.id),
-        "mimeType": f.mime_type,
-        "sizeBytes": f.size_bytes.to_string(),
-        "createTime": fmt_ms(f.created_ms),
-        "updateTime": fmt_ms(f.created_ms),
-        "expirationTime": fmt_ms(f.expires_ms),
-        "sha256Hash": base64::engine::general_purpose::STANDARD.encode(&f.sha256_hex),
-        "uri": format!("{base}/{version}/files/{}", f.id),
-        "state": "ACTIVE",
-        "source": "UPLOADED",
-    });
-    if let Some(d) = &f.display_name {
-        v["displayName"] = json!(d);
+pub fn file_resource(f: &FileRecord, base: &str, version: &str) -> localgem_wire::File {
+    localgem_wire::File {
+        name: format!("files/{}", f.id),
+        display_name: f.display_name.clone(),
+        mime_type: f.mime_type.clone(),
+        size_bytes: f.size_bytes.to_string(),
+        create_time: fmt_ms(f.created_ms),
+        update_time: fmt_ms(f.created_ms),
+        expiration_time: fmt_ms(f.expires_ms),
+        sha256_hash: base64::engine::general_purpose::STANDARD.encode(&f.sha256_hex),
+        uri: format!("{base}/{version}/files/{}", f.id),
+        state: "ACTIVE".into(),
+        source: "UPLOADED".into(),
     }
-    v
+}
+
+/// [`file_resource`] as JSON.
+pub fn file_json(f: &FileRecord, base: &str, version: &str) -> Value {
+    serde_json::to_value(file_resource(f, base, version)).unwrap_or_default()
 }
 
 /// Normalise `abc`, `files/abc` or a URI ending in `/files/abc` to `abc`.

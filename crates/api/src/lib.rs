@@ -10,6 +10,7 @@ pub mod error;
 pub mod files;
 pub mod handlers;
 pub mod models;
+pub mod openapi;
 pub mod run;
 pub mod signature;
 pub mod sse;
@@ -114,6 +115,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(handlers::healthz))
         .route("/metrics", get(handlers::metrics))
+        .route("/openapi.json", get(openapi::serve))
         .route("/{v}/interactions", post(handlers::create))
         .route(
             "/{v}/interactions/{id}",

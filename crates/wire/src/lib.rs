@@ -7,13 +7,14 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
 /// Body of `POST /{v}/interactions`.
 ///
 /// Every field the spec lists is accepted; anything else is rejected (`deny_unknown_fields`),
 /// as the live API does. `input` stays a raw JSON value because it has four accepted forms
 /// (string, content, content list, step list) that are validated with precise messages later.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateInteractionRequest {
     /// Model id, e.g. `gemini-3-flash-preview`.
@@ -82,7 +83,7 @@ pub struct CreateInteractionRequest {
 }
 
 /// `generation_config` of a create request.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GenerationConfig {
     /// Sampling temperature; 0 is greedy.
@@ -124,7 +125,7 @@ pub struct GenerationConfig {
 }
 
 /// A content object, discriminated by `type`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Content {
     /// Text.
@@ -156,7 +157,7 @@ impl Content {
 }
 
 /// The fields shared by media content objects.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Media {
     /// Base64 data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -173,7 +174,7 @@ pub struct Media {
 }
 
 /// One step of an interaction's timeline, discriminated by `type`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Step {
     /// What the user said.
@@ -226,7 +227,7 @@ pub enum Step {
 }
 
 /// Status of an interaction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Generation is running.
@@ -280,7 +281,7 @@ impl Status {
 }
 
 /// Token count for one modality.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ModalityTokens {
     /// `text`, `image`, `audio`, `video` or `document`.
     pub modality: String,
@@ -289,7 +290,7 @@ pub struct ModalityTokens {
 }
 
 /// Token usage of an interaction.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Usage {
     /// Prompt tokens (history included).
     #[serde(default)]
@@ -344,7 +345,7 @@ impl Usage {
 }
 
 /// The Interaction resource.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Interaction {
     /// Opaque id; `""` when `store` was false.
     pub id: String,
@@ -381,7 +382,7 @@ fn interaction_object() -> String {
 }
 
 /// A delta inside a `step.delta` event, discriminated by `type`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Delta {
     /// Answer text.
@@ -407,7 +408,7 @@ pub enum Delta {
 }
 
 /// The body of an `error` event and of error responses.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     /// Human-readable message.
     pub message: String,
@@ -419,14 +420,14 @@ pub struct ErrorBody {
 }
 
 /// `{"error": {...}}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorEnvelope {
     /// The error.
     pub error: ErrorBody,
 }
 
 /// One server-sent event of an interaction stream, discriminated by `event_type`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "event_type")]
 pub enum StreamEvent {
     /// The interaction exists (status `in_progress`).
@@ -516,7 +517,7 @@ impl StreamEvent {
 }
 
 /// A model as listed by `GET /{v}/models` (camelCase, like Google's models API).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Model {
     /// `models/<id>`.
@@ -538,11 +539,77 @@ pub struct Model {
 }
 
 /// `GET /{v}/models` response.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ModelList {
     /// The models.
     pub models: Vec<Model>,
+}
+
+/// A File resource of the Files API (camelCase, like Google's; `sizeBytes` is a string).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct File {
+    /// `files/<id>`.
+    pub name: String,
+    /// Display name given at upload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// MIME type.
+    pub mime_type: String,
+    /// Size in bytes, as a decimal string.
+    pub size_bytes: String,
+    /// RFC 3339 creation time.
+    pub create_time: String,
+    /// RFC 3339 update time.
+    pub update_time: String,
+    /// RFC 3339 expiry time (48 hours after creation).
+    pub expiration_time: String,
+    /// Base64 of the hex SHA-256 of the bytes.
+    pub sha256_hash: String,
+    /// What to put in a content part's `uri`.
+    pub uri: String,
+    /// Always `ACTIVE` here.
+    pub state: String,
+    /// Always `UPLOADED` here.
+    pub source: String,
+}
+
+/// `GET /{v}/files` response; `nextPageToken` only when more files follow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FileList {
+    /// This page's files (left out when there are none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<File>,
+    /// Token of the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+}
+
+/// The final upload response: `{"file": File}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct UploadResponse {
+    /// The stored file.
+    pub file: File,
+}
+
+/// The Files API's error envelope (Google's classic one, with an integer code).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct GoogleError {
+    /// The error.
+    pub error: GoogleErrorBody,
+}
+
+/// Body of [`GoogleError`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct GoogleErrorBody {
+    /// HTTP status code.
+    pub code: u16,
+    /// Human-readable message.
+    pub message: String,
+    /// Google status, e.g. `NOT_FOUND`.
+    pub status: String,
 }
 
 #[cfg(test)]
