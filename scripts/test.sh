@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: Rust unit and API tests, real-model integration tests over HTTP
-# (both bundled models), and the conformance suite that runs every seed example with the
+# (both bundled models), schemathesis against the server's OpenAPI document, and the
+# conformance suite that runs every seed example with the
 # official Python (3.x and 2.x) and JavaScript SDKs and curl against a live server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,9 @@ echo "== models"
 echo "== cargo test (unit, API, store, real-model integration)"
 # One test at a time: each real-model test runs a server whose llama.cpp threads use both cores.
 cargo test --release --locked --workspace -- --include-ignored --test-threads=1
+
+echo "== schemathesis (generated requests against /openapi.json: no 5xx, documented responses)"
+LOCALGEM_BIN="$BIN" bash tests/schemathesis/run.sh
 
 echo "== conformance (seed examples: Python SDK 3.x and 2.x, JavaScript SDK, curl)"
 LOCALGEM_BIN="$BIN" bash tests/conformance/run.sh
