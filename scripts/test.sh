@@ -26,6 +26,9 @@ cargo test --release --locked --workspace -- --include-ignored --test-threads=1
 echo "== schemathesis (generated requests against /openapi.json: no 5xx, documented responses)"
 LOCALGEM_BIN="$BIN" bash tests/schemathesis/run.sh
 
+echo "== fuzz (cargo fuzz: request parsing and validation, SSE encoding and resume; bounded)"
+bash tests/fuzz.sh
+
 echo "== conformance (seed examples: Python SDK 3.x and 2.x, JavaScript SDK, curl)"
 LOCALGEM_BIN="$BIN" bash tests/conformance/run.sh
 
