@@ -211,6 +211,10 @@ pub async fn delete_interaction(
     if !st.store.delete(&tenant.0, &id).await? {
         return Err(ApiError::not_found(format!("interaction {id:?} not found")));
     }
+    // Its conversation's cached KV state goes too. States are not tied to interactions, so
+    // every cached state of this key goes: later turns of its other conversations prefill
+    // again, which costs time, never correctness.
+    st.engine.forget(&tenant.0).await;
     Ok(Json(json!({})).into_response())
 }
 

@@ -31,6 +31,8 @@ pub struct FakeEngine {
     pub requests: Arc<std::sync::Mutex<Vec<GenerateRequest>>>,
     /// Generations still running (not cancelled or finished).
     pub live: Arc<AtomicUsize>,
+    /// Scopes whose cached state was dropped (for assertions).
+    pub forgotten: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl FakeEngine {
@@ -66,6 +68,13 @@ impl Engine for FakeEngine {
 
     fn ready(&self) -> bool {
         true
+    }
+
+    async fn forget(&self, scope: &str) {
+        self.forgotten
+            .lock()
+            .expect("poisoned")
+            .push(scope.to_owned());
     }
 
     async fn generate(&self, req: GenerateRequest) -> Result<Generation, EngineError> {

@@ -275,6 +275,8 @@ async fn another_key_gets_404_for_everything_of_the_first() {
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 
+    // B's deletes dropped none of A's cached state.
+    assert!(a.fake.forgotten.lock().unwrap().is_empty());
     // A still has everything, untouched by B's attempts.
     let (s, v) = a
         .as_key("A", "GET", &format!("/v1beta/interactions/{done_id}"), None)
@@ -299,6 +301,32 @@ async fn another_key_gets_404_for_everything_of_the_first() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("A's background run never finished");
+}
+
+#[tokio::test]
+async fn deleting_an_interaction_drops_its_keys_cached_state() {
+    let a = app(None, 0);
+    let (_, v) = a
+        .as_key(
+            "A",
+            "POST",
+            "/v1beta/interactions",
+            Some(json!({"model": "fake-model", "input": "x"})),
+        )
+        .await;
+    let (s, _) = a
+        .as_key(
+            "A",
+            "DELETE",
+            &format!("/v1beta/interactions/{}", v["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        *a.fake.forgotten.lock().unwrap(),
+        [localgem_api::tenant::Tenant::from_key("A").0]
+    );
 }
 
 #[tokio::test]

@@ -1246,3 +1246,83 @@ fn sigkill_with_16_streams_keeps_every_finished_answer_intact() {
         0
     );
 }
+
+/// State files in the KV spill dirs of `data` that belong to API key `key` (a state file's
+/// header names its scope, the key's SHA-256).
+fn kv_files(data: &Path, key: &str) -> usize {
+    use sha2::Digest;
+    let scope = hex::encode(sha2::Sha256::digest(key.as_bytes()));
+    std::fs::read_dir(data.join("kv"))
+        .map(|dirs| {
+            dirs.flatten()
+                .filter_map(|d| std::fs::read_dir(d.path()).ok())
+                .flat_map(|f| f.flatten())
+                .filter(|f| f.file_type().is_ok_and(|t| t.is_file()))
+                .filter(|f| {
+                    std::fs::read(f.path()).is_ok_and(|b| {
+                        b.windows(scope.len())
+                            .take(4096)
+                            .any(|w| w == scope.as_bytes())
+                    })
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+#[ignore = "needs the bundled models; run by scripts/test.sh"]
+fn deleting_an_interaction_removes_its_cached_kv_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &[]);
+    let (st, v) = post_json(&s.url, "owner", &greedy(&long_system(), 4));
+    assert_eq!(st, 200, "{v}");
+    // Another key's state, which must stay.
+    let (st, _) = post_json(
+        &s.url,
+        "bystander",
+        &greedy("Tell me about lighthouses.", 4),
+    );
+    assert_eq!(st, 200);
+    wait_for_metric(&s.url, "localgem_kv_spills_total", 2.0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while kv_files(dir.path(), "owner") < 1 || kv_files(dir.path(), "bystander") < 1 {
+        assert!(Instant::now() < deadline, "states never reached the disk");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let resident = metric(&s.url, "localgem_kv_resident_sequences");
+    let r = client()
+        .delete(format!(
+            "{}/v1beta/interactions/{}",
+            s.url,
+            v["id"].as_str().unwrap()
+        ))
+        .header("x-goog-api-key", "owner")
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // The owner's states go (memory and disk); the bystander's stay. A request makes the
+    // engine step, which applies the deletion.
+    let (st, _) = post_json(&s.url, "bystander", &greedy("And about ships?", 2));
+    assert_eq!(st, 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while kv_files(dir.path(), "owner") > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the owner's KV state is still on disk"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        kv_files(dir.path(), "bystander") >= 1,
+        "the bystander's state went too"
+    );
+    assert!(metric(&s.url, "localgem_kv_resident_sequences") <= resident);
+    // The owner's next identical prompt reuses nothing.
+    let (_, again) = post_json(&s.url, "owner", &greedy(&long_system(), 4));
+    assert_eq!(
+        again["usage"]["total_cached_tokens"], 0,
+        "{}",
+        again["usage"]
+    );
+}

@@ -298,4 +298,10 @@ pub trait Engine: Send + Sync + 'static {
     /// [`EngineError`] when the model is unknown or not ready, the prompt does not fit, or
     /// the queue is full. Nothing has been generated in that case.
     async fn generate(&self, request: GenerateRequest) -> Result<Generation, EngineError>;
+
+    /// Drop every cached state of `scope` (KV kept in memory and on disk), as when its owner
+    /// deletes a conversation. Live generations are not affected.
+    async fn forget(&self, scope: &str) {
+        let _ = scope;
+    }
 }

@@ -222,6 +222,19 @@ impl KvManager {
         };
     }
 
+    /// Drop every resident state of `scope`; returns their slots (now free), whose KV the
+    /// caller clears.
+    pub fn forget(&mut self, scope: &str) -> Vec<i32> {
+        let mut freed = Vec::new();
+        for (i, s) in self.slots.iter_mut().enumerate() {
+            if matches!(s, Slot::Resident { scope: owner, .. } if owner == scope) {
+                *s = Slot::Free;
+                freed.push(i as i32);
+            }
+        }
+        freed
+    }
+
     /// A live sequence ended without a usable state (cancelled, failed): its KV is cleared.
     pub fn free(&mut self, slot: i32) {
         self.slots[slot as usize] = Slot::Free;
@@ -344,6 +357,21 @@ mod tests {
         assert!(kv.acquire("a", &[1]).is_none(), "both slots active");
         kv.free(1);
         assert_eq!(kv.acquire("a", &[3]).unwrap().slot, 1);
+    }
+
+    #[test]
+    fn forgetting_a_scope_frees_only_its_states() {
+        let mut kv = KvManager::new(3, 1);
+        for (scope, toks) in [("a", vec![1, 2]), ("b", vec![3, 4]), ("a", vec![5, 6])] {
+            let l = kv.acquire(scope, &toks).unwrap();
+            kv.finish(l.slot, scope, toks);
+        }
+        let mut freed = kv.forget("a");
+        freed.sort();
+        assert_eq!(freed, [0, 2]);
+        assert_eq!(kv.resident(), 1);
+        assert_eq!(kv.reusable("b", &[3, 4, 9]), 2);
+        assert_eq!(kv.reusable("a", &[1, 2, 9]), 0);
     }
 
     #[test]

@@ -251,6 +251,16 @@ impl Engine for LlamaEngine {
             .is_some_and(|w| matches!(*w.state.borrow(), LoadState::Ready { .. }))
     }
 
+    async fn forget(&self, scope: &str) {
+        for w in self.models.values() {
+            let _ =
+                w.tx.send(Command::Forget {
+                    scope: scope.to_owned(),
+                })
+                .await;
+        }
+    }
+
     async fn generate(&self, request: GenerateRequest) -> Result<Generation, EngineError> {
         let w = self.worker(&request.model)?;
         // A model still loading is waited for (bounded), rather than refused.

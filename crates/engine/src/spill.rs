@@ -65,6 +65,9 @@ pub struct SpillIndex {
     entries: HashMap<String, SpillEntry>,
     total: u64,
     budget: u64,
+    /// Per scope, how many times its states were forgotten: a write prepared before the last
+    /// forget of its scope is dropped.
+    epochs: HashMap<String, u64>,
 }
 
 impl SpillIndex {
@@ -74,6 +77,7 @@ impl SpillIndex {
             entries: HashMap::new(),
             total: 0,
             budget,
+            epochs: HashMap::new(),
         }
     }
 
@@ -404,6 +408,22 @@ impl SpillDir {
         tokens: &[i32],
         payload: &[u8],
     ) -> io::Result<(u64, Vec<String>)> {
+        let epoch = self.epoch(scope);
+        self.write_at(scope, tokens, payload, epoch)
+    }
+
+    /// [`SpillDir::write`] for a state taken when `scope` was at `epoch`: if the scope was
+    /// forgotten since, nothing is written (`Ok((0, []))`).
+    ///
+    /// # Errors
+    /// When the file cannot be written.
+    pub fn write_at(
+        &self,
+        scope: &str,
+        tokens: &[i32],
+        payload: &[u8],
+        epoch: u64,
+    ) -> io::Result<(u64, Vec<String>)> {
         let name = state_name(scope, tokens);
         let tmp = self.dir.join(format!(
             ".tmp-{}-{}",
@@ -420,22 +440,37 @@ impl SpillDir {
             w.write_all(payload)?;
             w.write_all(&crc.finalize().to_le_bytes())?;
             w.into_inner().map_err(|e| e.into_error())?;
-            fs::rename(&tmp, self.dir.join(&name))
+            Ok(())
         })();
         if let Err(e) = result {
             let _ = fs::remove_file(&tmp);
             return Err(e);
         }
         let bytes = (head_len(scope, tokens) + payload.len() + 4) as u64;
-        let deleted = self.lock().insert(
-            name,
-            SpillEntry {
-                scope: scope.to_owned(),
-                tokens: tokens.to_vec(),
-                bytes,
-                last_used: now_nanos(),
-            },
-        );
+        // Rename and index under the lock that forgetting takes, so a state is either
+        // forgotten after it landed or never lands.
+        let deleted = {
+            let mut index = self.lock();
+            if index.epochs.get(scope).copied().unwrap_or(0) != epoch {
+                drop(index);
+                let _ = fs::remove_file(&tmp);
+                return Ok((0, Vec::new()));
+            }
+            if let Err(e) = fs::rename(&tmp, self.dir.join(&name)) {
+                drop(index);
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+            index.insert(
+                name,
+                SpillEntry {
+                    scope: scope.to_owned(),
+                    tokens: tokens.to_vec(),
+                    bytes,
+                    last_used: now_nanos(),
+                },
+            )
+        };
         for n in &deleted {
             let _ = fs::remove_file(self.dir.join(n));
         }
@@ -491,6 +526,32 @@ impl SpillDir {
         result
     }
 
+    /// How many times `scope` was forgotten; a write carries the value from when its state
+    /// was taken, and is dropped if the scope was forgotten since.
+    pub fn epoch(&self, scope: &str) -> u64 {
+        self.lock().epochs.get(scope).copied().unwrap_or(0)
+    }
+
+    /// Delete every state of `scope` (after a rescan, so states another process wrote go
+    /// too), and drop writes of it already under way. Returns how many.
+    pub fn forget_scope(&self, scope: &str) -> usize {
+        let _ = self.scan();
+        let names: Vec<String> = {
+            let mut index = self.lock();
+            *index.epochs.entry(scope.to_owned()).or_insert(0) += 1;
+            index
+                .entries
+                .iter()
+                .filter(|(_, e)| e.scope == scope)
+                .map(|(n, _)| n.clone())
+                .collect()
+        };
+        for n in &names {
+            self.delete(n);
+        }
+        names.len()
+    }
+
     /// Forget and delete `name`.
     pub fn delete(&self, name: &str) {
         self.lock().remove(name);
@@ -537,6 +598,25 @@ fn head_len(scope: &str, tokens: &[i32]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forgetting_a_scope_deletes_its_states_and_drops_writes_under_way() {
+        let root = tempfile::tempdir().unwrap();
+        let (d, _) = SpillDir::open(root.path().join("s"), 1 << 30).unwrap();
+        d.write("a", &[1, 2, 3], b"state-a").unwrap();
+        d.write("b", &[1, 2, 3], b"state-b").unwrap();
+        let taken = d.epoch("a"); // a state of `a` taken before the forget...
+        assert_eq!(d.forget_scope("a"), 1);
+        // ...is not written after it.
+        assert_eq!(d.write_at("a", &[4, 5], b"late", taken).unwrap().0, 0);
+        assert_eq!(d.usage().0, 1);
+        assert!(d.best("a", &[1, 2, 3, 4], 1, true).is_none());
+        assert!(d.best("b", &[1, 2, 3, 4], 1, true).is_some());
+        // New states of `a` are written again.
+        assert!(d.write("a", &[7, 8], b"new").unwrap().0 > 0);
+        let files = fs::read_dir(root.path().join("s")).unwrap().count();
+        assert_eq!(files, 2, "no temp file left behind");
+    }
 
     #[test]
     fn retention_purges_only_old_state_files() {

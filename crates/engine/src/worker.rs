@@ -49,6 +49,8 @@ pub(crate) enum Command {
     /// Finish what is running, prefill pending answers, write every state to disk, then stop
     /// and answer (graceful shutdown).
     Drain { done: oneshot::Sender<()> },
+    /// Drop every cached state of a scope, in memory and on disk.
+    Forget { scope: String },
 }
 
 /// Load state reported by the worker.
@@ -362,6 +364,7 @@ pub(crate) fn run(
         model_id,
         model: &model,
         grammars: Grammars::new(),
+        forget_pending: Vec::new(),
         template,
         per_seq,
         kv: KvManager::new(kv_slots as usize, config.min_reuse.max(1) as usize),
@@ -432,6 +435,8 @@ struct Worker<'m> {
     model_id: String,
     model: &'m LlamaModel,
     grammars: Grammars,
+    /// Scopes whose cached states are to be dropped at the next step.
+    forget_pending: Vec<String>,
     template: ChatTemplate,
     per_seq: u32,
     kv: KvManager,
@@ -465,6 +470,8 @@ struct SpillJob {
     scope: String,
     tokens: Vec<i32>,
     payload: Vec<u8>,
+    /// The scope's forget epoch when the state was taken.
+    epoch: u64,
 }
 
 /// How often a miss may rescan the spill directory for states other replicas wrote.
@@ -536,7 +543,8 @@ fn start_writer(
         .spawn(move || {
             lower_priority();
             for job in rx {
-                match dir.write(&job.scope, &job.tokens, &job.payload) {
+                match dir.write_at(&job.scope, &job.tokens, &job.payload, job.epoch) {
+                    Ok((0, _)) => {} // its scope was forgotten meanwhile
                     Ok((bytes, deleted)) => {
                         spills.increment(1);
                         spill_bytes.increment(bytes);
@@ -560,6 +568,7 @@ impl Worker<'_> {
     fn handle(&mut self, cmd: Command) {
         match cmd {
             Command::Drain { done } => self.draining = Some(done),
+            Command::Forget { scope } => self.forget(&scope),
             Command::Generate { request, admit } => {
                 let result = self.prepare(*request);
                 match result {
@@ -585,6 +594,28 @@ impl Worker<'_> {
                     }
                 }
             }
+        }
+    }
+
+    fn forget(&mut self, scope: &str) {
+        // The context is needed to clear slots: do it at the next step.
+        self.forget_pending.push(scope.to_owned());
+    }
+
+    /// Clear the slots and disk states of scopes whose owner asked them gone.
+    fn apply_forgets(&mut self, ctx: &mut LlamaContext<'_>) {
+        for scope in std::mem::take(&mut self.forget_pending) {
+            let freed = self.kv.forget(&scope);
+            for slot in &freed {
+                let _ = ctx.clear_kv_cache_seq(Some(*slot as u32), None, None);
+            }
+            self.extensions.retain(|e| e.scope != scope);
+            let on_disk = self.spill.as_ref().map_or(0, |d| d.forget_scope(&scope));
+            tracing::debug!(
+                slots = freed.len(),
+                on_disk,
+                "forgot a scope's cached states"
+            );
         }
     }
 
@@ -743,6 +774,9 @@ impl Worker<'_> {
     }
 
     fn step(&mut self, ctx: &mut LlamaContext<'_>) {
+        if !self.forget_pending.is_empty() {
+            self.apply_forgets(ctx);
+        }
         // Cancelled sequences free their slot before anything is computed for them.
         let mut i = 0;
         while i < self.active.len() {
@@ -1021,6 +1055,7 @@ impl Worker<'_> {
             scope: scope.to_owned(),
             tokens: tokens.to_vec(),
             payload,
+            epoch: dir.epoch(scope),
         };
         if tx.try_send(job).is_err() {
             self.metrics.spill_skipped.increment(1);
