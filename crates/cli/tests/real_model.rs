@@ -1326,3 +1326,66 @@ fn deleting_an_interaction_removes_its_cached_kv_state() {
         again["usage"]
     );
 }
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+#[ignore = "needs the bundled models; run by scripts/test.sh"]
+fn a_flood_past_the_queue_gets_429s_and_memory_stays_flat() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &["--parallel", "2", "--max-queue", "4"]);
+    let pid = s.child.id();
+    // Warm up, so the baseline holds the model and the context.
+    let (st, _) = s.post(greedy("Hello", 8));
+    assert_eq!(st, 200);
+    let before = rss_kb(pid);
+    let codes = std::sync::Mutex::new(std::collections::HashMap::<u16, u32>::new());
+    std::thread::scope(|scope| {
+        for k in 0..48 {
+            let (url, codes) = (&s.url, &codes);
+            scope.spawn(move || {
+                for i in 0..3 {
+                    let body = greedy(
+                        &format!("Client {k}, request {i}: a sentence about rain."),
+                        16,
+                    );
+                    let r = client()
+                        .post(format!("{url}/v1beta/interactions"))
+                        .header("x-goog-api-key", format!("flood-{k}"))
+                        .json(&body)
+                        .send()
+                        .unwrap();
+                    let code = r.status().as_u16();
+                    if code == 429 {
+                        assert!(r.headers().contains_key("retry-after"));
+                    }
+                    *codes.lock().unwrap().entry(code).or_default() += 1;
+                }
+            });
+        }
+    });
+    let after = rss_kb(pid);
+    let codes = codes.into_inner().unwrap();
+    eprintln!("flood: {codes:?}; RSS {before} kB before, {after} kB after");
+    assert_eq!(codes.values().sum::<u32>(), 144);
+    assert!(codes.keys().all(|c| *c == 200 || *c == 429), "{codes:?}");
+    assert!(codes.get(&429).copied().unwrap_or(0) > 0, "{codes:?}");
+    assert!(codes.get(&200).copied().unwrap_or(0) >= 6, "{codes:?}");
+    assert!(
+        after < before + 100 * 1024,
+        "RSS grew from {before} kB to {after} kB under the flood"
+    );
+    // Still serving afterwards.
+    let (st, _) = s.post(greedy("Still there?", 4));
+    assert_eq!(st, 200);
+}
