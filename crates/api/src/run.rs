@@ -306,30 +306,9 @@ impl Cursor {
     }
 }
 
-fn with_id(e: StreamEvent, id: Option<String>) -> StreamEvent {
-    let mut e = e;
-    match &mut e {
-        StreamEvent::Created { event_id, .. }
-        | StreamEvent::StatusUpdate { event_id, .. }
-        | StreamEvent::StepStart { event_id, .. }
-        | StreamEvent::StepDelta { event_id, .. }
-        | StreamEvent::StepStop { event_id, .. }
-        | StreamEvent::Completed { event_id, .. }
-        | StreamEvent::Error { event_id, .. } => *event_id = id,
-    }
+fn with_id(mut e: StreamEvent, id: Option<String>) -> StreamEvent {
+    *e.event_id_mut() = id;
     e
-}
-
-fn event_id_of(e: &StreamEvent) -> Option<&str> {
-    match e {
-        StreamEvent::Created { event_id, .. }
-        | StreamEvent::StatusUpdate { event_id, .. }
-        | StreamEvent::StepStart { event_id, .. }
-        | StreamEvent::StepDelta { event_id, .. }
-        | StreamEvent::StepStop { event_id, .. }
-        | StreamEvent::Completed { event_id, .. }
-        | StreamEvent::Error { event_id, .. } => event_id.as_deref(),
-    }
 }
 
 /// The events that follow `after`: whole events past it, and the unseen tail of a content
@@ -338,7 +317,7 @@ fn event_id_of(e: &StreamEvent) -> Option<&str> {
 pub fn resume_after(events: Vec<StreamEvent>, after: Cursor) -> Vec<StreamEvent> {
     let mut out = Vec::new();
     for e in events {
-        let Some(c) = event_id_of(&e).and_then(Cursor::parse) else {
+        let Some(c) = e.event_id().and_then(Cursor::parse) else {
             continue;
         };
         if c <= after {
@@ -453,10 +432,7 @@ impl StepWriter<'_> {
                 error: None,
             },
         };
-        let shell = match kind {
-            OpenKind::Thought => json!({"type": "thought"}),
-            OpenKind::Output => json!({"type": "model_output"}),
-        };
+        let shell = shell(&step);
         self.live
             .log
             .inner
@@ -577,22 +553,24 @@ impl StepWriter<'_> {
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 9]>())
         );
         let args = arguments.to_string();
+        let step = Step::FunctionCall {
+            id,
+            name,
+            arguments,
+        };
+        let shell = shell(&step);
         self.live
             .log
             .inner
             .lock()
             .expect("poisoned")
             .steps
-            .push(Step::FunctionCall {
-                id: id.clone(),
-                name: name.clone(),
-                arguments,
-            });
+            .push(step);
         self.calls += 1;
         self.emit(
             StreamEvent::StepStart {
                 index,
-                step: json!({"type": "function_call", "id": id, "name": name, "arguments": {}}),
+                step: shell,
                 event_id: None,
             },
             Cursor::step(index, 0, 0),
@@ -613,6 +591,23 @@ impl StepWriter<'_> {
             },
             Cursor::step(index, 3, 0),
         );
+    }
+}
+
+/// The `step.start` shell of a step: its type, and for a function call its id and name with
+/// empty arguments (the arguments follow as a delta).
+fn shell(step: &Step) -> serde_json::Value {
+    match step {
+        Step::FunctionCall { id, name, .. } => {
+            json!({"type": "function_call", "id": id, "name": name, "arguments": {}})
+        }
+        other => {
+            let mut v = serde_json::to_value(other).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.retain(|k, _| k == "type");
+            }
+            v
+        }
     }
 }
 
@@ -642,9 +637,9 @@ pub fn replay(r: &InteractionRecord, ids: bool) -> Vec<StreamEvent> {
             delta,
             event_id: id(c),
         };
+        out.push(start(shell(step)));
         match step {
             Step::ModelOutput { content, .. } => {
-                out.push(start(json!({"type": "model_output"})));
                 let mut len = 0u64;
                 for c in content {
                     if let Content::Text { text, .. } = c {
@@ -657,7 +652,6 @@ pub fn replay(r: &InteractionRecord, ids: bool) -> Vec<StreamEvent> {
                 }
             }
             Step::Thought { signature, summary } => {
-                out.push(start(json!({"type": "thought"})));
                 let mut len = 0u64;
                 for c in summary.iter().flatten() {
                     if let Content::Text { text, .. } = c {
@@ -679,14 +673,7 @@ pub fn replay(r: &InteractionRecord, ids: bool) -> Vec<StreamEvent> {
                     ));
                 }
             }
-            Step::FunctionCall {
-                id: call_id,
-                name,
-                arguments,
-            } => {
-                out.push(start(
-                    json!({"type": "function_call", "id": call_id, "name": name, "arguments": {}}),
-                ));
+            Step::FunctionCall { arguments, .. } => {
                 let args = arguments.to_string();
                 let len = args.len() as u64;
                 out.push(delta(
@@ -694,13 +681,7 @@ pub fn replay(r: &InteractionRecord, ids: bool) -> Vec<StreamEvent> {
                     Cursor::step(index, 1, len),
                 ));
             }
-            other => {
-                let mut v = serde_json::to_value(other).unwrap_or_default();
-                if let Some(o) = v.as_object_mut() {
-                    o.retain(|k, _| k == "type");
-                }
-                out.push(start(v));
-            }
+            _ => {}
         }
         out.push(StreamEvent::StepStop {
             index,

@@ -502,6 +502,32 @@ pub enum StreamEvent {
 }
 
 impl StreamEvent {
+    /// The resume token, when the event carries one.
+    pub fn event_id(&self) -> Option<&str> {
+        match self {
+            StreamEvent::Created { event_id, .. }
+            | StreamEvent::StatusUpdate { event_id, .. }
+            | StreamEvent::StepStart { event_id, .. }
+            | StreamEvent::StepDelta { event_id, .. }
+            | StreamEvent::StepStop { event_id, .. }
+            | StreamEvent::Completed { event_id, .. }
+            | StreamEvent::Error { event_id, .. } => event_id.as_deref(),
+        }
+    }
+
+    /// The resume token, to set.
+    pub fn event_id_mut(&mut self) -> &mut Option<String> {
+        match self {
+            StreamEvent::Created { event_id, .. }
+            | StreamEvent::StatusUpdate { event_id, .. }
+            | StreamEvent::StepStart { event_id, .. }
+            | StreamEvent::StepDelta { event_id, .. }
+            | StreamEvent::StepStop { event_id, .. }
+            | StreamEvent::Completed { event_id, .. }
+            | StreamEvent::Error { event_id, .. } => event_id,
+        }
+    }
+
     /// The `event_type` string, used for the SSE `event:` line.
     pub fn event_type(&self) -> &'static str {
         match self {
