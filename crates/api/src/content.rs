@@ -12,18 +12,27 @@ use crate::files::file_id;
 use crate::tenant::Tenant;
 use crate::AppState;
 
-/// The bytes and MIME type of a media part.
-async fn load(
+/// Where a media part's bytes are.
+enum Source {
+    /// Inline `data`, decoded.
+    Inline(Vec<u8>),
+    /// An uploaded file that exists.
+    File(std::path::PathBuf),
+}
+
+/// Check a media part (inline data that decodes, or an uploaded file of this key that is
+/// still there) without reading a file; with its MIME type.
+async fn locate(
     st: &AppState,
     tenant: &Tenant,
     m: &Media,
     what: &str,
-) -> Result<(Vec<u8>, Option<String>), ApiError> {
+) -> Result<(Source, Option<String>), ApiError> {
     if let Some(data) = &m.data {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(data.trim())
             .map_err(|e| ApiError::bad_request(format!("{what}: `data` is not base64: {e}")))?;
-        return Ok((bytes, m.mime_type.clone()));
+        return Ok((Source::Inline(bytes), m.mime_type.clone()));
     }
     let Some(uri) = &m.uri else {
         return Err(ApiError::bad_request(format!(
@@ -36,19 +45,37 @@ async fn load(
             "{what}: uri {uri:?} is not a file of this server; upload it with the Files API (its uri, or files/ID), or send `data`"
         ))
     })?;
-    let (cfg, _) = st
-        .files
-        .as_ref()
-        .ok_or_else(|| ApiError::bad_request("the Files API is not enabled on this server"))?;
+    let (cfg, _) = crate::files::enabled(st).map_err(|e| ApiError::bad_request(e.message))?;
     let f = st
         .store
         .get_file(&tenant.0, id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("{what}: file files/{id} not found")))?;
-    let bytes = tokio::fs::read(cfg.dir.join(id))
+    let path = cfg.dir.join(id);
+    tokio::fs::metadata(&path)
         .await
         .map_err(|e| ApiError::not_found(format!("{what}: file files/{id} is gone: {e}")))?;
-    Ok((bytes, m.mime_type.clone().or(Some(f.mime_type))))
+    Ok((
+        Source::File(path),
+        m.mime_type.clone().or(Some(f.mime_type)),
+    ))
+}
+
+/// The bytes and MIME type of a media part.
+async fn load(
+    st: &AppState,
+    tenant: &Tenant,
+    m: &Media,
+    what: &str,
+) -> Result<(Vec<u8>, Option<String>), ApiError> {
+    let (source, mime) = locate(st, tenant, m, what).await?;
+    let bytes = match source {
+        Source::Inline(bytes) => bytes,
+        Source::File(path) => tokio::fs::read(&path)
+            .await
+            .map_err(|e| ApiError::not_found(format!("{what}: the file is gone: {e}")))?,
+    };
+    Ok((bytes, mime))
 }
 
 /// Text of an HTML page: tags, scripts and styles removed, common entities decoded.
@@ -166,8 +193,8 @@ pub async fn resolve(st: &AppState, tenant: &Tenant, steps: &mut [Step]) -> Resu
                     ));
                 }
                 Content::Image(m) | Content::Audio(m) | Content::Video(m) => {
-                    // Loaded only to check it exists; the model check decides.
-                    load(st, tenant, m, &what).await?;
+                    // Checked only; the model check decides.
+                    locate(st, tenant, m, &what).await?;
                 }
             }
         }

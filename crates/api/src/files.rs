@@ -204,17 +204,11 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(str::trim)
 }
 
-fn files_config(st: &AppState) -> Result<&FilesConfig, ApiError> {
+/// The Files API's storage and uploads in progress, when it is enabled.
+pub fn enabled(st: &AppState) -> Result<(&FilesConfig, &Arc<Uploads>), ApiError> {
     st.files
         .as_ref()
-        .map(|(c, _)| c)
-        .ok_or_else(|| ApiError::not_found("the Files API is not enabled on this server"))
-}
-
-fn uploads(st: &AppState) -> Result<&Arc<Uploads>, ApiError> {
-    st.files
-        .as_ref()
-        .map(|(_, u)| u)
+        .map(|(c, u)| (c, u))
         .ok_or_else(|| ApiError::not_found("the Files API is not enabled on this server"))
 }
 
@@ -241,7 +235,8 @@ async fn start(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, FilesError> {
-    let cfg = files_config(st)?.clone();
+    let (cfg, table) = enabled(st)?;
+    let cfg = cfg.clone();
     let command = header_str(headers, "x-goog-upload-command").unwrap_or("");
     if header_str(headers, "x-goog-upload-protocol") != Some("resumable") || command != "start" {
         return Err(ApiError::bad_request(
@@ -331,7 +326,7 @@ async fn start(
     tokio::fs::File::create(&tmp)
         .await
         .map_err(ApiError::internal)?;
-    uploads(st)?.map.lock().expect("poisoned").insert(
+    table.map.lock().expect("poisoned").insert(
         upload_id.clone(),
         Upload {
             tenant: tenant.0,
@@ -372,8 +367,8 @@ async fn chunk(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, FilesError> {
-    let cfg = files_config(st).map_err(upload_error)?.clone();
-    let table = uploads(st).map_err(upload_error)?.clone();
+    let (cfg, table) = enabled(st).map_err(upload_error)?;
+    let (cfg, table) = (cfg.clone(), table.clone());
     // Taken out of the table while this chunk is written: a concurrent chunk of the same
     // upload finds nothing and gets a 404 instead of interleaving bytes.
     let mut up = table
@@ -533,7 +528,7 @@ pub async fn get_file(
 ) -> Result<Response, FilesError> {
     // Rejected keys answer in this API's envelope too.
     let tenant = tenant?;
-    files_config(&st)?;
+    enabled(&st)?;
     if name.contains(':') {
         return Err(ApiError::not_found(format!(
             "{name:?}: only generated files can be downloaded, and this server generates none"
@@ -558,7 +553,7 @@ pub async fn delete_file(
     tenant: Result<Tenant, ApiError>,
 ) -> Result<Response, FilesError> {
     let tenant = tenant?;
-    let cfg = files_config(&st)?.clone();
+    let cfg = enabled(&st)?.0.clone();
     let id =
         file_id(&name).ok_or_else(|| ApiError::not_found(format!("file {name:?} not found")))?;
     if !st.store.delete_file(&tenant.0, id).await? {
@@ -594,7 +589,7 @@ pub async fn list_files(
     headers: HeaderMap,
 ) -> Result<Response, FilesError> {
     let tenant = tenant?;
-    files_config(&st)?;
+    enabled(&st)?;
     let size = match query.get("pageSize").or_else(|| query.get("page_size")) {
         None => PAGE_DEFAULT,
         Some(v) => match v.parse::<u32>() {
@@ -646,7 +641,7 @@ pub async fn list_files(
 /// Remove expired files (bytes and metadata) and uploads idle for [`UPLOAD_IDLE`]. Returns
 /// how many files went.
 pub async fn purge(st: &AppState) -> usize {
-    let (Ok(cfg), Ok(table)) = (files_config(st), uploads(st)) else {
+    let Ok((cfg, table)) = enabled(st) else {
         return 0;
     };
     let stale: Vec<Upload> = {
