@@ -99,6 +99,17 @@ fn decode(row: &sqlx::sqlite::SqliteRow) -> Result<InteractionRecord, StoreError
     })
 }
 
+/// The outcome of an INSERT: a taken id is [`StoreError::Duplicate`].
+fn inserted<T>(res: Result<T, sqlx::Error>, id: &str) -> Result<(), StoreError> {
+    match res {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            Err(StoreError::Duplicate(id.to_owned()))
+        }
+        Err(e) => Err(backend(e)),
+    }
+}
+
 fn decode_file(row: &sqlx::sqlite::SqliteRow) -> Result<FileRecord, StoreError> {
     Ok(FileRecord {
         id: row.try_get("id").map_err(backend)?,
@@ -134,13 +145,7 @@ impl Store for SqliteStore {
         .bind(&r.error)
         .execute(&self.pool)
         .await;
-        match res {
-            Ok(_) => Ok(()),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                Err(StoreError::Duplicate(r.id.clone()))
-            }
-            Err(e) => Err(backend(e)),
-        }
+        inserted(res, &r.id)
     }
 
     async fn finish(&self, r: &InteractionRecord) -> Result<bool, StoreError> {
@@ -222,13 +227,7 @@ impl Store for SqliteStore {
         .bind(f.expires_ms)
         .execute(&self.pool)
         .await;
-        match res {
-            Ok(_) => Ok(()),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                Err(StoreError::Duplicate(f.id.clone()))
-            }
-            Err(e) => Err(backend(e)),
-        }
+        inserted(res, &f.id)
     }
 
     async fn get_file(&self, tenant: &str, id: &str) -> Result<Option<FileRecord>, StoreError> {
