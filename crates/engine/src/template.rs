@@ -226,25 +226,21 @@ impl ChatTemplate {
                     "name": t.name, "description": t.description, "parameters": t.parameters}})
             })
             .collect();
-        let template = self.env.get_template("chat")?;
-        if self.native_tools && !tool_list.is_empty() {
-            template.render(context! {
-                messages => msgs,
-                tools => tool_list,
-                add_generation_prompt => true,
-                enable_thinking => !thinking_off,
-                bos_token => &self.bos,
-                eos_token => &self.eos,
-            })
+        let base = context! {
+            messages => msgs,
+            add_generation_prompt => true,
+            enable_thinking => !thinking_off,
+            bos_token => &self.bos,
+            eos_token => &self.eos,
+        };
+        // `tools` is left undefined rather than empty when there are none: some templates
+        // test `tools is not none` and would render an empty tool section.
+        let ctx = if self.native_tools && !tool_list.is_empty() {
+            context! { tools => tool_list, ..base }
         } else {
-            template.render(context! {
-                messages => msgs,
-                add_generation_prompt => true,
-                enable_thinking => !thinking_off,
-                bos_token => &self.bos,
-                eos_token => &self.eos,
-            })
-        }
+            base
+        };
+        self.env.get_template("chat")?.render(ctx)
     }
 }
 
