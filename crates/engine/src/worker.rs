@@ -186,39 +186,43 @@ fn sample_constrained(
     if m.is_stopped() {
         return None;
     }
-    if let Some(closers) = closing {
-        if m.is_accepting().unwrap_or(false) {
-            return Some(vocab.eos());
-        }
-        let mask = m.compute_mask().ok()?;
-        let logits = ctx.get_logits_ith(idx);
-        let best = closers
-            .iter()
-            .filter(|(t, _)| mask.is_allowed(*t))
-            .max_by(|a, b| {
-                a.1.cmp(&b.1).then(
-                    logits[a.0 as usize]
-                        .partial_cmp(&logits[b.0 as usize])
-                        .unwrap_or(std::cmp::Ordering::Equal),
-                )
-            });
-        if let Some(&(t, _)) = best {
-            if try_token(m, t) == Verdict::Accepted {
-                return Some(LlamaToken(t as i32));
-            }
-        }
-    } else {
-        let first = sampler.sample(ctx, idx);
-        if vocab.is_eog(first) {
+    // (mask, whether the grammar may end here), computed only when the sampler's pick missed.
+    let (mask, accepting) = match closing {
+        Some(closers) => {
             if m.is_accepting().unwrap_or(false) {
+                return Some(vocab.eos());
+            }
+            let mask = m.compute_mask().ok()?;
+            let logits = ctx.get_logits_ith(idx);
+            let best = closers
+                .iter()
+                .filter(|(t, _)| mask.is_allowed(*t))
+                .max_by(|a, b| {
+                    a.1.cmp(&b.1).then(
+                        logits[a.0 as usize]
+                            .partial_cmp(&logits[b.0 as usize])
+                            .unwrap_or(std::cmp::Ordering::Equal),
+                    )
+                });
+            if let Some(&(t, _)) = best {
+                if try_token(m, t) == Verdict::Accepted {
+                    return Some(LlamaToken(t as i32));
+                }
+            }
+            (mask, false)
+        }
+        None => {
+            let first = sampler.sample(ctx, idx);
+            if vocab.is_eog(first) {
+                if m.is_accepting().unwrap_or(false) {
+                    return Some(first);
+                }
+            } else if try_token(m, first.0 as u32) == Verdict::Accepted {
                 return Some(first);
             }
-        } else if try_token(m, first.0 as u32) == Verdict::Accepted {
-            return Some(first);
+            (m.compute_mask().ok()?, m.is_accepting().unwrap_or(false))
         }
-    }
-    let mask = m.compute_mask().ok()?;
-    let accepting = m.is_accepting().unwrap_or(false);
+    };
     let allowed: Vec<_> = ctx
         .candidates_ith(idx)
         .filter(|d| {
