@@ -115,20 +115,16 @@ pub async fn create(
     }
     if background {
         // Answer at once; the client polls or attaches.
-        let now = run::fmt_time(running.created);
-        return Ok(Json(localgem_wire::Interaction {
-            id: running.id,
-            object: "interaction".into(),
-            model: Some(running.model),
-            status: Status::InProgress,
-            created: Some(now.clone()),
-            updated: Some(now),
-            steps: Some(running.live.log.steps()),
-            usage: None,
-            service_tier: Some("standard".into()),
-            previous_interaction_id: None,
-        })
-        .into_response());
+        let mut it = run::partial(
+            &running.id,
+            &running.model,
+            Status::InProgress,
+            running.created,
+        );
+        it.updated.clone_from(&it.created);
+        it.steps = Some(running.live.log.steps());
+        it.service_tier = Some("standard".into());
+        return Ok(Json(it).into_response());
     }
     // `running.guard` lives until the answer is ready: a client that goes away cancels.
     match running.live.log.outcome().await {

@@ -370,7 +370,8 @@ pub fn resume_after(events: Vec<StreamEvent>, after: Cursor) -> Vec<StreamEvent>
     out
 }
 
-fn partial(id: &str, model: &str, status: Status, created: i64) -> Interaction {
+/// The partial Interaction of stream events (and of a background create's answer).
+pub fn partial(id: &str, model: &str, status: Status, created: i64) -> Interaction {
     Interaction {
         id: id.to_owned(),
         object: "interaction".into(),
@@ -383,6 +384,22 @@ fn partial(id: &str, model: &str, status: Status, created: i64) -> Interaction {
         service_tier: None,
         previous_interaction_id: None,
     }
+}
+
+/// The first two events of every stream, `interaction.created` and the `in_progress` status
+/// update, with their positions as `event_id` when `ids`.
+fn opening(id: &str, model: &str, created: i64, ids: bool) -> [StreamEvent; 2] {
+    [
+        StreamEvent::Created {
+            interaction: partial(id, model, Status::InProgress, created),
+            event_id: ids.then(|| Cursor::CREATED.id()),
+        },
+        StreamEvent::StatusUpdate {
+            interaction_id: id.to_owned(),
+            status: Status::InProgress,
+            event_id: ids.then(|| Cursor::STATUS.id()),
+        },
+    ]
 }
 
 /// Builds output steps and their stream events from engine events.
@@ -614,17 +631,7 @@ fn shell(step: &Step) -> serde_json::Value {
 /// The stream events of a finished record, with the same positions a live stream has.
 pub fn replay(r: &InteractionRecord, ids: bool) -> Vec<StreamEvent> {
     let id = |c: Cursor| ids.then(|| c.id());
-    let mut out = vec![
-        StreamEvent::Created {
-            interaction: partial(&r.id, &r.model, Status::InProgress, r.created),
-            event_id: id(Cursor::CREATED),
-        },
-        StreamEvent::StatusUpdate {
-            interaction_id: r.id.clone(),
-            status: Status::InProgress,
-            event_id: id(Cursor::STATUS),
-        },
-    ];
+    let mut out = opening(&r.id, &r.model, r.created, ids).to_vec();
     for (i, step) in r.output.iter().enumerate() {
         let index = i as u32;
         let start = |step: serde_json::Value| StreamEvent::StepStart {
@@ -832,21 +839,9 @@ pub async fn start(
             text_len: 0,
             calls: 0,
         };
-        w.emit(
-            StreamEvent::Created {
-                interaction: partial(&record.id, &record.model, Status::InProgress, created),
-                event_id: None,
-            },
-            Cursor::CREATED,
-        );
-        w.emit(
-            StreamEvent::StatusUpdate {
-                interaction_id: record.id.clone(),
-                status: Status::InProgress,
-                event_id: None,
-            },
-            Cursor::STATUS,
-        );
+        for e in opening(&record.id, &record.model, created, store) {
+            live.log.push(e);
+        }
         let mut events = generation.events;
         let mut fragments = 0u64;
         let ttft = metrics::histogram!("localgem_time_to_first_token_seconds", "model" => model_label.clone());
