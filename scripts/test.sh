@@ -2,7 +2,8 @@
 # The whole test suite: Rust unit and API tests, real-model integration tests over HTTP
 # (both bundled models), schemathesis against the server's OpenAPI document, and the
 # conformance suite that runs every seed example with the
-# official Python (3.x and 2.x) and JavaScript SDKs and curl against a live server.
+# official Python (3.x and 2.x) and JavaScript SDKs and curl against a live server, and the
+# Rust client's examples against a live server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export LOCALGEM_CACHE="${LOCALGEM_CACHE:-$HOME/.cache/localgem}"
@@ -31,5 +32,8 @@ bash tests/fuzz.sh
 
 echo "== conformance (seed examples: Python SDK 3.x and 2.x, JavaScript SDK, curl)"
 LOCALGEM_BIN="$BIN" bash tests/conformance/run.sh
+
+echo "== rust client examples (crates/client/examples and tests/live.rs against a live server)"
+LOCALGEM_BIN="$BIN" bash tests/client/run.sh
 
 echo "== all tests passed in $(( $(date +%s) - start )) s"
