@@ -1,9 +1,67 @@
 //! The engine seam: a validated [`GenerateRequest`] goes in, a stream of [`EngineEvent`]s comes
 //! out. Dropping the stream's receiver cancels the generation at the engine's next step.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+
+/// Marks, in a [`ChatMessage`]'s text, where the next of its [`ChatMessage::images`] goes
+/// (U+FFFC OBJECT REPLACEMENT CHARACTER). Text from users never carries it: the API removes
+/// it from what it passes on.
+pub const MEDIA_MARKER: char = '\u{FFFC}';
+
+/// A decoded image: 8-bit RGB pixels, row by row.
+#[derive(Clone)]
+pub struct Image {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// `width * height * 3` bytes.
+    pub rgb: Arc<[u8]>,
+    /// SHA-256 of the size and pixels: equal digests are the same image (the engine keys its
+    /// cached state by it).
+    pub digest: [u8; 32],
+}
+
+impl Image {
+    /// An image from RGB pixels, digested.
+    ///
+    /// # Panics
+    /// When `rgb` is not `width * height * 3` bytes.
+    pub fn new(width: u32, height: u32, rgb: Vec<u8>) -> Self {
+        use sha2::{Digest, Sha256};
+        assert_eq!(rgb.len(), width as usize * height as usize * 3, "RGB size");
+        let mut h = Sha256::new();
+        h.update(width.to_le_bytes());
+        h.update(height.to_le_bytes());
+        h.update(&rgb);
+        Image {
+            width,
+            height,
+            rgb: rgb.into(),
+            digest: h.finalize().into(),
+        }
+    }
+}
+
+impl PartialEq for Image {
+    fn eq(&self, other: &Self) -> bool {
+        self.digest == other.digest
+    }
+}
+
+impl std::fmt::Debug for Image {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Image({}x{}, {:02x}{:02x}{:02x}{:02x})",
+            self.width, self.height, self.digest[0], self.digest[1], self.digest[2], self.digest[3]
+        )
+    }
+}
 
 /// Who said a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -51,6 +109,10 @@ pub struct ChatMessage {
     /// For [`Role::Tool`]: the function's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Images in this message, in order: the n-th goes where the n-th [`MEDIA_MARKER`] is
+    /// in `content`.
+    #[serde(skip)]
+    pub images: Vec<Image>,
 }
 
 impl ChatMessage {
@@ -227,6 +289,8 @@ pub enum EngineEvent {
 pub struct Generation {
     /// Prompt tokens after rendering the chat template.
     pub prompt_tokens: u64,
+    /// Of those, positions filled by images.
+    pub image_tokens: u64,
     /// Events; drop to cancel.
     pub events: mpsc::UnboundedReceiver<EngineEvent>,
 }
@@ -242,6 +306,9 @@ pub struct ModelInfo {
     pub context_tokens: u64,
     /// Whether the model has been loaded and is ready.
     pub ready: bool,
+    /// Whether the model takes images (it has a vision projector).
+    #[serde(default)]
+    pub vision: bool,
 }
 
 /// Why the engine refused a request.

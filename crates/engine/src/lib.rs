@@ -7,6 +7,7 @@
 
 pub mod constrain;
 pub mod kv;
+pub mod media;
 pub mod parse;
 pub mod scheduler;
 pub mod spill;
@@ -35,6 +36,8 @@ pub struct ModelSpec {
     pub path: PathBuf,
     /// Human-readable name.
     pub display_name: String,
+    /// A vision projector (mmproj GGUF) for the model: with one, it takes images.
+    pub mmproj: Option<PathBuf>,
 }
 
 /// Engine settings shared by all models.
@@ -150,11 +153,13 @@ impl LlamaEngine {
             let (tx, rx) = mpsc::channel(config.max_queue.max(1));
             let (state_tx, state) = watch::channel(LoadState::Loading);
             let (path, id, cfg) = (spec.path.clone(), spec.id.clone(), config.clone());
+            let mmproj = spec.mmproj.clone();
             std::thread::Builder::new()
                 .name(format!("engine-{}", spec.id))
                 .spawn(move || {
-                    let run =
-                        std::panic::AssertUnwindSafe(|| worker::run(path, id, cfg, rx, &state_tx));
+                    let run = std::panic::AssertUnwindSafe(|| {
+                        worker::run(path, mmproj, id, cfg, rx, &state_tx)
+                    });
                     if std::panic::catch_unwind(run).is_err() {
                         // Queued requests see their channels close; health turns 503.
                         let _ =
@@ -240,6 +245,8 @@ impl Engine for LlamaEngine {
                         _ => 0,
                     },
                     ready: matches!(state, LoadState::Ready { .. }),
+                    // A projector that fails to load fails the model: never served text-only.
+                    vision: w.spec.mmproj.is_some(),
                 }
             })
             .collect()

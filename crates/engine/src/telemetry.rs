@@ -22,6 +22,7 @@ pub(crate) struct EngineMetrics {
     pub restore_failures: Counter,
     pub tokens_restored: Counter,
     pub relocations: Counter,
+    pub images_encoded: Counter,
     pub disk_states: Gauge,
     pub disk_bytes: Gauge,
 }
@@ -47,6 +48,7 @@ impl EngineMetrics {
             restore_failures: counter!("localgem_kv_restore_failures_total", "model" => m.clone()),
             tokens_restored: counter!("localgem_kv_tokens_restored_total", "model" => m.clone()),
             relocations: counter!("localgem_kv_relocations_total", "model" => m.clone()),
+            images_encoded: counter!("localgem_images_encoded_total", "model" => m.clone()),
             disk_states: gauge!("localgem_kv_disk_states", "model" => m.clone()),
             disk_bytes: gauge!("localgem_kv_disk_bytes", "model" => m),
         }

@@ -21,6 +21,9 @@ use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::mtmd::{
+    MtmdBitmap, MtmdContext, MtmdContextParams, MtmdInputChunks, MtmdInputText,
+};
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
@@ -32,6 +35,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::constrain::{grammar_for, try_token, Grammars, Verdict};
 use crate::kv::KvManager;
+use crate::media::{self, MediaSpan};
 use crate::parse::{OutputParser, Piece};
 use crate::scheduler::{background_budget, plan, SeqState};
 use crate::spill::{state_name, Candidate, SpillDir};
@@ -64,6 +68,8 @@ pub(crate) enum LoadState {
 /// A request whose prompt is tokenized, waiting for a slot.
 struct Pending {
     prompt: Vec<LlamaToken>,
+    /// Images in the prompt.
+    media: Vec<MediaSpan>,
     request: GenerateRequest,
     tx: mpsc::UnboundedSender<EngineEvent>,
     /// The grammar the output must follow.
@@ -75,6 +81,7 @@ struct Pending {
 /// A rendered, tokenized request, before it is queued.
 struct Prepared {
     prompt: Vec<LlamaToken>,
+    media: Vec<MediaSpan>,
     request: GenerateRequest,
     matcher: Option<Matcher>,
     in_thought: bool,
@@ -92,6 +99,8 @@ struct Seq {
     slot: i32,
     scope: String,
     prompt: Vec<LlamaToken>,
+    /// Images in the prompt (their positions hold synthetic ids, see [`media`]).
+    media: Vec<MediaSpan>,
     /// Prompt tokens found in the slot's KV at admission (not prefilled).
     reused: usize,
     fed: usize,
@@ -248,6 +257,7 @@ fn sample_constrained(
 
 pub(crate) fn run(
     path: PathBuf,
+    mmproj: Option<PathBuf>,
     model_id: String,
     config: EngineConfig,
     mut rx: mpsc::Receiver<Command>,
@@ -299,6 +309,13 @@ pub(crate) fn run(
         }
     };
     let per_seq = ctx.n_ctx() / kv_slots;
+    let vision = match mmproj.as_deref() {
+        Some(p) => match Vision::load(p, &model, &config) {
+            Ok(v) => Some(v),
+            Err(e) => return fail(e),
+        },
+        None => None,
+    };
     let arch = model
         .meta_val_str("general.architecture")
         .unwrap_or_default();
@@ -340,6 +357,7 @@ pub(crate) fn run(
     let spill = config.spill_dir.as_ref().and_then(|root| {
         let dir = root.join(fingerprint(
             &path,
+            mmproj.as_deref(),
             kv_slots,
             config.flash_attention,
             config.reuse_decoded_kv,
@@ -367,6 +385,7 @@ pub(crate) fn run(
     let mut w = Worker {
         model_id,
         model: &model,
+        vision,
         grammars: Grammars::new(),
         forget_pending: Vec::new(),
         template,
@@ -435,9 +454,80 @@ pub(crate) fn run(
     tracing::info!(model = %w.model_id, "engine thread stopped");
 }
 
+/// A model's vision projector (llama.cpp's multimodal library).
+struct Vision {
+    ctx: MtmdContext,
+    /// Positions each image fills, by digest: a later turn with the same image needs its
+    /// length but not its preprocessing.
+    positions: std::collections::HashMap<[u8; 32], usize>,
+}
+
+/// The marker the projector's tokenizer replaces with an image.
+const MTMD_MARKER: &str = "<__media__>";
+
+impl Vision {
+    fn load(path: &Path, model: &LlamaModel, config: &EngineConfig) -> Result<Self, String> {
+        let params = MtmdContextParams {
+            use_gpu: config.gpu_layers > 0,
+            print_timings: false,
+            n_threads: config.threads,
+            media_marker: std::ffi::CString::new(MTMD_MARKER).expect("no NUL"),
+            image_min_tokens: -1,
+            image_max_tokens: -1,
+        };
+        let p = path.to_string_lossy();
+        let ctx = MtmdContext::init_from_file(&p, model, &params).map_err(|e| {
+            format!(
+                "cannot load the vision projector {} (is it made for this model?): {e}",
+                path.display()
+            )
+        })?;
+        if !ctx.support_vision() {
+            return Err(format!("{} has no vision encoder", path.display()));
+        }
+        Ok(Vision {
+            ctx,
+            positions: std::collections::HashMap::new(),
+        })
+    }
+
+    /// An image as projector input: preprocessed (resized, sliced) and wrapped in the
+    /// model's image tokens.
+    fn chunks(&mut self, image: &localgem_core::Image) -> Result<MtmdInputChunks, String> {
+        let bitmap = MtmdBitmap::from_image_data(image.width, image.height, &image.rgb)
+            .map_err(|e| format!("the image cannot be prepared: {e}"))?;
+        let text = MtmdInputText {
+            text: MTMD_MARKER.to_owned(),
+            add_special: false,
+            parse_special: true,
+        };
+        let chunks = self
+            .ctx
+            .tokenize(text, &[&bitmap])
+            .map_err(|e| format!("the image cannot be prepared: {e}"))?;
+        if self.positions.len() >= 4096 {
+            self.positions.clear();
+        }
+        self.positions
+            .insert(image.digest, chunks.total_positions().max(0) as usize);
+        Ok(chunks)
+    }
+
+    /// Positions an image fills.
+    fn positions(&mut self, image: &localgem_core::Image) -> Result<usize, String> {
+        match self.positions.get(&image.digest) {
+            Some(&n) => Ok(n),
+            None => self
+                .chunks(image)
+                .map(|c| c.total_positions().max(0) as usize),
+        }
+    }
+}
+
 struct Worker<'m> {
     model_id: String,
     model: &'m LlamaModel,
+    vision: Option<Vision>,
     grammars: Grammars,
     /// Scopes whose cached states are to be dropped at the next step.
     forget_pending: Vec<String>,
@@ -484,16 +574,26 @@ const RESCAN_EVERY: Duration = Duration::from_secs(1);
 /// The directory name for states of this model file and KV layout: a state restores only
 /// into a context whose per-sequence layout matches (llama.cpp checks the rest itself and
 /// refuses a mismatched state, which is then deleted and prefilled instead).
-fn fingerprint(path: &Path, kv_slots: u32, flash_attention: bool, decoded_kv: bool) -> String {
+fn fingerprint(
+    path: &Path,
+    mmproj: Option<&Path>,
+    kv_slots: u32,
+    flash_attention: bool,
+    decoded_kv: bool,
+) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
-    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    h.update(len.to_le_bytes());
-    let mut head = Vec::with_capacity(1 << 20);
-    if let Ok(f) = std::fs::File::open(path) {
-        let _ = f.take(1 << 20).read_to_end(&mut head);
+    // The projector decides what an image's KV holds: states with images made under
+    // another projector must not be found.
+    for p in std::iter::once(path).chain(mmproj) {
+        let len = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        h.update(len.to_le_bytes());
+        let mut head = Vec::with_capacity(1 << 20);
+        if let Ok(f) = std::fs::File::open(p) {
+            let _ = f.take(1 << 20).read_to_end(&mut head);
+        }
+        h.update(&head);
     }
-    h.update(&head);
     h.update(kv_slots.to_le_bytes());
     // States computed differently (and so not bit-identical) live apart.
     h.update([
@@ -581,11 +681,13 @@ impl Worker<'_> {
                         let prompt_tokens = p.prompt.len() as u64;
                         let gen = Generation {
                             prompt_tokens,
+                            image_tokens: p.media.iter().map(|m| m.len as u64).sum(),
                             events,
                         };
                         if admit.send(Ok(gen)).is_ok() {
                             self.waiting.push_back(Pending {
                                 prompt: p.prompt,
+                                media: p.media,
                                 request: p.request,
                                 tx,
                                 matcher: p.matcher,
@@ -672,11 +774,7 @@ impl Worker<'_> {
                 }
             }
         }
-        let vocab = self.model.vocab();
-        let mut tokens = vocab.tokenize(text.as_bytes(), false, true);
-        if vocab.should_add_bos() && tokens.first() != Some(&vocab.bos()) {
-            tokens.insert(0, vocab.bos());
-        }
+        let (tokens, media) = self.tokenize(&text, &request.messages)?;
         let limit = u64::from(self.per_seq.saturating_sub(1));
         if tokens.len() as u64 > limit {
             return Err(EngineError::PromptTooLong {
@@ -687,10 +785,82 @@ impl Worker<'_> {
         }
         Ok(Prepared {
             prompt: tokens,
+            media,
             request,
             matcher,
             in_thought,
         })
+    }
+
+    /// Tokenize a rendered prompt: text as tokens, each image as the synthetic ids of the
+    /// positions it fills.
+    fn tokenize(
+        &mut self,
+        text: &str,
+        messages: &[localgem_core::ChatMessage],
+    ) -> Result<(Vec<LlamaToken>, Vec<MediaSpan>), EngineError> {
+        let vocab = self.model.vocab();
+        let images = media::images_of(messages);
+        let bos = vocab.should_add_bos().then(|| vocab.bos());
+        let with_bos = |mut tokens: Vec<LlamaToken>| {
+            if let Some(b) = bos {
+                if tokens.first() != Some(&b) {
+                    tokens.insert(0, b);
+                }
+            }
+            tokens
+        };
+        if images.is_empty() {
+            return Ok((
+                with_bos(vocab.tokenize(text.as_bytes(), false, true)),
+                Vec::new(),
+            ));
+        }
+        let Some(vision) = self.vision.as_mut() else {
+            return Err(EngineError::Unsupported(format!(
+                "model {} cannot take image input",
+                self.model_id
+            )));
+        };
+        let pieces: Vec<&str> = text.split(localgem_core::MEDIA_MARKER).collect();
+        if pieces.len() != images.len() + 1 {
+            return Err(EngineError::InvalidPrompt(format!(
+                "the prompt places {} images but the request has {}: text may not contain \
+                 U+FFFC (the object replacement character), which marks where images go",
+                pieces.len() - 1,
+                images.len()
+            )));
+        }
+        let mut tokens: Vec<LlamaToken> =
+            with_bos(vocab.tokenize(pieces[0].as_bytes(), false, true));
+        let mut spans = Vec::new();
+        for (i, piece) in pieces.iter().enumerate() {
+            if i > 0 {
+                tokens.extend(vocab.tokenize(piece.as_bytes(), false, true));
+            }
+            if let Some(image) = images.get(i) {
+                let n = vision
+                    .positions(image)
+                    .map_err(|e| EngineError::InvalidPrompt(format!("image {}: {e}", i + 1)))?;
+                spans.push(MediaSpan {
+                    start: tokens.len(),
+                    len: n,
+                    image: image.clone(),
+                });
+                tokens.extend(
+                    media::synthetic_ids(&image.digest, n)
+                        .into_iter()
+                        .map(LlamaToken),
+                );
+            }
+        }
+        if spans.last().is_some_and(|s| s.end() == tokens.len()) {
+            // Its logits would be needed, and the projector's evaluation does not keep them.
+            return Err(EngineError::InvalidPrompt(
+                "the chat template ends the prompt with an image".into(),
+            ));
+        }
+        Ok((tokens, spans))
     }
 
     /// Move waiting requests into slots (up to `parallel` live sequences), reusing the longest
@@ -726,7 +896,7 @@ impl Worker<'_> {
                 self.metrics.relocations.increment(1);
             }
             self.extensions.retain(|e| e.slot != slot);
-            let mut reused = lease.reused;
+            let mut reused = media::align_reuse(&p.media, lease.reused);
             // Drop whatever the slot holds past the reused prefix.
             let kept = ctx
                 .clear_kv_cache_seq(Some(slot as u32), Some(reused as u32), None)
@@ -765,6 +935,7 @@ impl Worker<'_> {
                 stop: StopMatcher::new(&p.request.stop_sequences),
                 max_output: p.request.max_output_tokens.max(1),
                 prompt: p.prompt,
+                media: p.media,
                 reused,
                 fed: reused,
                 n_past: reused as i32,
@@ -802,6 +973,12 @@ impl Worker<'_> {
         // allows).
         self.active.sort_by_key(|s| s.slot);
         self.extensions.sort_by_key(|e| e.slot);
+        if self.vision.is_some() {
+            self.encode_images(ctx);
+            if self.active.is_empty() && self.extensions.is_empty() {
+                return;
+            }
+        }
 
         let states: Vec<SeqState> = self
             .active
@@ -827,6 +1004,8 @@ impl Worker<'_> {
                 decoded += 1;
                 logits_at[i] = Some(self.batch.n_tokens() - 1);
             } else {
+                // A prefill stops at an image (evaluated through the projector next step).
+                let n = media::tokens_before_media(&s.media, s.fed, n);
                 for k in 0..n {
                     let last = s.fed + k + 1 == s.prompt.len();
                     if self
@@ -1034,6 +1213,62 @@ impl Worker<'_> {
                 });
             }
         }
+    }
+
+    /// Run the images that live sequences have reached through the projector, into their
+    /// KV (each image is encoded here once; later turns find its KV by its synthetic ids).
+    /// Other sequences wait meanwhile: the projector's evaluation is not batched.
+    fn encode_images(&mut self, ctx: &mut LlamaContext<'_>) {
+        let Some(vision) = self.vision.as_mut() else {
+            return;
+        };
+        let mut failed: Vec<(usize, String)> = Vec::new();
+        for (i, s) in self.active.iter_mut().enumerate() {
+            if s.next.is_some() {
+                continue;
+            }
+            while let Some(span) = media::starting_at(&s.media, s.fed) {
+                let (end, image) = (span.end(), span.image.clone());
+                let started = Instant::now();
+                let evaluated = vision.chunks(&image).and_then(|chunks| {
+                    chunks
+                        .eval_chunks(
+                            &mut vision.ctx,
+                            ctx,
+                            s.n_past,
+                            s.slot,
+                            self.batch_size as i32,
+                            false,
+                        )
+                        .map_err(|e| format!("the image could not be evaluated: {e}"))
+                });
+                match evaluated {
+                    Ok(n_past) => {
+                        tracing::debug!(
+                            slot = s.slot,
+                            positions = end - s.fed,
+                            secs = started.elapsed().as_secs_f64(),
+                            "encoded an image"
+                        );
+                        self.metrics.images_encoded.increment(1);
+                        self.metrics.prefill_tokens.increment((end - s.fed) as u64);
+                        s.fed = end;
+                        s.n_past = n_past;
+                    }
+                    Err(e) => {
+                        failed.push((i, e));
+                        break;
+                    }
+                }
+            }
+        }
+        for (i, why) in failed.into_iter().rev() {
+            let s = self.active.swap_remove(i);
+            tracing::warn!(slot = s.slot, "{why}");
+            let _ = s.tx.send(EngineEvent::Failed(why));
+            self.discard(ctx, s.slot);
+        }
+        self.active.sort_by_key(|s| s.slot);
     }
 
     /// Hand a finished slot's state to the writer thread, unless it is already on disk.
