@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     };
     match validate_create(req, SamplingDefaults::default()) {
         Ok(valid) => {
-            if let Err(e) = to_messages(valid.system_instruction.as_deref(), &valid.input, &Signer::new(b"k".to_vec())) {
+            if let Err(e) = to_messages(valid.system_instruction.as_deref(), &valid.input, &Signer::new(b"k".to_vec()), Vec::new()) {
                 assert!(e.status.is_client_error(), "{e:?}");
             }
         }

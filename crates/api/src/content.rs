@@ -1,10 +1,12 @@
 //! Media parts of an input: uploaded files (`files/ID`, or any URI whose path ends in
 //! `/files/ID`) and inline base64 `data`, checked and loaded. Documents become text in the
 //! prompt (plain text, Markdown, CSV, JSON and HTML as text; PDF through its text layer);
-//! images, audio and video are left for the model check, which names the model and the
-//! modality when the model cannot take them.
+//! images (JPEG, PNG, WebP, GIF) are decoded to pixels for models with a vision projector;
+//! other media are left for the model check, which names the model and the modality when
+//! the model cannot take them.
 
 use base64::Engine as _;
+use localgem_core::Image;
 use localgem_wire::{Content, Media, Step};
 
 use crate::error::ApiError;
@@ -164,12 +166,86 @@ pub async fn document_text(bytes: Vec<u8>, mime: &str, what: &str) -> Result<Str
     }
 }
 
-/// Check every media part of `steps` and turn documents into text.
+/// Largest side of an image, in pixels, and the memory its decoding may take.
+const MAX_IMAGE_SIDE: u32 = 16_384;
+const MAX_IMAGE_ALLOC: u64 = 512 << 20;
+
+/// Decode an image (JPEG, PNG, WebP, or a GIF's first frame) to RGB pixels. The format is
+/// read from the bytes; a MIME type that says otherwise is not trusted over them.
 ///
 /// # Errors
-/// 400 for malformed parts, foreign URIs and unreadable documents; 404 for files that do
-/// not exist (or belong to another key).
-pub async fn resolve(st: &AppState, tenant: &Tenant, steps: &mut [Step]) -> Result<(), ApiError> {
+/// 400 naming the part: a format that is not supported, or bytes that do not decode (a
+/// truncated or damaged file, or one too large).
+pub async fn decode_image(
+    bytes: Vec<u8>,
+    mime: Option<&str>,
+    what: &str,
+) -> Result<Image, ApiError> {
+    use image::ImageFormat;
+    let format = image::guess_format(&bytes).ok();
+    let supported = [
+        ImageFormat::Jpeg,
+        ImageFormat::Png,
+        ImageFormat::WebP,
+        ImageFormat::Gif,
+    ];
+    let format = match format {
+        Some(f) if supported.contains(&f) => f,
+        Some(f) => {
+            return Err(ApiError::bad_request(format!(
+                "{what}: images in {} format are not supported; use JPEG, PNG, WebP or GIF",
+                f.extensions_str().first().unwrap_or(&"this").to_uppercase()
+            )))
+        }
+        None => {
+            let m = mime.unwrap_or("image");
+            return Err(ApiError::bad_request(format!(
+                "{what}: the data is not a JPEG, PNG, WebP or GIF image (declared {m}) and cannot be decoded"
+            )));
+        }
+    };
+    // The JPEG decoder fills in what a truncated file lacks: a file cut short (no
+    // end-of-image marker) is refused rather than shown to the model half grey.
+    if format == ImageFormat::Jpeg && !bytes.windows(2).any(|w| w == [0xFF, 0xD9]) {
+        return Err(ApiError::bad_request(format!(
+            "{what}: the image cannot be decoded: the JPEG data is truncated (no end-of-image marker)"
+        )));
+    }
+    let what = what.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
+        let mut limits = image::Limits::default();
+        limits.max_image_width = Some(MAX_IMAGE_SIDE);
+        limits.max_image_height = Some(MAX_IMAGE_SIDE);
+        limits.max_alloc = Some(MAX_IMAGE_ALLOC);
+        reader.limits(limits);
+        let img = reader.decode().map_err(|e| {
+            ApiError::bad_request(format!("{what}: the image cannot be decoded: {e}"))
+        })?;
+        let rgb = img.to_rgb8();
+        let (w, h) = rgb.dimensions();
+        if w == 0 || h == 0 {
+            return Err(ApiError::bad_request(format!("{what}: the image is empty")));
+        }
+        Ok(Image::new(w, h, rgb.into_raw()))
+    })
+    .await
+    .map_err(|_| ApiError::bad_request("an image cannot be decoded"))?
+}
+
+/// Check every media part of `steps`, turn documents into text and, when the model takes
+/// images (`vision`), decode them: returned in input order.
+///
+/// # Errors
+/// 400 for malformed parts, foreign URIs, unreadable documents and images that do not
+/// decode; 404 for files that do not exist (or belong to another key).
+pub async fn resolve(
+    st: &AppState,
+    tenant: &Tenant,
+    steps: &mut [Step],
+    vision: bool,
+) -> Result<Vec<Image>, ApiError> {
+    let mut images = Vec::new();
     for (si, step) in steps.iter_mut().enumerate() {
         let Step::UserInput { content } = step else {
             continue;
@@ -192,6 +268,10 @@ pub async fn resolve(st: &AppState, tenant: &Tenant, steps: &mut [Step]) -> Resu
                         text.trim()
                     ));
                 }
+                Content::Image(m) if vision => {
+                    let (bytes, mime) = load(st, tenant, m, &what).await?;
+                    images.push(decode_image(bytes, mime.as_deref(), &what).await?);
+                }
                 Content::Image(m) | Content::Audio(m) | Content::Video(m) => {
                     // Checked only; the model check decides.
                     locate(st, tenant, m, &what).await?;
@@ -199,7 +279,7 @@ pub async fn resolve(st: &AppState, tenant: &Tenant, steps: &mut [Step]) -> Resu
             }
         }
     }
-    Ok(())
+    Ok(images)
 }
 
 #[cfg(test)]

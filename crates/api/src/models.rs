@@ -96,6 +96,7 @@ mod tests {
                 display_name: (*id).into(),
                 context_tokens: 4096,
                 ready: true,
+                vision: false,
             })
             .collect()
     }

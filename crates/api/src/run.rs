@@ -752,6 +752,24 @@ impl Drop for KeySlot {
     }
 }
 
+/// Count a prompt's image positions as `image` input rather than `text`.
+fn with_images(mut u: Usage, image_tokens: u64) -> Usage {
+    if image_tokens > 0 {
+        for m in &mut u.input_tokens_by_modality {
+            if m.modality == "text" {
+                m.tokens = m.tokens.saturating_sub(image_tokens);
+            }
+        }
+        u.input_tokens_by_modality.retain(|m| m.tokens > 0);
+        u.input_tokens_by_modality
+            .push(localgem_wire::ModalityTokens {
+                modality: "image".into(),
+                tokens: image_tokens,
+            });
+    }
+    u
+}
+
 /// Admit a validated request and start generating.
 ///
 /// # Errors
@@ -770,13 +788,15 @@ pub async fn start(
         None => Vec::new(),
     };
     timeline.extend(req.input.iter().cloned());
-    // Documents become text; other media must exist, and the model must take them.
-    crate::content::resolve(state, &tenant, &mut timeline).await?;
-    check_modalities(&timeline, &engine_model)?;
+    // The model must take the media; documents become text, images pixels.
+    let vision = served.iter().any(|m| m.id == engine_model && m.vision);
+    check_modalities(&timeline, &engine_model, vision)?;
+    let images = crate::content::resolve(state, &tenant, &mut timeline, vision).await?;
     let messages = to_messages(
         req.system_instruction.as_deref(),
         &timeline,
         &state.config.signer,
+        images,
     )?;
     let model_label = engine_model.clone();
     let generation = state
@@ -797,6 +817,7 @@ pub async fn start(
         })
         .await?;
 
+    let image_tokens = generation.image_tokens;
     let created = now();
     let mut record = InteractionRecord {
         id: if req.store { new_id() } else { String::new() },
@@ -808,7 +829,7 @@ pub async fn start(
         previous_interaction_id: req.previous_interaction_id.clone(),
         input: req.input,
         output: Vec::new(),
-        usage: Usage::text(generation.prompt_tokens, 0, 0),
+        usage: with_images(Usage::text(generation.prompt_tokens, 0, 0), image_tokens),
         error: None,
     };
     let live = Arc::new(Live::default());
@@ -848,7 +869,12 @@ pub async fn start(
         let itl = metrics::histogram!("localgem_inter_token_latency_seconds", "model" => model_label.clone());
         let started = std::time::Instant::now();
         let mut last_token: Option<std::time::Instant> = None;
-        let so_far = |fragments: u64| Usage::text(generation.prompt_tokens, fragments, 0);
+        let so_far = |fragments: u64| {
+            with_images(
+                Usage::text(generation.prompt_tokens, fragments, 0),
+                image_tokens,
+            )
+        };
         let (status, usage, error) = loop {
             tokio::select! {
                 ev = events.recv() => {
@@ -878,7 +904,10 @@ pub async fn start(
                                 FinishReason::Stop => Status::Completed,
                                 FinishReason::MaxTokens | FinishReason::ContextFull => Status::Incomplete,
                             };
-                            let mut u = Usage::text(usage.input_tokens, usage.output_tokens, usage.cached_tokens);
+                            let mut u = with_images(
+                                Usage::text(usage.input_tokens, usage.output_tokens, usage.cached_tokens),
+                                image_tokens,
+                            );
                             u.total_thought_tokens = usage.thought_tokens;
                             u.total_tokens += usage.thought_tokens;
                             break (status, u, None);

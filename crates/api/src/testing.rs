@@ -33,6 +33,8 @@ pub struct FakeEngine {
     pub live: Arc<AtomicUsize>,
     /// Scopes whose cached state was dropped (for assertions).
     pub forgotten: Arc<std::sync::Mutex<Vec<String>>>,
+    /// Whether its model takes images (each counts 16 prompt tokens).
+    pub vision: bool,
 }
 
 impl FakeEngine {
@@ -63,6 +65,7 @@ impl Engine for FakeEngine {
             display_name: "Fake".into(),
             context_tokens: 1000,
             ready: true,
+            vision: self.vision,
         }]
     }
 
@@ -88,7 +91,7 @@ impl Engine for FakeEngine {
         let prompt_tokens: u64 = req
             .messages
             .iter()
-            .map(|m| m.content.split_whitespace().count() as u64 + 2)
+            .map(|m| m.content.split_whitespace().count() as u64 + 2 + 16 * m.images.len() as u64)
             .sum();
         if prompt_tokens > 1000 {
             return Err(EngineError::PromptTooLong {
@@ -211,6 +214,12 @@ impl Engine for FakeEngine {
         });
         Ok(Generation {
             prompt_tokens,
+            image_tokens: 16
+                * req
+                    .messages
+                    .iter()
+                    .map(|m| m.images.len() as u64)
+                    .sum::<u64>(),
             events,
         })
     }

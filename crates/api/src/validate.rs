@@ -2,7 +2,8 @@
 //! the engine or the store see anything, and answered with a 400 that names the field.
 
 use localgem_core::{
-    ChatMessage, FunctionDecl, OutputFormat, Role, Sampling, Thinking, ToolCall, ToolMode,
+    ChatMessage, FunctionDecl, Image, OutputFormat, Role, Sampling, Thinking, ToolCall, ToolMode,
+    MEDIA_MARKER,
 };
 use localgem_wire::{Content, CreateInteractionRequest, GenerationConfig, Step};
 use serde_json::{json, Value};
@@ -669,57 +670,96 @@ pub fn parse_input(input: Value) -> Result<Vec<Step>, ApiError> {
     }
 }
 
-/// Reject content the model cannot take, naming the model and the modality.
+/// Reject content the model cannot take, naming the model and the modality: images in
+/// user input need a model with a vision projector (`vision`); audio and video are never
+/// taken; model output is text.
 ///
 /// # Errors
-/// 400 for any non-text content (this server version serves text-only models).
-pub fn check_modalities(steps: &[Step], model: &str) -> Result<(), ApiError> {
+/// 400 naming the model and the modality.
+pub fn check_modalities(steps: &[Step], model: &str, vision: bool) -> Result<(), ApiError> {
     for step in steps {
-        let contents: &[Content] = match step {
-            Step::UserInput { content } | Step::ModelOutput { content, .. } => content,
+        let (contents, user): (&[Content], bool) = match step {
+            Step::UserInput { content } => (content, true),
+            Step::ModelOutput { content, .. } => (content, false),
             _ => continue,
         };
         for c in contents {
             let modality = match c {
                 Content::Text { .. } => continue,
+                Content::Image(_) if user && vision => continue,
+                // Documents in user input become text.
+                Content::Document(_) if user => continue,
                 Content::Image(_) => "image",
                 Content::Audio(_) => "audio",
                 Content::Document(_) => "document",
                 Content::Video(_) => "video",
             };
+            let place = if user { "" } else { " in model_output steps" };
             return Err(ApiError::bad_request(format!(
-                "model {model} cannot take {modality} input"
+                "model {model} cannot take {modality} input{place}"
             )));
         }
     }
     Ok(())
 }
 
+/// Text as the prompt may carry it: without [`MEDIA_MARKER`], which only marks images.
+fn clean(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains(MEDIA_MARKER) {
+        text.replace(MEDIA_MARKER, "").into()
+    } else {
+        text.into()
+    }
+}
+
 fn text_of(content: &[Content]) -> String {
-    let parts: Vec<&str> = content
+    let parts: Vec<std::borrow::Cow<'_, str>> = content
         .iter()
         .filter_map(|c| match c {
-            Content::Text { text, .. } => Some(text.as_str()),
+            Content::Text { text, .. } => Some(clean(text)),
             _ => None,
         })
         .collect();
     parts.join("\n")
 }
 
+/// A user turn's text, with a [`MEDIA_MARKER`] where each image goes, and its images (the
+/// next ones of `images`, which holds every decoded image of the timeline in order).
+fn user_text(
+    content: &[Content],
+    images: &mut impl Iterator<Item = Image>,
+) -> (String, Vec<Image>) {
+    let mut parts: Vec<std::borrow::Cow<'_, str>> = Vec::new();
+    let mut taken = Vec::new();
+    for c in content {
+        match c {
+            Content::Text { text, .. } => parts.push(clean(text)),
+            Content::Image(_) => {
+                if let Some(image) = images.next() {
+                    parts.push(MEDIA_MARKER.to_string().into());
+                    taken.push(image);
+                }
+            }
+            _ => {}
+        }
+    }
+    (parts.join("\n"), taken)
+}
+
 /// A function result as the text the model reads: strings as they are, content lists as
 /// their text, anything else as JSON.
 fn result_text(result: &Value) -> String {
     match result {
-        Value::String(s) => s.clone(),
+        Value::String(s) => clean(s).into_owned(),
         Value::Array(items) if items.iter().all(|i| i.get("type").is_some()) => items
             .iter()
             .map(|i| match i.get("text").and_then(Value::as_str) {
-                Some(t) => t.to_owned(),
+                Some(t) => clean(t).into_owned(),
                 None => i.to_string(),
             })
             .collect::<Vec<_>>()
             .join("\n"),
-        other => other.to_string(),
+        other => clean(&other.to_string()).into_owned(),
     }
 }
 
@@ -736,10 +776,12 @@ pub fn to_messages(
     system: Option<&str>,
     steps: &[Step],
     signer: &Signer,
+    images: Vec<Image>,
 ) -> Result<Vec<ChatMessage>, ApiError> {
+    let mut images = images.into_iter();
     let mut out: Vec<ChatMessage> = Vec::new();
     if let Some(s) = system {
-        out.push(ChatMessage::new(Role::System, s));
+        out.push(ChatMessage::new(Role::System, clean(s)));
     }
     let mut reasoning: Option<String> = None;
     // A model turn is open while its steps (text, calls) keep coming.
@@ -749,18 +791,23 @@ pub fn to_messages(
         match step {
             Step::UserInput { content } => {
                 model_open = false;
-                let text = text_of(content);
+                let (text, taken) = user_text(content, &mut images);
                 match out.last_mut() {
                     Some(last) if last.role == Role::User => {
                         last.content.push_str("\n\n");
                         last.content.push_str(&text);
+                        last.images.extend(taken);
                     }
-                    _ => out.push(ChatMessage::new(Role::User, text)),
+                    _ => {
+                        let mut m = ChatMessage::new(Role::User, text);
+                        m.images = taken;
+                        out.push(m);
+                    }
                 }
             }
             Step::Thought { signature, .. } => {
                 if let Some(t) = signature.as_deref().and_then(|s| signer.verify(s)) {
-                    reasoning = Some(t);
+                    reasoning = Some(clean(&t).into_owned());
                 }
                 model_open = false;
             }
@@ -886,7 +933,7 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(steps.len(), 4);
-        let msgs = to_messages(Some("sys"), &steps, &Signer::random()).unwrap();
+        let msgs = to_messages(Some("sys"), &steps, &Signer::random(), Vec::new()).unwrap();
         assert_eq!(
             msgs,
             vec![
@@ -922,7 +969,7 @@ mod tests {
             json!([{"type": "model_output", "content": [{"type": "text", "text": "x"}]}]),
         )
         .unwrap();
-        assert!(to_messages(None, &steps, &Signer::random()).is_err());
+        assert!(to_messages(None, &steps, &Signer::random(), Vec::new()).is_err());
     }
 
     #[test]
@@ -972,7 +1019,51 @@ mod tests {
     #[test]
     fn modalities_are_checked() {
         let steps = parse_input(json!([{"type": "text", "text": "what"}, {"type": "image", "uri": "files/x", "mime_type": "image/png"}])).unwrap();
-        let e = check_modalities(&steps, "smollm2-135m").unwrap_err();
+        let e = check_modalities(&steps, "smollm2-135m", false).unwrap_err();
         assert_eq!(e.message, "model smollm2-135m cannot take image input");
+        assert!(check_modalities(&steps, "vlm", true).is_ok());
+        let audio =
+            parse_input(json!([{"type": "audio", "uri": "files/x", "mime_type": "audio/wav"}]))
+                .unwrap();
+        let e = check_modalities(&audio, "vlm", true).unwrap_err();
+        assert_eq!(e.message, "model vlm cannot take audio input");
+        let doc =
+            parse_input(json!([{"type": "document", "uri": "files/x", "mime_type": "text/plain"}]))
+                .unwrap();
+        assert!(check_modalities(&doc, "m", false).is_ok());
+        let history = parse_input(
+            json!([{"type": "user_input", "content": [{"type": "text", "text": "hi"}]},
+            {"type": "model_output", "content": [{"type": "image", "uri": "files/x"}]},
+            {"type": "user_input", "content": [{"type": "text", "text": "and?"}]}]),
+        )
+        .unwrap();
+        let e = check_modalities(&history, "vlm", true).unwrap_err();
+        assert_eq!(
+            e.message,
+            "model vlm cannot take image input in model_output steps"
+        );
+    }
+
+    #[test]
+    fn images_go_where_their_parts_are() {
+        let steps = parse_input(json!([
+            {"type": "user_input", "content": [{"type": "text", "text": "look\u{fffc}"}, {"type": "image", "uri": "files/a"}, {"type": "text", "text": "and"}, {"type": "image", "uri": "files/b"}]},
+            {"type": "model_output", "content": [{"type": "text", "text": "ok\u{fffc}"}]},
+            {"type": "user_input", "content": [{"type": "image", "uri": "files/c"}]},
+            {"type": "user_input", "content": [{"type": "text", "text": "same?"}]}])).unwrap();
+        let img = |v: u8| Image::new(1, 1, vec![v, v, v]);
+        let msgs = to_messages(
+            Some("sys\u{fffc}"),
+            &steps,
+            &Signer::random(),
+            vec![img(1), img(2), img(3)],
+        )
+        .unwrap();
+        assert_eq!(msgs[0].content, "sys");
+        assert_eq!(msgs[1].content, "look\n\u{fffc}\nand\n\u{fffc}");
+        assert_eq!(msgs[1].images, vec![img(1), img(2)]);
+        assert_eq!(msgs[2].content, "ok");
+        assert_eq!(msgs[3].content, "\u{fffc}\n\nsame?");
+        assert_eq!(msgs[3].images, vec![img(3)]);
     }
 }

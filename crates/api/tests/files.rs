@@ -25,11 +25,18 @@ struct App {
 }
 
 fn app(max_file_bytes: u64) -> App {
+    app_with(max_file_bytes, false)
+}
+
+fn app_with(max_file_bytes: u64, vision: bool) -> App {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("files");
     localgem_api::files::prepare_dir(&dir).unwrap();
     let store = Arc::new(MemoryStore::new());
-    let fake = Arc::new(FakeEngine::default());
+    let fake = Arc::new(FakeEngine {
+        vision,
+        ..FakeEngine::default()
+    });
     let state =
         AppState::new(fake.clone(), store.clone(), ApiConfig::default()).with_files(FilesConfig {
             dir: dir.clone(),
@@ -625,4 +632,124 @@ async fn uploaded_documents_reach_the_prompt_as_text() {
         )
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+/// An image encoded in `format`, `w`x`h`, a gradient.
+fn encoded(format: image::ImageFormat, w: u32, h: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 7) as u8, (y * 5) as u8, 99]));
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut out, format)
+        .unwrap();
+    out.into_inner()
+}
+
+#[tokio::test]
+async fn images_reach_a_vision_model_decoded_in_place() {
+    use image::ImageFormat;
+    let a = app_with(1 << 20, true);
+    let png = encoded(ImageFormat::Png, 6, 4);
+    let url = a
+        .start("k", png.len(), json!({"file": {"mime_type": "image/png"}}))
+        .await;
+    let r = a.chunk(&url, 0, &png, true).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let file = r.body["file"].clone();
+    let post = |input: Value| {
+        let body = json!({"model": "fake-model", "input": input});
+        a.send(
+            "POST",
+            "/v1beta/interactions",
+            &[
+                ("x-goog-api-key", "k"),
+                ("content-type", "application/json"),
+            ],
+            body.to_string().into_bytes(),
+        )
+    };
+    // Every supported format decodes, by uri or inline, wherever the part is.
+    let jpeg_bytes = encoded(ImageFormat::Jpeg, 5, 3);
+    let jpeg = base64_std(&jpeg_bytes);
+    let gif = base64_std(&encoded(ImageFormat::Gif, 2, 2));
+    let webp = base64_std(&encoded(ImageFormat::WebP, 3, 7));
+    let r = post(json!([
+        {"type": "image", "uri": file["uri"], "mime_type": "image/png"},
+        {"type": "text", "text": "compare \u{fffc}these"},
+        {"type": "image", "data": jpeg, "mime_type": "image/jpeg"},
+        {"type": "image", "data": gif, "mime_type": "image/gif"},
+        {"type": "image", "data": webp, "mime_type": "image/webp"}]))
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let msg = a
+        .engine_requests()
+        .last()
+        .unwrap()
+        .messages
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        msg.content,
+        "\u{fffc}\ncompare these\n\u{fffc}\n\u{fffc}\n\u{fffc}"
+    );
+    let sizes: Vec<(u32, u32)> = msg.images.iter().map(|i| (i.width, i.height)).collect();
+    assert_eq!(sizes, [(6, 4), (5, 3), (2, 2), (3, 7)]);
+    assert_eq!(msg.images[0].rgb.len(), 6 * 4 * 3);
+    // The fake counts 16 prompt tokens an image; usage reports them as image input.
+    assert!(r.body["usage"]["total_input_tokens"].as_u64().unwrap() >= 64);
+    let by = &r.body["usage"]["input_tokens_by_modality"];
+    assert_eq!(by[1], json!({"modality": "image", "tokens": 64}), "{by}");
+    assert_eq!(by[0]["modality"], "text", "{by}");
+
+    // A chained turn carries the earlier image again, from the stored input.
+    let prev = r.body["id"].as_str().unwrap().to_owned();
+    let body = json!({"model": "fake-model", "input": "and now?", "previous_interaction_id": prev});
+    let r = a
+        .send(
+            "POST",
+            "/v1beta/interactions",
+            &[
+                ("x-goog-api-key", "k"),
+                ("content-type", "application/json"),
+            ],
+            body.to_string().into_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let req = a.engine_requests().last().unwrap().clone();
+    assert_eq!(
+        req.messages.iter().map(|m| m.images.len()).sum::<usize>(),
+        4
+    );
+
+    // Images that cannot be decoded: 400 naming the part.
+    let truncated = encoded(ImageFormat::Png, 40, 40);
+    let bmp = b"BM\x1e\0\0\0\0\0\0\0\x1a\0\0\0".to_vec();
+    for (part, needle) in [
+        (
+            json!({"type": "image", "data": base64_std(&truncated[..truncated.len() / 2]), "mime_type": "image/png"}),
+            "input step 0, content 0: the image cannot be decoded",
+        ),
+        (
+            json!({"type": "image", "data": base64_std(&jpeg_bytes[..jpeg_bytes.len() - 40]), "mime_type": "image/jpeg"}),
+            "the JPEG data is truncated",
+        ),
+        (
+            json!({"type": "image", "data": base64_std(b"plain text, not pixels"), "mime_type": "image/png"}),
+            "not a JPEG, PNG, WebP or GIF image (declared image/png)",
+        ),
+        (
+            json!({"type": "image", "data": base64_std(&bmp), "mime_type": "image/bmp"}),
+            "images in BMP format are not supported",
+        ),
+        (
+            json!({"type": "audio", "data": base64_std(b"RIFF"), "mime_type": "audio/wav"}),
+            "model fake-model cannot take audio input",
+        ),
+    ] {
+        let r = post(json!([part])).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
+        let m = r.body["error"]["message"].as_str().unwrap();
+        assert!(m.contains(needle), "{m}");
+    }
 }
