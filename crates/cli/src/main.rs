@@ -60,6 +60,11 @@ struct EngineArgs {
     /// Model used for `gemini-*` ids and when none is named.
     #[arg(long, env = "LOCALGEM_DEFAULT_MODEL")]
     default_model: Option<String>,
+    /// Vision projectors, `ID=mmproj.gguf`: model ID then takes images. Repeatable. A model
+    /// given as `ID=PATH.gguf` also finds its projector beside it: `mmproj-STEM.gguf`,
+    /// `STEM.mmproj.gguf`, or the only `mmproj*.gguf` in a directory with one other GGUF.
+    #[arg(long = "mmproj", env = "LOCALGEM_MMPROJ", value_delimiter = ',')]
+    mmproj: Vec<String>,
     /// Total KV context per model, split evenly between the KV slots (a conversation can hold
     /// CTX_SIZE / KV_SLOTS tokens).
     #[arg(long, env = "LOCALGEM_CTX_SIZE", default_value_t = EngineConfig::default().ctx_size)]
@@ -246,6 +251,7 @@ fn resolve_models(common: &Common, args: &EngineArgs) -> Result<(Vec<ModelSpec>,
                         .file_name()
                         .map(|f| f.to_string_lossy().into_owned())
                         .unwrap_or_default(),
+                    mmproj: projector_beside(&path),
                     path,
                 }
             }
@@ -264,6 +270,7 @@ fn resolve_models(common: &Common, args: &EngineArgs) -> Result<(Vec<ModelSpec>,
                     id: b.id.to_owned(),
                     display_name: b.display_name.to_owned(),
                     path: b.ensure(&dir, &common.python)?,
+                    mmproj: None,
                 }
             }
         };
@@ -287,10 +294,74 @@ fn resolve_models(common: &Common, args: &EngineArgs) -> Result<(Vec<ModelSpec>,
                 id: b.id.to_owned(),
                 display_name: b.display_name.to_owned(),
                 path: b.ensure(&dir, &common.python)?,
+                mmproj: None,
             },
         );
     }
+    for entry in args
+        .mmproj
+        .iter()
+        .map(|e| e.trim())
+        .filter(|e| !e.is_empty())
+    {
+        let Some((id, path)) = entry.split_once('=') else {
+            bail!("--mmproj {entry:?}: use ID=PATH.gguf (the id of a served model)");
+        };
+        let path = PathBuf::from(path);
+        if !path.is_file() {
+            bail!(
+                "projector file {} (for --mmproj {id}) does not exist",
+                path.display()
+            );
+        }
+        let Some(spec) = specs.iter_mut().find(|s| s.id == id) else {
+            bail!(
+                "--mmproj names model {id}, which is not served ({})",
+                specs
+                    .iter()
+                    .map(|s| s.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        };
+        spec.mmproj = Some(path);
+    }
     Ok((specs, default))
+}
+
+/// A vision projector found next to a model file: `mmproj-STEM.gguf` or `STEM.mmproj.gguf`,
+/// else the only `mmproj*.gguf` of a directory that holds exactly one other GGUF.
+fn projector_beside(model: &Path) -> Option<PathBuf> {
+    let dir = model.parent()?;
+    let stem = model.file_stem()?.to_string_lossy();
+    for name in [format!("mmproj-{stem}.gguf"), format!("{stem}.mmproj.gguf")] {
+        let p = dir.join(name);
+        if p.is_file() {
+            return Some(p);
+        }
+    }
+    let ggufs: Vec<PathBuf> = std::fs::read_dir(if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    })
+    .ok()?
+    .filter_map(|e| e.ok().map(|e| e.path()))
+    .filter(|p| {
+        p.is_file()
+            && p.extension()
+                .is_some_and(|x| x.eq_ignore_ascii_case("gguf"))
+    })
+    .collect();
+    let is_proj = |p: &PathBuf| {
+        p.file_name().is_some_and(|n| {
+            n.to_string_lossy()
+                .to_ascii_lowercase()
+                .starts_with("mmproj")
+        })
+    };
+    let (projs, models): (Vec<&PathBuf>, Vec<&PathBuf>) = ggufs.iter().partition(|p| is_proj(p));
+    (projs.len() == 1 && models.len() == 1).then(|| projs[0].clone())
 }
 
 fn engine_config(args: &EngineArgs, data_dir: Option<&Path>) -> Result<EngineConfig> {
@@ -647,5 +718,37 @@ fn main() -> Result<()> {
         Cmd::Models(a) => models(a),
         Cmd::Serve(a) => tokio::runtime::Runtime::new()?.block_on(serve(a)),
         Cmd::Run(a) => tokio::runtime::Runtime::new()?.block_on(run(a)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn projectors_are_found_beside_their_models() {
+        let d = tempfile::tempdir().unwrap();
+        let touch = |n: &str| std::fs::write(d.path().join(n), b"x").unwrap();
+        touch("vlm.gguf");
+        assert_eq!(projector_beside(&d.path().join("vlm.gguf")), None);
+        touch("mmproj-f16.gguf");
+        // The only projector beside the only model.
+        assert_eq!(
+            projector_beside(&d.path().join("vlm.gguf")),
+            Some(d.path().join("mmproj-f16.gguf"))
+        );
+        // Two models: only a projector named after one is its own.
+        touch("other.gguf");
+        assert_eq!(projector_beside(&d.path().join("vlm.gguf")), None);
+        touch("mmproj-vlm.gguf");
+        assert_eq!(
+            projector_beside(&d.path().join("vlm.gguf")),
+            Some(d.path().join("mmproj-vlm.gguf"))
+        );
+        touch("other.mmproj.gguf");
+        assert_eq!(
+            projector_beside(&d.path().join("other.gguf")),
+            Some(d.path().join("other.mmproj.gguf"))
+        );
     }
 }

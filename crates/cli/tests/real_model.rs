@@ -1389,3 +1389,193 @@ fn a_flood_past_the_queue_gets_429s_and_memory_stays_flat() {
     let (st, _) = s.post(greedy("Still there?", 4));
     assert_eq!(st, 200);
 }
+
+/// The generated test projector for gemma-3-270m (`tests/vision/make.sh`, run by
+/// `scripts/test.sh`).
+fn test_mmproj() -> PathBuf {
+    let p = models_dir().join("test-vision/mmproj-gemma-3-270m-test.gguf");
+    assert!(
+        p.is_file(),
+        "{} is missing: run tests/vision/make.sh (scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+fn organ_jpg() -> Vec<u8> {
+    std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/organ.jpg"
+    ))
+    .unwrap()
+}
+
+/// Upload `bytes` with the resumable protocol; the file's `uri`.
+fn upload(url: &str, key: &str, bytes: Vec<u8>, mime: &str) -> String {
+    let start_up = client()
+        .post(format!("{url}/upload/v1beta/files"))
+        .header("x-goog-api-key", key)
+        .header("x-goog-upload-protocol", "resumable")
+        .header("x-goog-upload-command", "start")
+        .header(
+            "x-goog-upload-header-content-length",
+            bytes.len().to_string(),
+        )
+        .header("x-goog-upload-header-content-type", mime)
+        .json(&json!({"file": {"display_name": "picture"}}))
+        .send()
+        .unwrap();
+    assert_eq!(start_up.status().as_u16(), 200);
+    let up_url = start_up.headers()["x-goog-upload-url"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let up = client()
+        .post(up_url)
+        .header("x-goog-upload-command", "upload, finalize")
+        .header("x-goog-upload-offset", "0")
+        .body(bytes)
+        .send()
+        .unwrap();
+    assert_eq!(up.status().as_u16(), 200);
+    let v: Value = up.json().unwrap();
+    v["file"]["uri"].as_str().unwrap().to_owned()
+}
+
+const ENCODED: &str = "localgem_images_encoded_total{model=\"gemma-3-270m\"}";
+
+fn ask_about(image: Value, model: &str) -> Value {
+    json!({"model": model, "generation_config": {"temperature": 0, "max_output_tokens": 24},
+           "input": [{"type": "text", "text": "Tell me about this instrument"}, image]})
+}
+
+#[test]
+#[ignore = "needs the bundled models and the generated test projector; run by scripts/test.sh"]
+fn an_image_goes_through_the_projector_once_and_its_kv_follows_the_conversation() {
+    let mmproj = test_mmproj();
+    let dir = tempfile::tempdir().unwrap();
+    let proj = format!("gemma-3-270m={}", mmproj.display());
+    let s = start(
+        dir.path(),
+        &[
+            "--model",
+            "gemma-3-270m",
+            "--model",
+            "smollm2-135m",
+            "--mmproj",
+            &proj,
+        ],
+    );
+    // Upload, then the seed's request: text plus the image by uri.
+    let uri = upload(&s.url, "test-key", organ_jpg(), "image/jpeg");
+    let image = json!({"type": "image", "uri": uri, "mime_type": "image/jpeg"});
+    let (st, plain) = s.post(
+        json!({"model": "gemma-3-270m", "input": "Tell me about this instrument",
+        "generation_config": {"temperature": 0, "max_output_tokens": 24}}),
+    );
+    assert_eq!(st, 200, "{plain}");
+    let (st, first) = s.post(ask_about(image.clone(), "gemini-3-flash-preview"));
+    assert_eq!(st, 200, "{first}");
+    // 24 tokens is the cap: the answer ends there or before.
+    assert!(
+        first["status"] == "completed" || first["status"] == "incomplete",
+        "{first}"
+    );
+    assert!(!text(&first).trim().is_empty(), "{first}");
+    // The prompt holds the image: 16 embedding positions between its two marker tokens.
+    assert!(
+        input_tokens(&first) >= input_tokens(&plain) + 18,
+        "image positions are not in the prompt: {} vs {}",
+        input_tokens(&first),
+        input_tokens(&plain)
+    );
+    assert_eq!(metric(&s.url, ENCODED), 1.0);
+    let by = &first["usage"]["input_tokens_by_modality"];
+    let image_tokens = by
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["modality"] == "image")
+        .and_then(|m| m["tokens"].as_u64());
+    assert_eq!(
+        image_tokens,
+        Some(input_tokens(&first) - input_tokens(&plain) - 1),
+        "{by}"
+    );
+
+    // A follow-up reuses the conversation's KV, image included: nothing is encoded again.
+    let next = json!({"model": "gemini-3-flash-preview", "previous_interaction_id": first["id"],
+        "input": "What is it made of?", "generation_config": {"temperature": 0, "max_output_tokens": 24}});
+    let (st, second) = s.post(next);
+    assert_eq!(st, 200, "{second}");
+    assert!(cached(&second) >= input_tokens(&first), "{second}");
+    assert_eq!(metric(&s.url, ENCODED), 1.0);
+
+    // The same conversation sent whole by another key (no cached state to find) is
+    // prefilled from scratch, image included, and answers exactly the same.
+    let other = "another-key";
+    let uri2 = upload(&s.url, other, organ_jpg(), "image/jpeg");
+    let replay = json!({"model": "gemini-3-flash-preview", "store": false,
+        "generation_config": {"temperature": 0, "max_output_tokens": 24},
+        "input": [
+            {"type": "user_input", "content": [{"type": "text", "text": "Tell me about this instrument"},
+                {"type": "image", "uri": uri2, "mime_type": "image/jpeg"}]},
+            {"type": "model_output", "content": [{"type": "text", "text": text(&first)}]},
+            {"type": "user_input", "content": [{"type": "text", "text": "What is it made of?"}]}]});
+    let (st, fresh) = s.post_key(other, replay);
+    assert_eq!(st, 200, "{fresh}");
+    assert_eq!(cached(&fresh), 0, "{fresh}");
+    assert_eq!(metric(&s.url, ENCODED), 2.0);
+    assert_eq!(
+        text(&fresh),
+        text(&second),
+        "reused image KV changed the answer"
+    );
+    assert_eq!(input_tokens(&fresh), input_tokens(&second));
+
+    // Inline base64 data works like an upload.
+    use base64::Engine as _;
+    let inline = json!({"type": "image", "mime_type": "image/jpeg",
+        "data": base64::engine::general_purpose::STANDARD.encode(organ_jpg())});
+    let (st, v) = s.post_key("third-key", ask_about(inline, "gemma-3-270m"));
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(text(&v), text(&first), "inline and uploaded images differ");
+
+    // A text-only model refuses the image, naming itself and the modality.
+    let (st, v) = s.post(ask_about(image, "smollm2-135m"));
+    assert_eq!(st, 400, "{v}");
+    assert_eq!(
+        v["error"]["message"], "model smollm2-135m cannot take image input",
+        "{v}"
+    );
+
+    // Images that do not decode: 400 naming the part, never a 5xx.
+    let mut truncated = organ_jpg();
+    truncated.truncate(truncated.len() / 3);
+    for (bytes, mime, needle) in [
+        (truncated, "image/jpeg", "cannot be decoded"),
+        (
+            b"not an image at all".to_vec(),
+            "image/jpeg",
+            "not a JPEG, PNG, WebP or GIF",
+        ),
+        (
+            b"BM\x1e\0\0\0\0\0\0\0\x1a\0\0\0".to_vec(),
+            "image/bmp",
+            "BMP format are not supported",
+        ),
+    ] {
+        let bad = upload(&s.url, "test-key", bytes, mime);
+        let (st, v) = s.post(ask_about(
+            json!({"type": "image", "uri": bad, "mime_type": mime}),
+            "gemma-3-270m",
+        ));
+        assert_eq!(st, 400, "{v}");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(
+            msg.contains(needle) && msg.contains("input step 0, content 1"),
+            "{msg}"
+        );
+    }
+    assert_eq!(metric(&s.url, ENCODED), 3.0);
+}
