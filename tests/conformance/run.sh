@@ -22,6 +22,12 @@
 #   CONFORMANCE_NO_EXTRA=1  skip sdk_extra.py / sdk_extra.mjs
 #   CONFORMANCE_SKIP_SETUP=1 do not run setup.sh (SDKs must already be installed)
 #   CONFORMANCE_KEEP=1      keep the work dir (example files, outputs, server.log)
+#   LOCALGEM_VISION_ARGS    extra `serve` arguments for a second server whose default model
+#                           takes images (e.g. "--model gemma-3-270m --mmproj
+#                           gemma-3-270m=mmproj.gguf"); the seed's image example runs against
+#                           it, and against the text-only server expecting a 400. Unset: the
+#                           image example is skipped.
+#   LOCALGEM_VISION_URL     use this running vision server instead
 #
 # Output: one line per check, "PASS name" / "FAIL name: reason" /
 # "SKIP name: reason" (plus "# ..." notes), then exactly one line
@@ -40,16 +46,25 @@ PYTHON="${PYTHON:-python3}"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/localgem-conformance.XXXXXX")"
 SERVER_PID=""
 DATA_DIR=""
+VISION_PID=""
+VISION_DATA=""
+
+stop_server() {
+  local pid="$1"
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  fi
+}
 
 cleanup() {
   local rc=$?
-  if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill "$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-  fi
+  stop_server "$SERVER_PID"
+  stop_server "$VISION_PID"
   [ -n "$DATA_DIR" ] && rm -rf "$DATA_DIR"
+  [ -n "$VISION_DATA" ] && rm -rf "$VISION_DATA"
   [ "${CONFORMANCE_KEEP:-0}" = 1 ] || rm -rf "$WORK"
   exit "$rc"
 }
@@ -72,6 +87,9 @@ done
 # ESM ignores NODE_PATH: put node_modules next to the .mjs files instead.
 ln -s "$CACHE/node/node_modules" "$WORK/node_modules"
 cp "$HERE/sdk_extra.mjs" "$WORK/sdk_extra.mjs"
+# The image example uploads "path/to/organ.jpg" (relative to where it runs).
+mkdir -p "$WORK/path/to"
+cp "$REPO/tests/fixtures/organ.jpg" "$WORK/path/to/organ.jpg"
 
 # ---- server ---------------------------------------------------------------------
 if [ -n "${LOCALGEM_URL:-}" ]; then
@@ -119,6 +137,29 @@ until curl -fsS -o /dev/null --max-time 5 "$BASE_URL/healthz" 2>/dev/null; do
 done
 echo "# server ready at $BASE_URL" >&2
 
+VISION_URL="${LOCALGEM_VISION_URL:-}"
+if [ -z "$VISION_URL" ] && [ -n "${LOCALGEM_VISION_ARGS:-}" ] && [ -n "${BIN:-}" ]; then
+  VPORT="$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+  VISION_DATA="$(mktemp -d "${TMPDIR:-/tmp}/localgem-conformance-vision.XXXXXX")"
+  echo "# starting the vision server: serve --addr 127.0.0.1:$VPORT $LOCALGEM_VISION_ARGS" >&2
+  # shellcheck disable=SC2086
+  "$BIN" serve --addr "127.0.0.1:$VPORT" --data-dir "$VISION_DATA" $LOCALGEM_VISION_ARGS >"$WORK/vision-server.log" 2>&1 &
+  VISION_PID=$!
+  vdeadline=$((SECONDS + HEALTH_TIMEOUT))
+  until curl -fsS -o /dev/null --max-time 5 "http://127.0.0.1:$VPORT/healthz" 2>/dev/null; do
+    if ! kill -0 "$VISION_PID" 2>/dev/null || [ "$SECONDS" -ge "$vdeadline" ]; then
+      echo "run.sh: the vision server did not start; last log lines:" >&2
+      tail -n 30 "$WORK/vision-server.log" >&2 || true
+      echo "FAIL run.sh: vision server not healthy"
+      echo "conformance: 0 passed, 1 failed"
+      exit 1
+    fi
+    sleep 1
+  done
+  VISION_URL="http://127.0.0.1:$VPORT"
+  echo "# vision server ready at $VISION_URL" >&2
+fi
+
 export GOOGLE_GEMINI_BASE_URL="$BASE_URL"
 export GEMINI_API_KEY="conformance-test-key"
 unset GOOGLE_API_KEY GOOGLE_GENAI_API_VERSION GOOGLE_GENAI_USE_VERTEXAI || true
@@ -141,7 +182,8 @@ run_part() {
   fi
 }
 
-run_part seed-examples "$PYTHON" "$HERE/runner.py" --work "$WORK" --py3 "$PY3" --py2 "$PY2" --timeout "$EX_TIMEOUT"
+run_part seed-examples "$PYTHON" "$HERE/runner.py" --work "$WORK" --py3 "$PY3" --py2 "$PY2" --timeout "$EX_TIMEOUT" \
+  --vision-url "$VISION_URL" --image "$WORK/path/to/organ.jpg"
 
 if [ "${CONFORMANCE_NO_EXTRA:-0}" != 1 ]; then
   run_part sdk_extra.py timeout "$EXTRA_TIMEOUT" "$PY3" "$HERE/sdk_extra.py"

@@ -254,6 +254,35 @@ def check_rest(ex: dict, code: str, out: str, dump: dict, env: dict, timeout: fl
     return note
 
 
+def upload_file(base: str, key: str, path: str, mime: str, timeout: float) -> str:
+    """Upload a file with the Files API's resumable protocol; return its uri (what the REST
+    image example tells its reader to do before running it)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    start = urllib.request.Request(
+        base.rstrip("/") + "/upload/v1beta/files", method="POST",
+        data=json.dumps({"file": {"display_name": os.path.basename(path)}}).encode(),
+        headers={"x-goog-api-key": key, "Content-Type": "application/json",
+                 "X-Goog-Upload-Protocol": "resumable", "X-Goog-Upload-Command": "start",
+                 "X-Goog-Upload-Header-Content-Length": str(len(data)),
+                 "X-Goog-Upload-Header-Content-Type": mime})
+    with urllib.request.urlopen(start, timeout=timeout) as r:
+        url = r.headers["x-goog-upload-url"]
+    put = urllib.request.Request(url, method="POST", data=data, headers={
+        "X-Goog-Upload-Command": "upload, finalize", "X-Goog-Upload-Offset": "0"})
+    with urllib.request.urlopen(put, timeout=timeout) as r:
+        return json.load(r)["file"]["uri"]
+
+
+def check_text_only_refusal(rc: int, out: str, err: str) -> None:
+    """The image example against a text-only model: it must fail with the API's 400 that
+    names the modality (not a 5xx the SDK would retry, not a silent answer)."""
+    if rc == 0:
+        raise CheckFailed(f"the text-only server answered an image request: {tail(out)}")
+    if "400" not in err or "cannot take image input" not in err:
+        raise CheckFailed(f"expected a 400 naming the image modality; stderr: {tail(err)}")
+
+
 # --------------------------------------------------------------------------- main
 
 def save(work: str, name: str, out: str, err: str) -> None:
@@ -272,6 +301,9 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=float(os.environ.get("CONFORMANCE_TIMEOUT", 120)))
     ap.add_argument("--only", default=os.environ.get("CONFORMANCE_ONLY", ""),
                     help="regex; run only the examples whose name matches")
+    ap.add_argument("--vision-url", default=os.environ.get("LOCALGEM_VISION_URL", ""),
+                    help="a server whose default model takes images, for the image example")
+    ap.add_argument("--image", default="", help="the image the REST image example uploads")
     a = ap.parse_args()
 
     base = os.environ.get("GOOGLE_GEMINI_BASE_URL")
@@ -294,6 +326,9 @@ def main() -> int:
             runs = [("javascript", [a.node, ex["file"]])]
         else:
             runs = [("rest", None)]
+        vision = ex.get("needs") == "vision"
+        if vision and a.vision_url and ex["language"] == "python":
+            runs.append(("python-sdk3-text-only-400", [a.py3, ex["file"]]))
         for flavour, cmd in runs:
             name = f"{ex['name']}/{flavour}"
             if a.only and not re.search(a.only, name):
@@ -301,17 +336,30 @@ def main() -> int:
             if ex.get("skip"):
                 print(f"SKIP {name}: {ex['skip']}", flush=True)
                 continue
+            if vision and not a.vision_url:
+                print(f"SKIP {name}: no server with a vision model (--vision-url)", flush=True)
+                continue
             saver = (lambda o, e, _n=name: save(a.work, _n, o, e))
+            ex_env = clean_env(a.vision_url, key) if vision else env
             try:
                 note = ""
-                if flavour == "rest":
+                if flavour.endswith("text-only-400"):
+                    rc, out, err = run(cmd, a.work, env, a.timeout, saver)
+                    check_text_only_refusal(rc, out, err)
+                    note = "the text-only model refused the image with 400"
+                elif flavour == "rest":
+                    if "YOUR_FILE_URI" in code:
+                        uri = upload_file(a.vision_url, key, a.image, "image/jpeg", a.timeout)
+                        path = os.path.join(a.work, ex["name"] + ".uploaded.sh")
+                        with open(path, "w", encoding="utf-8") as f:
+                            f.write(code.replace("YOUR_FILE_URI", uri))
                     dump_dir = os.path.join(a.work, ex["name"] + ".vars")
                     os.makedirs(dump_dir, exist_ok=True)
                     for v in REST_VARS:
                         if os.path.exists(os.path.join(dump_dir, v)):
                             os.remove(os.path.join(dump_dir, v))
                     rc, out, err = run(["bash", "--noprofile", "--norc", "-c", REST_WRAPPER,
-                                        "rest-example", path, dump_dir], a.work, env, a.timeout, saver)
+                                        "rest-example", path, dump_dir], a.work, ex_env, a.timeout, saver)
                     if rc != 0:
                         raise CheckFailed(f"exit code {rc}; stderr: {tail(err)}")
                     dump = {}
@@ -322,16 +370,16 @@ def main() -> int:
                                 dump[v] = f.read()
                     if not out.strip():
                         raise CheckFailed(f"stdout is empty; stderr: {tail(err)}")
-                    note = check_rest(ex, code, out, dump, env, a.timeout)
+                    note = check_rest(ex, code, out, dump, ex_env, a.timeout)
                 else:
-                    rc, out, err = run(cmd, a.work, env, a.timeout, saver)
+                    rc, out, err = run(cmd, a.work, ex_env, a.timeout, saver)
                     if rc != 0:
                         raise CheckFailed(f"exit code {rc}; stderr: {tail(err)}")
                     check_sdk_output(code, out)
                 if note:
                     print(f"# {name}: {note}", flush=True)
                 print(f"PASS {name}", flush=True)
-            except CheckFailed as e:
+            except (CheckFailed, OSError) as e:
                 failed += 1
                 print(f"FAIL {name}: {e}", flush=True)
     return 1 if failed else 0

@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""Write a small Gemma-3-shaped vision projector (mmproj GGUF) for a Gemma 3 text model.
+
+No vision model ships in a package, so the test suite makes one: a SigLIP-style vision
+tower (a patch embedding, learned positions, a few transformer blocks) and the Gemma 3
+projector (average pooling, RMS norm, a linear map into the text model's embedding space),
+with small random weights drawn from a fixed seed. Its image embeddings carry no meaning;
+what it proves is the path: upload, content part, projector, embeddings in the text
+model's batch, generated tokens. The text model is the bundled gemma-3-270m GGUF, whose
+embedding width the projector reads from it.
+
+Usage: make_mmproj.py TEXT_MODEL.gguf OUT.gguf
+"""
+import sys
+
+import numpy as np
+import gguf
+
+VISION_EMBD = 64  # width of the vision tower
+VISION_FF = 128
+VISION_LAYERS = 2
+VISION_HEADS = 4
+IMAGE_SIZE = 64  # pixels per side after resizing
+PATCH = 8  # 8x8 patches per side ...
+MERGE = 2  # ... pooled 2x2, so an image is 4x4 = 16 tokens
+SEED = 20261121
+
+
+def text_width(path: str) -> int:
+    reader = gguf.GGUFReader(path)
+    arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
+    if arch != "gemma3":
+        raise SystemExit(f"{path}: a Gemma 3 text model is needed, not {arch}")
+    return int(reader.fields["gemma3.embedding_length"].parts[-1][0])
+
+
+def main() -> None:
+    if len(sys.argv) != 3:
+        raise SystemExit(__doc__)
+    text_model, out = sys.argv[1], sys.argv[2]
+    n_text = text_width(text_model)
+    rng = np.random.default_rng(SEED)
+    d, f = VISION_EMBD, VISION_FF
+
+    def normal(*shape, scale):
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    w = gguf.GGUFWriter(out, "clip")
+    w.add_string("general.name", "localgem test vision projector (random weights)")
+    w.add_string("clip.projector_type", "gemma3")
+    w.add_bool("clip.has_vision_encoder", True)
+    w.add_bool("clip.use_gelu", True)
+    w.add_uint32("clip.vision.image_size", IMAGE_SIZE)
+    w.add_uint32("clip.vision.patch_size", PATCH)
+    w.add_uint32("clip.vision.embedding_length", d)
+    w.add_uint32("clip.vision.feed_forward_length", f)
+    w.add_uint32("clip.vision.block_count", VISION_LAYERS)
+    w.add_uint32("clip.vision.attention.head_count", VISION_HEADS)
+    w.add_float32("clip.vision.attention.layer_norm_epsilon", 1e-6)
+    w.add_uint32("clip.vision.projection_dim", n_text)
+    w.add_uint32("clip.vision.projector.scale_factor", MERGE)
+    w.add_array("clip.vision.image_mean", [0.5, 0.5, 0.5])
+    w.add_array("clip.vision.image_std", [0.5, 0.5, 0.5])
+
+    n_patches = (IMAGE_SIZE // PATCH) ** 2
+    # numpy shapes are ggml's dimensions reversed
+    w.add_tensor("v.patch_embd.weight", normal(d, 3, PATCH, PATCH, scale=0.05).astype(np.float16))
+    w.add_tensor("v.patch_embd.bias", np.zeros(d, np.float32))
+    w.add_tensor("v.position_embd.weight", normal(n_patches, d, scale=0.02))
+    for i in range(VISION_LAYERS):
+        p = f"v.blk.{i}"
+        for name in ("attn_q", "attn_k", "attn_v", "attn_out"):
+            w.add_tensor(f"{p}.{name}.weight", normal(d, d, scale=d ** -0.5))
+            w.add_tensor(f"{p}.{name}.bias", np.zeros(d, np.float32))
+        for name in ("ln1", "ln2"):
+            w.add_tensor(f"{p}.{name}.weight", np.ones(d, np.float32))
+            w.add_tensor(f"{p}.{name}.bias", np.zeros(d, np.float32))
+        w.add_tensor(f"{p}.ffn_up.weight", normal(f, d, scale=d ** -0.5))
+        w.add_tensor(f"{p}.ffn_up.bias", np.zeros(f, np.float32))
+        w.add_tensor(f"{p}.ffn_down.weight", normal(d, f, scale=f ** -0.5))
+        w.add_tensor(f"{p}.ffn_down.bias", np.zeros(d, np.float32))
+    w.add_tensor("v.post_ln.weight", np.ones(d, np.float32))
+    w.add_tensor("v.post_ln.bias", np.zeros(d, np.float32))
+    w.add_tensor("mm.soft_emb_norm.weight", np.ones(d, np.float32))
+    # Scaled so an image token's embedding is about as large as a text token's.
+    w.add_tensor("mm.input_projection.weight", normal(d, n_text, scale=0.03))
+
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    print(f"wrote {out}: {n_patches // MERGE ** 2} tokens per image, width {n_text}")
+
+
+if __name__ == "__main__":
+    main()
