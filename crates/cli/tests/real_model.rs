@@ -1455,7 +1455,7 @@ fn an_image_goes_through_the_projector_once_and_its_kv_follows_the_conversation(
     let mmproj = test_mmproj();
     let dir = tempfile::tempdir().unwrap();
     let proj = format!("gemma-3-270m={}", mmproj.display());
-    let s = start(
+    let mut s = start(
         dir.path(),
         &[
             "--model",
@@ -1578,4 +1578,28 @@ fn an_image_goes_through_the_projector_once_and_its_kv_follows_the_conversation(
         );
     }
     assert_eq!(metric(&s.url, ENCODED), 3.0);
+
+    // The conversation's KV, image included, outlives the process: after a restart the
+    // next turn restores it from disk and encodes nothing.
+    let status = Command::new("kill")
+        .args(["-TERM", &s.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(s.child.wait().unwrap().success());
+    let args = [
+        "--model",
+        "gemma-3-270m",
+        "--model",
+        "smollm2-135m",
+        "--mmproj",
+        &proj,
+    ];
+    let b = start(dir.path(), &args);
+    let third = json!({"model": "gemini-3-flash-preview", "previous_interaction_id": second["id"],
+        "input": "Who plays it?", "generation_config": {"temperature": 0, "max_output_tokens": 8}});
+    let (st, v) = b.post(third);
+    assert_eq!(st, 200, "{v}");
+    assert!(cached(&v) >= input_tokens(&second), "{v}");
+    assert_eq!(metric(&b.url, ENCODED), 0.0);
 }
