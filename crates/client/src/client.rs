@@ -456,13 +456,34 @@ impl Client {
     /// Send a request with retries and read the whole answer. Non-2xx answers become
     /// [`Error::Api`].
     pub(crate) async fn execute(&self, req: Request) -> Result<Answer> {
+        let req = &req;
+        self.retrying(|| async move {
+            let answer = self.attempt(req).await?;
+            Ok(if answer.status.is_success() {
+                Ok(answer)
+            } else {
+                Err(answer)
+            })
+        })
+        .await
+    }
+
+    /// Run `attempt` under the retry policy. It gives the result, an HTTP failure (`Err`
+    /// with the answer) or a transport error; failures of a retryable kind are tried again
+    /// after the server's `Retry-After` (when within the policy's limit) or a jittered
+    /// backoff, until the attempts run out.
+    async fn retrying<T, F, Fut>(&self, mut attempt: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<std::result::Result<T, Answer>>>,
+    {
         let policy = &self.inner.retry;
         let mut retries = 0;
         loop {
             let last = retries + 1 >= policy.max_attempts;
-            let wait = match self.attempt(&req).await {
-                Ok(answer) if answer.status.is_success() => return Ok(answer),
-                Ok(answer) => {
+            let wait = match attempt().await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(answer)) => {
                     if last || !RetryPolicy::is_retryable_status(answer.status.as_u16()) {
                         return Err(answer.to_error());
                     }
@@ -506,28 +527,14 @@ impl Client {
         &self,
         req: Request,
     ) -> Result<BoxStream<'static, Result<Bytes>>> {
-        let policy = &self.inner.retry;
-        let mut retries = 0;
-        loop {
-            let last = retries + 1 >= policy.max_attempts;
-            let wait = match self.attempt_stream(&req).await {
-                Ok(StreamStart::Open(stream)) => return Ok(stream),
-                Ok(StreamStart::Failed(answer)) => {
-                    if last || !RetryPolicy::is_retryable_status(answer.status.as_u16()) {
-                        return Err(answer.to_error());
-                    }
-                    retry_after(&answer.headers).filter(|d| *d <= policy.max_retry_after)
-                }
-                Err(e) => {
-                    if last || !is_retryable_error(&e) {
-                        return Err(e);
-                    }
-                    None
-                }
-            };
-            retries += 1;
-            tokio::time::sleep(wait.unwrap_or_else(|| policy.jittered(retries))).await;
-        }
+        let req = &req;
+        self.retrying(|| async move {
+            Ok(match self.attempt_stream(req).await? {
+                StreamStart::Open(stream) => Ok(stream),
+                StreamStart::Failed(answer) => Err(answer),
+            })
+        })
+        .await
     }
 
     async fn attempt_stream(&self, req: &Request) -> Result<StreamStart> {
