@@ -152,6 +152,20 @@ impl App {
         r.body["file"].clone()
     }
 
+    /// `POST /v1beta/interactions` with API key `key`.
+    async fn interact(&self, key: &str, body: &Value) -> Reply {
+        self.send(
+            "POST",
+            "/v1beta/interactions",
+            &[
+                ("x-goog-api-key", key),
+                ("content-type", "application/json"),
+            ],
+            body.to_string().into_bytes(),
+        )
+        .await
+    }
+
     fn leftovers(&self) -> Vec<String> {
         std::fs::read_dir(self.dir.join("tmp"))
             .unwrap()
@@ -525,17 +539,7 @@ async fn uploaded_documents_reach_the_prompt_as_text() {
         {"type": "document", "uri": txt["uri"], "mime_type": "text/plain"},
         {"type": "document", "uri": pdf_file["name"], "mime_type": "application/pdf"},
         {"type": "document", "data": html, "mime_type": "text/html"}]});
-    let r = a
-        .send(
-            "POST",
-            "/v1beta/interactions",
-            &[
-                ("x-goog-api-key", "k"),
-                ("content-type", "application/json"),
-            ],
-            body.to_string().into_bytes(),
-        )
-        .await;
+    let r = a.interact("k", &body).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     let prompt = a
         .engine_requests()
@@ -597,17 +601,7 @@ async fn uploaded_documents_reach_the_prompt_as_text() {
         ),
     ] {
         let body = json!({"model": "fake-model", "input": [{"type": "text", "text": "q"}, part]});
-        let r = a
-            .send(
-                "POST",
-                "/v1beta/interactions",
-                &[
-                    ("x-goog-api-key", "k"),
-                    ("content-type", "application/json"),
-                ],
-                body.to_string().into_bytes(),
-            )
-            .await;
+        let r = a.interact("k", &body).await;
         assert_eq!(r.status.as_u16(), status, "{part}: {:?}", r.body);
         assert!(
             r.body["error"]["message"]
@@ -656,16 +650,11 @@ async fn images_reach_a_vision_model_decoded_in_place() {
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     let file = r.body["file"].clone();
     let post = |input: Value| {
-        let body = json!({"model": "fake-model", "input": input});
-        a.send(
-            "POST",
-            "/v1beta/interactions",
-            &[
-                ("x-goog-api-key", "k"),
-                ("content-type", "application/json"),
-            ],
-            body.to_string().into_bytes(),
-        )
+        let a = &a;
+        async move {
+            a.interact("k", &json!({"model": "fake-model", "input": input}))
+                .await
+        }
     };
     // Every supported format decodes, by uri or inline, wherever the part is.
     let jpeg_bytes = encoded(ImageFormat::Jpeg, 5, 3);
@@ -704,17 +693,7 @@ async fn images_reach_a_vision_model_decoded_in_place() {
     // A chained turn carries the earlier image again, from the stored input.
     let prev = r.body["id"].as_str().unwrap().to_owned();
     let body = json!({"model": "fake-model", "input": "and now?", "previous_interaction_id": prev});
-    let r = a
-        .send(
-            "POST",
-            "/v1beta/interactions",
-            &[
-                ("x-goog-api-key", "k"),
-                ("content-type", "application/json"),
-            ],
-            body.to_string().into_bytes(),
-        )
-        .await;
+    let r = a.interact("k", &body).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     let req = a.engine_requests().last().unwrap().clone();
     assert_eq!(

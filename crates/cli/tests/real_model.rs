@@ -1117,30 +1117,12 @@ fn sigkill_with_16_streams_keeps_every_finished_answer_intact() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = start(dir.path(), &["--parallel", "4"]);
     // A file, so that blobs are checked too.
-    let blob = b"kept across the crash".to_vec();
-    let start_up = client()
-        .post(format!("{}/upload/v1beta/files", s.url))
-        .header("x-goog-api-key", "crash-test")
-        .header("x-goog-upload-protocol", "resumable")
-        .header("x-goog-upload-command", "start")
-        .header(
-            "x-goog-upload-header-content-length",
-            blob.len().to_string(),
-        )
-        .send()
-        .unwrap();
-    let up_url = start_up.headers()["x-goog-upload-url"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let up = client()
-        .post(up_url)
-        .header("x-goog-upload-command", "upload, finalize")
-        .header("x-goog-upload-offset", "0")
-        .body(blob)
-        .send()
-        .unwrap();
-    assert_eq!(up.status().as_u16(), 200);
+    upload(
+        &s.url,
+        "crash-test",
+        b"kept across the crash".to_vec(),
+        "text/plain",
+    );
 
     // 8 short streams first (FIFO admission: they finish first), then 8 long ones.
     let (tx, rx) = std::sync::mpsc::channel();
