@@ -1,31 +1,36 @@
 #!/usr/bin/env bash
-# Make the test vision pair: the bundled gemma-3-270m text model and a small random
-# Gemma-3-shaped projector for it (make_mmproj.py), written with the `gguf` package in a
-# venv of its own. Prints the projector's path. Idempotent: an existing projector made by
-# the same script is kept.
+# Make the test vision pairs: a small random projector (make_mmproj.py) for each bundled text
+# model, written with the `gguf` package in a venv of its own. gemma-3-270m with its
+# projector is Gemma-3-shaped throughout and is what the seed examples run against;
+# smollm2-135m gets one too, because its batched computation is bit-identical to a
+# sequential one, which lets a test check that images batch exactly. Prints the gemma-3-270m
+# projector's path. Idempotent: projectors made by the same script are kept.
 #
-#   bash tests/vision/make.sh            # needs the gemma-3-270m model pulled
+#   bash tests/vision/make.sh            # needs both bundled models pulled
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE="${LOCALGEM_CACHE:-$HOME/.cache/localgem}"
 MODELS="${LOCALGEM_MODELS_DIR:-$CACHE/models}"
-TEXT="$MODELS/gemma-3-270m-q4_k_m.gguf"
 OUT_DIR="$MODELS/test-vision"
-OUT="$OUT_DIR/mmproj-gemma-3-270m-test.gguf"
 VENV="$CACHE/vision-venv"
-
-[ -f "$TEXT" ] || { echo "make.sh: $TEXT missing (localgem models pull gemma-3-270m)" >&2; exit 2; }
 stamp="$(sha256sum "$HERE/make_mmproj.py" | cut -c1-16)"
-if [ -f "$OUT" ] && [ "$(cat "$OUT.stamp" 2>/dev/null)" = "$stamp" ]; then
-  echo "$OUT"
-  exit 0
-fi
-if ! "$VENV/bin/python" -c 'import gguf, numpy' 2>/dev/null; then
-  python3 -m venv "$VENV" >&2
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "gguf==0.19.0" "numpy<3" >&2
-fi
-mkdir -p "$OUT_DIR"
-"$VENV/bin/python" "$HERE/make_mmproj.py" "$TEXT" "$OUT.tmp" >&2
-mv "$OUT.tmp" "$OUT"
-echo "$stamp" > "$OUT.stamp"
-echo "$OUT"
+
+make_one() { # text model file, projector id
+  local text="$MODELS/$1" out="$OUT_DIR/mmproj-$2-test.gguf"
+  [ -f "$text" ] || { echo "make.sh: $text missing (localgem models pull $2)" >&2; exit 2; }
+  if [ -f "$out" ] && [ "$(cat "$out.stamp" 2>/dev/null)" = "$stamp" ]; then
+    return
+  fi
+  if ! "$VENV/bin/python" -c 'import gguf, numpy' 2>/dev/null; then
+    python3 -m venv "$VENV" >&2
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check "gguf==0.19.0" "numpy<3" >&2
+  fi
+  mkdir -p "$OUT_DIR"
+  "$VENV/bin/python" "$HERE/make_mmproj.py" "$text" "$out.tmp" >&2
+  mv "$out.tmp" "$out"
+  echo "$stamp" > "$out.stamp"
+}
+
+make_one gemma-3-270m-q4_k_m.gguf gemma-3-270m
+make_one SmolLM2-135M-Instruct.Q4_1.gguf smollm2-135m
+echo "$OUT_DIR/mmproj-gemma-3-270m-test.gguf"

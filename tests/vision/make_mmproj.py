@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
-"""Write a small Gemma-3-shaped vision projector (mmproj GGUF) for a Gemma 3 text model.
+"""Write a small Gemma-3-shaped vision projector (mmproj GGUF) for a text model.
 
 No vision model ships in a package, so the test suite makes one: a SigLIP-style vision
 tower (a patch embedding, learned positions, a few transformer blocks) and the Gemma 3
 projector (average pooling, RMS norm, a linear map into the text model's embedding space),
 with small random weights drawn from a fixed seed. Its image embeddings carry no meaning;
 what it proves is the path: upload, content part, projector, embeddings in the text
-model's batch, generated tokens. The text model is the bundled gemma-3-270m GGUF, whose
-embedding width the projector reads from it.
+model's batch, generated tokens. The projector's output width is read from the text model
+(the bundled gemma-3-270m, or smollm2-135m, whose llama architecture takes the same
+projector: llama.cpp checks only the width).
 
 Usage: make_mmproj.py TEXT_MODEL.gguf OUT.gguf
 """
@@ -27,11 +28,10 @@ SEED = 20261121
 
 
 def text_width(path: str) -> int:
+    """The text model's embedding width, which the projector's output must have."""
     reader = gguf.GGUFReader(path)
     arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
-    if arch != "gemma3":
-        raise SystemExit(f"{path}: a Gemma 3 text model is needed, not {arch}")
-    return int(reader.fields["gemma3.embedding_length"].parts[-1][0])
+    return int(reader.fields[f"{arch}.embedding_length"].parts[-1][0])
 
 
 def main() -> None:

@@ -1372,10 +1372,10 @@ fn a_flood_past_the_queue_gets_429s_and_memory_stays_flat() {
     assert_eq!(st, 200);
 }
 
-/// The generated test projector for gemma-3-270m (`tests/vision/make.sh`, run by
+/// The generated test projector for a bundled model (`tests/vision/make.sh`, run by
 /// `scripts/test.sh`).
-fn test_mmproj() -> PathBuf {
-    let p = models_dir().join("test-vision/mmproj-gemma-3-270m-test.gguf");
+fn test_mmproj(model: &str) -> PathBuf {
+    let p = models_dir().join(format!("test-vision/mmproj-{model}-test.gguf"));
     assert!(
         p.is_file(),
         "{} is missing: run tests/vision/make.sh (scripts/test.sh does)",
@@ -1434,7 +1434,7 @@ fn ask_about(image: Value, model: &str) -> Value {
 #[test]
 #[ignore = "needs the bundled models and the generated test projector; run by scripts/test.sh"]
 fn an_image_goes_through_the_projector_once_and_its_kv_follows_the_conversation() {
-    let mmproj = test_mmproj();
+    let mmproj = test_mmproj("gemma-3-270m");
     let dir = tempfile::tempdir().unwrap();
     let proj = format!("gemma-3-270m={}", mmproj.display());
     let mut s = start(
@@ -1584,4 +1584,91 @@ fn an_image_goes_through_the_projector_once_and_its_kv_follows_the_conversation(
     assert_eq!(st, 200, "{v}");
     assert!(cached(&v) >= input_tokens(&second), "{v}");
     assert_eq!(metric(&b.url, ENCODED), 0.0);
+}
+
+/// A PNG of one colour with a bar whose place depends on `k`.
+fn png(k: u8) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(48, 32, |x, _| {
+        if x / 6 == u32::from(k % 8) {
+            image::Rgb([250, 250, 250])
+        } else {
+            image::Rgb([k.wrapping_mul(37), 90, 200 - k])
+        }
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut out, image::ImageFormat::Png)
+        .unwrap();
+    out.into_inner()
+}
+
+#[test]
+#[ignore = "needs the bundled models and the generated test projector; run by scripts/test.sh"]
+fn image_and_text_requests_run_together_each_image_encoded_once() {
+    use base64::Engine as _;
+    // SmolLM2 (llama architecture) with a projector: the second shape of text model the
+    // projector path runs with.
+    let mmproj = test_mmproj("smollm2-135m");
+    let dir = tempfile::tempdir().unwrap();
+    let proj = format!("smollm2-135m={}", mmproj.display());
+    let s = start(
+        dir.path(),
+        &[
+            "--model",
+            "smollm2-135m",
+            "--mmproj",
+            &proj,
+            "--parallel",
+            "4",
+        ],
+    );
+    // Six requests with different images and three without, each under its own key so that
+    // nothing is reused: first one at a time, then all at once (four run, the rest queue and
+    // are admitted next to running ones).
+    let bodies: Vec<Value> = (0..9u8)
+        .map(|k| {
+            let mut input = vec![json!({"type": "text", "text": format!("Describe picture {k}.")})];
+            if k < 6 {
+                input.push(json!({"type": "image", "mime_type": "image/png",
+                    "data": base64::engine::general_purpose::STANDARD.encode(png(k))}));
+            }
+            json!({"model": "smollm2-135m", "input": input,
+                   "generation_config": {"temperature": 0, "max_output_tokens": 24}})
+        })
+        .collect();
+    let encoded = "localgem_images_encoded_total{model=\"smollm2-135m\"}";
+    let sequential: Vec<Value> = bodies
+        .iter()
+        .enumerate()
+        .map(|(k, b)| {
+            let (st, v) = s.post_key(&format!("seq-{k}"), b.clone());
+            assert_eq!(st, 200, "{v}");
+            v
+        })
+        .collect();
+    assert_eq!(metric(&s.url, encoded), 6.0);
+    let handles: Vec<_> = bodies
+        .into_iter()
+        .enumerate()
+        .map(|(k, b)| {
+            let url = s.url.clone();
+            std::thread::spawn(move || post_json(&url, &format!("par-{k}"), &b))
+        })
+        .collect();
+    for (k, (h, seq)) in handles.into_iter().zip(&sequential).enumerate() {
+        let (st, v) = h.join().unwrap();
+        assert_eq!(st, 200, "request {k}: {v}");
+        assert!(
+            matches!(v["status"].as_str(), Some("completed" | "incomplete")),
+            "request {k}: {v}"
+        );
+        assert!(!text(&v).trim().is_empty(), "request {k}: {v}");
+        // The same prompt, image positions included, whatever ran beside it.
+        assert_eq!(
+            v["usage"]["input_tokens_by_modality"],
+            seq["usage"]["input_tokens_by_modality"]
+        );
+        assert_eq!(cached(&v), 0, "request {k}: {v}");
+    }
+    assert_eq!(metric(&s.url, encoded), 12.0);
 }
