@@ -166,6 +166,88 @@ pub async fn document_text(bytes: Vec<u8>, mime: &str, what: &str) -> Result<Str
     }
 }
 
+/// Decoded images by the SHA-256 of their encoded bytes, so that the turns of a conversation
+/// that carry the same picture decode it once. Bounded by the pixels' size; the oldest
+/// entries go first.
+#[derive(Debug)]
+pub struct ImageCache {
+    budget: usize,
+    inner: std::sync::Mutex<CacheInner>,
+}
+
+#[derive(Debug, Default)]
+struct CacheInner {
+    map: std::collections::HashMap<[u8; 32], Image>,
+    order: std::collections::VecDeque<[u8; 32]>,
+    bytes: usize,
+}
+
+impl ImageCache {
+    /// A cache holding at most `budget` bytes of pixels.
+    pub fn new(budget: usize) -> Self {
+        ImageCache {
+            budget,
+            inner: std::sync::Mutex::default(),
+        }
+    }
+
+    /// The image decoded from bytes with this digest, if kept.
+    pub fn get(&self, key: &[u8; 32]) -> Option<Image> {
+        self.inner.lock().expect("poisoned").map.get(key).cloned()
+    }
+
+    /// Keep an image (one larger than the whole budget is not kept).
+    pub fn put(&self, key: [u8; 32], image: Image) {
+        let size = image.rgb.len();
+        if size > self.budget {
+            return;
+        }
+        let mut c = self.inner.lock().expect("poisoned");
+        if c.map.contains_key(&key) {
+            return;
+        }
+        while c.bytes + size > self.budget {
+            let Some(old) = c.order.pop_front() else {
+                break;
+            };
+            if let Some(img) = c.map.remove(&old) {
+                c.bytes -= img.rgb.len();
+            }
+        }
+        c.bytes += size;
+        c.order.push_back(key);
+        c.map.insert(key, image);
+    }
+
+    /// Pixel bytes held.
+    pub fn bytes(&self) -> usize {
+        self.inner.lock().expect("poisoned").bytes
+    }
+}
+
+impl Default for ImageCache {
+    fn default() -> Self {
+        ImageCache::new(256 << 20)
+    }
+}
+
+/// Decode an image through `cache`: bytes seen before are not decoded again.
+async fn decode_cached(
+    cache: &ImageCache,
+    bytes: Vec<u8>,
+    mime: Option<&str>,
+    what: &str,
+) -> Result<Image, ApiError> {
+    use sha2::{Digest, Sha256};
+    let key: [u8; 32] = Sha256::digest(&bytes).into();
+    if let Some(image) = cache.get(&key) {
+        return Ok(image);
+    }
+    let image = decode_image(bytes, mime, what).await?;
+    cache.put(key, image.clone());
+    Ok(image)
+}
+
 /// Largest side of an image, in pixels, and the memory its decoding may take.
 const MAX_IMAGE_SIDE: u32 = 16_384;
 const MAX_IMAGE_ALLOC: u64 = 512 << 20;
@@ -270,7 +352,7 @@ pub async fn resolve(
                 }
                 Content::Image(m) if vision => {
                     let (bytes, mime) = load(st, tenant, m, &what).await?;
-                    images.push(decode_image(bytes, mime.as_deref(), &what).await?);
+                    images.push(decode_cached(&st.images, bytes, mime.as_deref(), &what).await?);
                 }
                 Content::Image(m) | Content::Audio(m) | Content::Video(m) => {
                     // Checked only; the model check decides.
@@ -293,6 +375,24 @@ mod tests {
              <body><h1>Title</h1><p>Fish &amp; chips &lt;3</p><ul><li>one</li><li>two</li></ul></body></html>",
         );
         assert_eq!(t, "Title\nFish & chips <3\none\ntwo");
+    }
+
+    #[test]
+    fn the_image_cache_keeps_the_newest_within_its_budget() {
+        let img = |v: u8| Image::new(2, 2, vec![v; 12]);
+        let cache = ImageCache::new(30);
+        cache.put([1; 32], img(1));
+        cache.put([2; 32], img(2));
+        assert_eq!(cache.bytes(), 24);
+        assert_eq!(cache.get(&[1; 32]), Some(img(1)));
+        cache.put([3; 32], img(3));
+        assert_eq!(cache.get(&[1; 32]), None, "the oldest goes first");
+        assert_eq!(cache.get(&[2; 32]), Some(img(2)));
+        assert_eq!(cache.get(&[3; 32]), Some(img(3)));
+        assert_eq!(cache.bytes(), 24);
+        cache.put([4; 32], Image::new(4, 4, vec![0; 48]));
+        assert_eq!(cache.get(&[4; 32]), None, "larger than the budget");
+        assert_eq!(cache.bytes(), 24);
     }
 
     #[tokio::test]

@@ -78,6 +78,8 @@ pub struct AppState {
     pub metrics: Option<MetricsRender>,
     /// The Files API's storage and uploads in progress (absent: its routes answer 404).
     pub files: Option<(files::FilesConfig, Arc<files::Uploads>)>,
+    /// Decoded images, so that later turns of a conversation do not decode them again.
+    pub images: Arc<content::ImageCache>,
 }
 
 /// Renders metrics in the Prometheus text format.
@@ -94,6 +96,7 @@ impl AppState {
             per_key: Arc::default(),
             metrics: None,
             files: None,
+            images: Arc::default(),
         }
     }
 

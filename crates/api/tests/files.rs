@@ -700,6 +700,13 @@ async fn images_reach_a_vision_model_decoded_in_place() {
         req.messages.iter().map(|m| m.images.len()).sum::<usize>(),
         4
     );
+    // ... without decoding them again: the same pixels, shared.
+    let first_png = &msg.images[0].rgb;
+    assert!(std::sync::Arc::ptr_eq(
+        first_png,
+        &req.messages[0].images[0].rgb
+    ));
+    assert_eq!(a.state.images.bytes(), (6 * 4 + 5 * 3 + 2 * 2 + 3 * 7) * 3);
 
     // Images that cannot be decoded: 400 naming the part.
     let truncated = encoded(ImageFormat::Png, 40, 40);
