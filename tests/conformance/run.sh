@@ -190,6 +190,15 @@ if [ "${CONFORMANCE_NO_EXTRA:-0}" != 1 ]; then
   run_part sdk_extra.mjs bash -c 'cd "$1" && exec timeout "$2" node sdk_extra.mjs' _ "$WORK" "$EXTRA_TIMEOUT"
 fi
 
+if grep -q '^FAIL ' "$LOG"; then
+  # What the servers were doing, for the failures above.
+  for f in server.log vision-server.log; do
+    [ -f "$WORK/$f" ] || continue
+    echo "# last lines of $f:" >&2
+    tail -n 40 "$WORK/$f" | sed 's/\x1b\[[0-9;]*m//g' >&2
+  done
+fi
+
 passed="$(grep -c '^PASS ' "$LOG" || true)"
 failed="$(grep -c '^FAIL ' "$LOG" || true)"
 skipped="$(grep -c '^SKIP ' "$LOG" || true)"

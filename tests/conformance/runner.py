@@ -94,7 +94,10 @@ def run(cmd, cwd, env, timeout, save_as=None):
         err = clean_stderr(err.decode("utf-8", "replace"))
         if save_as:
             save_as(out.decode("utf-8", "replace"), err)
-        raise CheckFailed(f"timed out after {timeout:g}s" + (f"; stderr: {tail(err)}" if err.strip() else ""))
+        text = out.decode("utf-8", "replace")
+        raise CheckFailed(f"timed out after {timeout:g}s; {len(text)} characters of stdout"
+                          + (f", ending: {tail(text, 120)}" if text.strip() else "")
+                          + (f"; stderr: {tail(err)}" if err.strip() else ""))
     out, err = out.decode("utf-8", "replace"), clean_stderr(err.decode("utf-8", "replace"))
     if save_as:
         save_as(out, err)
