@@ -166,39 +166,45 @@ pub async fn document_text(bytes: Vec<u8>, mime: &str, what: &str) -> Result<Str
     }
 }
 
-/// Decoded images by the SHA-256 of their encoded bytes, so that the turns of a conversation
-/// that carry the same picture decode it once. Bounded by the pixels' size; the oldest
-/// entries go first.
+/// What was made from a media part's bytes (decoded pixels, a document's text), by the
+/// SHA-256 of those bytes, so that the turns of a conversation that carry the same file
+/// decode it once. Bounded by the size of what it holds; the oldest entries go first.
 #[derive(Debug)]
-pub struct ImageCache {
+pub struct DigestCache<V> {
     budget: usize,
-    inner: std::sync::Mutex<CacheInner>,
+    size: fn(&V) -> usize,
+    inner: std::sync::Mutex<CacheInner<V>>,
 }
 
-#[derive(Debug, Default)]
-struct CacheInner {
-    map: std::collections::HashMap<[u8; 32], Image>,
+#[derive(Debug)]
+struct CacheInner<V> {
+    map: std::collections::HashMap<[u8; 32], V>,
     order: std::collections::VecDeque<[u8; 32]>,
     bytes: usize,
 }
 
-impl ImageCache {
-    /// A cache holding at most `budget` bytes of pixels.
-    pub fn new(budget: usize) -> Self {
-        ImageCache {
+impl<V: Clone> DigestCache<V> {
+    /// A cache holding at most `budget` bytes, as `size` measures its values.
+    pub fn new(budget: usize, size: fn(&V) -> usize) -> Self {
+        DigestCache {
             budget,
-            inner: std::sync::Mutex::default(),
+            size,
+            inner: std::sync::Mutex::new(CacheInner {
+                map: std::collections::HashMap::new(),
+                order: std::collections::VecDeque::new(),
+                bytes: 0,
+            }),
         }
     }
 
-    /// The image decoded from bytes with this digest, if kept.
-    pub fn get(&self, key: &[u8; 32]) -> Option<Image> {
+    /// The value kept for this digest.
+    pub fn get(&self, key: &[u8; 32]) -> Option<V> {
         self.inner.lock().expect("poisoned").map.get(key).cloned()
     }
 
-    /// Keep an image (one larger than the whole budget is not kept).
-    pub fn put(&self, key: [u8; 32], image: Image) {
-        let size = image.rgb.len();
+    /// Keep a value (one larger than the whole budget is not kept).
+    pub fn put(&self, key: [u8; 32], value: V) {
+        let size = (self.size)(&value);
         if size > self.budget {
             return;
         }
@@ -210,25 +216,47 @@ impl ImageCache {
             let Some(old) = c.order.pop_front() else {
                 break;
             };
-            if let Some(img) = c.map.remove(&old) {
-                c.bytes -= img.rgb.len();
+            if let Some(v) = c.map.remove(&old) {
+                c.bytes -= (self.size)(&v);
             }
         }
         c.bytes += size;
         c.order.push_back(key);
-        c.map.insert(key, image);
+        c.map.insert(key, value);
     }
 
-    /// Pixel bytes held.
+    /// Bytes held.
     pub fn bytes(&self) -> usize {
         self.inner.lock().expect("poisoned").bytes
     }
 }
 
+/// Decoded images (256 MiB of pixels by default).
+pub type ImageCache = DigestCache<Image>;
+
 impl Default for ImageCache {
     fn default() -> Self {
-        ImageCache::new(256 << 20)
+        DigestCache::new(256 << 20, |i: &Image| i.rgb.len())
     }
+}
+
+/// Documents' text (64 MiB by default), keyed by their bytes and MIME type.
+pub type TextCache = DigestCache<std::sync::Arc<str>>;
+
+impl Default for TextCache {
+    fn default() -> Self {
+        DigestCache::new(64 << 20, |t: &std::sync::Arc<str>| t.len())
+    }
+}
+
+fn digest(parts: &[&[u8]]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    h.finalize().into()
 }
 
 /// Decode an image through `cache`: bytes seen before are not decoded again.
@@ -238,8 +266,7 @@ async fn decode_cached(
     mime: Option<&str>,
     what: &str,
 ) -> Result<Image, ApiError> {
-    use sha2::{Digest, Sha256};
-    let key: [u8; 32] = Sha256::digest(&bytes).into();
+    let key = digest(&[&bytes]);
     if let Some(image) = cache.get(&key) {
         return Ok(image);
     }
@@ -339,7 +366,16 @@ pub async fn resolve(
                 Content::Document(m) => {
                     let (bytes, mime) = load(st, tenant, m, &what).await?;
                     let mime = mime.unwrap_or_default();
-                    let text = document_text(bytes, &mime, &what).await?;
+                    let key = digest(&[&bytes, mime.as_bytes()]);
+                    let text = match st.documents.get(&key) {
+                        Some(t) => t,
+                        None => {
+                            let t: std::sync::Arc<str> =
+                                document_text(bytes, &mime, &what).await?.into();
+                            st.documents.put(key, t.clone());
+                            t
+                        }
+                    };
                     let label = m
                         .uri
                         .as_deref()
@@ -380,7 +416,7 @@ mod tests {
     #[test]
     fn the_image_cache_keeps_the_newest_within_its_budget() {
         let img = |v: u8| Image::new(2, 2, vec![v; 12]);
-        let cache = ImageCache::new(30);
+        let cache = ImageCache::new(30, |i: &Image| i.rgb.len());
         cache.put([1; 32], img(1));
         cache.put([2; 32], img(2));
         assert_eq!(cache.bytes(), 24);

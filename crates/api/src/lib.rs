@@ -80,6 +80,8 @@ pub struct AppState {
     pub files: Option<(files::FilesConfig, Arc<files::Uploads>)>,
     /// Decoded images, so that later turns of a conversation do not decode them again.
     pub images: Arc<content::ImageCache>,
+    /// Documents' text, so that later turns do not extract it again.
+    pub documents: Arc<content::TextCache>,
 }
 
 /// Renders metrics in the Prometheus text format.
@@ -97,6 +99,7 @@ impl AppState {
             metrics: None,
             files: None,
             images: Arc::default(),
+            documents: Arc::default(),
         }
     }
 

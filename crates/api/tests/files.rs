@@ -556,6 +556,12 @@ async fn uploaded_documents_reach_the_prompt_as_text() {
         "{prompt}"
     );
     assert!(prompt.contains("The secret word is pineapple."), "{prompt}");
+    // The extracted texts are kept: the same documents again find them (nothing is added).
+    let kept = a.state.documents.bytes();
+    assert!(kept > 40, "{kept}");
+    let again = a.interact("k", &body).await;
+    assert_eq!(again.status, StatusCode::OK, "{:?}", again.body);
+    assert_eq!(a.state.documents.bytes(), kept);
     assert!(
         prompt.contains("Hello HTML") && !prompt.contains("x()"),
         "{prompt}"
