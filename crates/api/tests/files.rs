@@ -152,6 +152,12 @@ impl App {
         r.body["file"].clone()
     }
 
+    /// A bodiless request with API key `key`.
+    async fn keyed(&self, method: &str, uri: &str, key: &str) -> Reply {
+        self.send(method, uri, &[("x-goog-api-key", key)], vec![])
+            .await
+    }
+
     /// `POST /v1beta/interactions` with API key `key`.
     async fn interact(&self, key: &str, body: &Value) -> Reply {
         self.send(
@@ -206,14 +212,7 @@ async fn chunked_upload_get_list_delete() {
     let hex = hex::encode(sha2::Sha256::digest(&data));
     assert_eq!(f["sha256Hash"], base64_std(hex.as_bytes()));
     // get (the SDKs reduce names and URIs to the id); another tenant sees nothing
-    let r = a
-        .send(
-            "GET",
-            &format!("/v1/files/{id}"),
-            &[("x-goog-api-key", "k")],
-            vec![],
-        )
-        .await;
+    let r = a.keyed("GET", &format!("/v1/files/{id}"), "k").await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["name"], f["name"]);
     assert_eq!(
@@ -221,11 +220,10 @@ async fn chunked_upload_get_list_delete() {
         format!("http://files.test:8080/v1/files/{id}")
     );
     let r = a
-        .send(
+        .keyed(
             "GET",
             &format!("/v1beta/files/{id}:download?alt=media"),
-            &[("x-goog-api-key", "k")],
-            vec![],
+            "k",
         )
         .await;
     assert_eq!(
@@ -234,12 +232,7 @@ async fn chunked_upload_get_list_delete() {
         "uploads are not downloadable"
     );
     let r = a
-        .send(
-            "GET",
-            &format!("/v1beta/files/{id}"),
-            &[("x-goog-api-key", "other")],
-            vec![],
-        )
+        .keyed("GET", &format!("/v1beta/files/{id}"), "other")
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(
@@ -250,32 +243,13 @@ async fn chunked_upload_get_list_delete() {
     assert_eq!(r.body["error"]["status"], "NOT_FOUND");
     // delete
     let r = a
-        .send(
-            "DELETE",
-            &format!("/v1beta/files/{id}"),
-            &[("x-goog-api-key", "other")],
-            vec![],
-        )
+        .keyed("DELETE", &format!("/v1beta/files/{id}"), "other")
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
-    let r = a
-        .send(
-            "DELETE",
-            &format!("/v1beta/files/{id}"),
-            &[("x-goog-api-key", "k")],
-            vec![],
-        )
-        .await;
+    let r = a.keyed("DELETE", &format!("/v1beta/files/{id}"), "k").await;
     assert_eq!((r.status, r.body.clone()), (StatusCode::OK, json!({})));
     assert!(!a.dir.join(id).exists());
-    let r = a
-        .send(
-            "GET",
-            &format!("/v1beta/files/{id}"),
-            &[("x-goog-api-key", "k")],
-            vec![],
-        )
-        .await;
+    let r = a.keyed("GET", &format!("/v1beta/files/{id}"), "k").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
 
@@ -299,9 +273,7 @@ async fn list_pages_end_without_a_token() {
             Some(t) => format!("/v1/files?pageSize=2&pageToken={t}"),
             None => "/v1/files?pageSize=2".to_owned(),
         };
-        let r = a
-            .send("GET", &uri, &[("x-goog-api-key", "k")], vec![])
-            .await;
+        let r = a.keyed("GET", &uri, "k").await;
         assert_eq!(r.status, StatusCode::OK);
         let files = r.body["files"].as_array().unwrap();
         assert!(files.len() <= 2);
@@ -317,18 +289,9 @@ async fn list_pages_end_without_a_token() {
         assert!(page < 5, "the pager never ends");
     }
     assert_eq!(names, ["f4", "f3", "f2", "f1", "f0"]);
-    let r = a
-        .send(
-            "GET",
-            "/v1/files?pageToken=%%%",
-            &[("x-goog-api-key", "k")],
-            vec![],
-        )
-        .await;
+    let r = a.keyed("GET", "/v1/files?pageToken=%%%", "k").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    let r = a
-        .send("GET", "/v1/files", &[("x-goog-api-key", "nobody")], vec![])
-        .await;
+    let r = a.keyed("GET", "/v1/files", "nobody").await;
     assert_eq!((r.status, r.body.clone()), (StatusCode::OK, json!({})));
 }
 
@@ -461,14 +424,7 @@ async fn expired_files_are_purged() {
     a.store.delete_file(&rec.tenant, &id).await.unwrap();
     rec.expires_ms = 1;
     a.store.insert_file(&rec).await.unwrap();
-    let r = a
-        .send(
-            "GET",
-            &format!("/v1beta/files/{id}"),
-            &[("x-goog-api-key", "k")],
-            vec![],
-        )
-        .await;
+    let r = a.keyed("GET", &format!("/v1beta/files/{id}"), "k").await;
     assert_eq!(
         r.status,
         StatusCode::NOT_FOUND,
