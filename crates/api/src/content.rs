@@ -225,6 +225,26 @@ impl<V: Clone> DigestCache<V> {
         c.map.insert(key, value);
     }
 
+    /// The value kept for `key`, else what `make` gives, kept.
+    ///
+    /// # Errors
+    /// What `make` fails with (nothing is kept then).
+    pub async fn get_or_make<E, Fut>(
+        &self,
+        key: [u8; 32],
+        make: impl FnOnce() -> Fut,
+    ) -> Result<V, E>
+    where
+        Fut: std::future::Future<Output = Result<V, E>>,
+    {
+        if let Some(v) = self.get(&key) {
+            return Ok(v);
+        }
+        let v = make().await?;
+        self.put(key, v.clone());
+        Ok(v)
+    }
+
     /// Bytes held.
     pub fn bytes(&self) -> usize {
         self.inner.lock().expect("poisoned").bytes
@@ -257,22 +277,6 @@ fn digest(parts: &[&[u8]]) -> [u8; 32] {
         h.update(p);
     }
     h.finalize().into()
-}
-
-/// Decode an image through `cache`: bytes seen before are not decoded again.
-async fn decode_cached(
-    cache: &ImageCache,
-    bytes: Vec<u8>,
-    mime: Option<&str>,
-    what: &str,
-) -> Result<Image, ApiError> {
-    let key = digest(&[&bytes]);
-    if let Some(image) = cache.get(&key) {
-        return Ok(image);
-    }
-    let image = decode_image(bytes, mime, what).await?;
-    cache.put(key, image.clone());
-    Ok(image)
 }
 
 /// Largest side of an image, in pixels, and the memory its decoding may take.
@@ -367,15 +371,12 @@ pub async fn resolve(
                     let (bytes, mime) = load(st, tenant, m, &what).await?;
                     let mime = mime.unwrap_or_default();
                     let key = digest(&[&bytes, mime.as_bytes()]);
-                    let text = match st.documents.get(&key) {
-                        Some(t) => t,
-                        None => {
-                            let t: std::sync::Arc<str> =
-                                document_text(bytes, &mime, &what).await?.into();
-                            st.documents.put(key, t.clone());
-                            t
-                        }
-                    };
+                    let text = st
+                        .documents
+                        .get_or_make(key, || async {
+                            document_text(bytes, &mime, &what).await.map(Into::into)
+                        })
+                        .await?;
                     let label = m
                         .uri
                         .as_deref()
@@ -388,7 +389,12 @@ pub async fn resolve(
                 }
                 Content::Image(m) if vision => {
                     let (bytes, mime) = load(st, tenant, m, &what).await?;
-                    images.push(decode_cached(&st.images, bytes, mime.as_deref(), &what).await?);
+                    let key = digest(&[&bytes]);
+                    let image = st
+                        .images
+                        .get_or_make(key, || decode_image(bytes, mime.as_deref(), &what))
+                        .await?;
+                    images.push(image);
                 }
                 Content::Image(m) | Content::Audio(m) | Content::Video(m) => {
                     // Checked only; the model check decides.

@@ -712,15 +712,9 @@ fn clean(text: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// Content's text alone: its media parts left out.
 fn text_of(content: &[Content]) -> String {
-    let parts: Vec<std::borrow::Cow<'_, str>> = content
-        .iter()
-        .filter_map(|c| match c {
-            Content::Text { text, .. } => Some(clean(text)),
-            _ => None,
-        })
-        .collect();
-    parts.join("\n")
+    user_text(content, &mut std::iter::empty()).0
 }
 
 /// A user turn's text, with a [`MEDIA_MARKER`] where each image goes, and its images (the
