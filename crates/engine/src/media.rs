@@ -57,9 +57,9 @@ pub fn align_reuse(spans: &[MediaSpan], reused: usize) -> usize {
         .map_or(reused, |s| s.start)
 }
 
-/// The image that starts at `pos`, if one does.
-pub fn starting_at(spans: &[MediaSpan], pos: usize) -> Option<&MediaSpan> {
-    spans.iter().find(|s| s.start == pos)
+/// The index of the image that starts at `pos`, if one does.
+pub fn starting_at(spans: &[MediaSpan], pos: usize) -> Option<usize> {
+    spans.iter().position(|s| s.start == pos)
 }
 
 /// How many of `n` planned prompt tokens from `fed` on can go into a token batch: all of
@@ -127,7 +127,8 @@ mod tests {
         assert_eq!(tokens_before_media(&spans, 10, 64), 0);
         assert_eq!(tokens_before_media(&spans, 30, 64), 10);
         assert_eq!(tokens_before_media(&spans, 45, 64), 64);
-        assert!(starting_at(&spans, 40).is_some());
-        assert!(starting_at(&spans, 41).is_none());
+        assert_eq!(starting_at(&spans, 40), Some(1));
+        assert_eq!(starting_at(&spans, 10), Some(0));
+        assert_eq!(starting_at(&spans, 41), None);
     }
 }

@@ -70,6 +70,8 @@ struct Pending {
     prompt: Vec<LlamaToken>,
     /// Images in the prompt.
     media: Vec<MediaSpan>,
+    /// Projector input already prepared for them (by index).
+    prepared: Vec<Option<MtmdInputChunks>>,
     request: GenerateRequest,
     tx: mpsc::UnboundedSender<EngineEvent>,
     /// The grammar the output must follow.
@@ -78,10 +80,18 @@ struct Pending {
     in_thought: bool,
 }
 
+/// A rendered prompt as tokens, with its images and the projector input prepared for them.
+struct Tokenized {
+    tokens: Vec<LlamaToken>,
+    media: Vec<MediaSpan>,
+    prepared: Vec<Option<MtmdInputChunks>>,
+}
+
 /// A rendered, tokenized request, before it is queued.
 struct Prepared {
     prompt: Vec<LlamaToken>,
     media: Vec<MediaSpan>,
+    prepared: Vec<Option<MtmdInputChunks>>,
     request: GenerateRequest,
     matcher: Option<Matcher>,
     in_thought: bool,
@@ -101,6 +111,9 @@ struct Seq {
     prompt: Vec<LlamaToken>,
     /// Images in the prompt (their positions hold synthetic ids, see [`media`]).
     media: Vec<MediaSpan>,
+    /// Projector input prepared at admission for those images (by index), taken when the
+    /// image is encoded.
+    prepared: Vec<Option<MtmdInputChunks>>,
     /// Prompt tokens found in the slot's KV at admission (not prefilled).
     reused: usize,
     fed: usize,
@@ -513,13 +526,17 @@ impl Vision {
         Ok(chunks)
     }
 
-    /// Positions an image fills.
-    fn positions(&mut self, image: &localgem_core::Image) -> Result<usize, String> {
+    /// Positions an image fills, with its projector input when that had to be prepared to
+    /// find them (an image seen before is prepared only if it has to be encoded again).
+    fn prepare(
+        &mut self,
+        image: &localgem_core::Image,
+    ) -> Result<(usize, Option<MtmdInputChunks>), String> {
         match self.positions.get(&image.digest) {
-            Some(&n) => Ok(n),
+            Some(&n) => Ok((n, None)),
             None => self
                 .chunks(image)
-                .map(|c| c.total_positions().max(0) as usize),
+                .map(|c| (c.total_positions().max(0) as usize, Some(c))),
         }
     }
 }
@@ -688,6 +705,7 @@ impl Worker<'_> {
                             self.waiting.push_back(Pending {
                                 prompt: p.prompt,
                                 media: p.media,
+                                prepared: p.prepared,
                                 request: p.request,
                                 tx,
                                 matcher: p.matcher,
@@ -774,7 +792,11 @@ impl Worker<'_> {
                 }
             }
         }
-        let (tokens, media) = self.tokenize(&text, &request.messages)?;
+        let Tokenized {
+            tokens,
+            media,
+            prepared,
+        } = self.tokenize(&text, &request.messages)?;
         let limit = u64::from(self.per_seq.saturating_sub(1));
         if tokens.len() as u64 > limit {
             return Err(EngineError::PromptTooLong {
@@ -786,6 +808,7 @@ impl Worker<'_> {
         Ok(Prepared {
             prompt: tokens,
             media,
+            prepared,
             request,
             matcher,
             in_thought,
@@ -798,7 +821,7 @@ impl Worker<'_> {
         &mut self,
         text: &str,
         messages: &[localgem_core::ChatMessage],
-    ) -> Result<(Vec<LlamaToken>, Vec<MediaSpan>), EngineError> {
+    ) -> Result<Tokenized, EngineError> {
         let vocab = self.model.vocab();
         let images = media::images_of(messages);
         let bos = vocab.should_add_bos().then(|| vocab.bos());
@@ -811,10 +834,11 @@ impl Worker<'_> {
             tokens
         };
         if images.is_empty() {
-            return Ok((
-                with_bos(vocab.tokenize(text.as_bytes(), false, true)),
-                Vec::new(),
-            ));
+            return Ok(Tokenized {
+                tokens: with_bos(vocab.tokenize(text.as_bytes(), false, true)),
+                media: Vec::new(),
+                prepared: Vec::new(),
+            });
         }
         let Some(vision) = self.vision.as_mut() else {
             return Err(EngineError::Unsupported(format!(
@@ -834,14 +858,16 @@ impl Worker<'_> {
         let mut tokens: Vec<LlamaToken> =
             with_bos(vocab.tokenize(pieces[0].as_bytes(), false, true));
         let mut spans = Vec::new();
+        let mut prepared = Vec::new();
         for (i, piece) in pieces.iter().enumerate() {
             if i > 0 {
                 tokens.extend(vocab.tokenize(piece.as_bytes(), false, true));
             }
             if let Some(image) = images.get(i) {
-                let n = vision
-                    .positions(image)
+                let (n, chunks) = vision
+                    .prepare(image)
                     .map_err(|e| EngineError::InvalidPrompt(format!("image {}: {e}", i + 1)))?;
+                prepared.push(chunks);
                 spans.push(MediaSpan {
                     start: tokens.len(),
                     len: n,
@@ -860,7 +886,11 @@ impl Worker<'_> {
                 "the chat template ends the prompt with an image".into(),
             ));
         }
-        Ok((tokens, spans))
+        Ok(Tokenized {
+            tokens,
+            media: spans,
+            prepared,
+        })
     }
 
     /// Move waiting requests into slots (up to `parallel` live sequences), reusing the longest
@@ -936,6 +966,7 @@ impl Worker<'_> {
                 max_output: p.request.max_output_tokens.max(1),
                 prompt: p.prompt,
                 media: p.media,
+                prepared: p.prepared,
                 reused,
                 fed: reused,
                 n_past: reused as i32,
@@ -1227,10 +1258,14 @@ impl Worker<'_> {
             if s.next.is_some() {
                 continue;
             }
-            while let Some(span) = media::starting_at(&s.media, s.fed) {
-                let (end, image) = (span.end(), span.image.clone());
+            while let Some(k) = media::starting_at(&s.media, s.fed) {
+                let (end, image) = (s.media[k].end(), s.media[k].image.clone());
                 let started = Instant::now();
-                let evaluated = vision.chunks(&image).and_then(|chunks| {
+                let chunks = match s.prepared.get_mut(k).and_then(Option::take) {
+                    Some(c) => Ok(c),
+                    None => vision.chunks(&image),
+                };
+                let evaluated = chunks.and_then(|chunks| {
                     chunks
                         .eval_chunks(
                             &mut vision.ctx,
