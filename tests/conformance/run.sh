@@ -72,6 +72,33 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+free_port() {
+  "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# Wait until $1/healthz answers 200, or fail the run. $2: the server's pid (empty when it is
+# not ours), $3: its log, $4: what to call it.
+wait_healthy() {
+  local url="$1" pid="$2" log="$3" name="$4" why=""
+  local deadline=$((SECONDS + HEALTH_TIMEOUT))
+  until curl -fsS -o /dev/null --max-time 5 "$url/healthz" 2>/dev/null; do
+    if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+      why="exited before GET /healthz answered 200"
+    elif [ "$SECONDS" -ge "$deadline" ]; then
+      why="did not answer GET /healthz with 200 within ${HEALTH_TIMEOUT}s"
+    fi
+    if [ -n "$why" ]; then
+      echo "run.sh: the $name $why; last log lines:" >&2
+      if [ -f "$log" ]; then tail -n 30 "$log" >&2; fi
+      echo "FAIL run.sh: the $name $why"
+      echo "conformance: 0 passed, 1 failed"
+      exit 1
+    fi
+    sleep 1
+  done
+  echo "# $name ready at $url" >&2
+}
+
 # ---- SDKs ---------------------------------------------------------------------
 if [ "${CONFORMANCE_SKIP_SETUP:-0}" != 1 ]; then
   bash "$HERE/setup.sh"
@@ -109,7 +136,7 @@ else
     echo "conformance: 0 passed, 1 failed"
     exit 1
   fi
-  PORT="$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+  PORT="$(free_port)"
   DATA_DIR="$(mktemp -d "${TMPDIR:-/tmp}/localgem-conformance-data.XXXXXX")"
   BASE_URL="http://127.0.0.1:$PORT"
   echo "# starting $BIN serve --addr 127.0.0.1:$PORT --data-dir $DATA_DIR" >&2
@@ -117,47 +144,18 @@ else
   SERVER_PID=$!
 fi
 
-deadline=$((SECONDS + HEALTH_TIMEOUT))
-until curl -fsS -o /dev/null --max-time 5 "$BASE_URL/healthz" 2>/dev/null; do
-  if [ -n "$SERVER_PID" ] && ! kill -0 "$SERVER_PID" 2>/dev/null; then
-    echo "run.sh: server exited before becoming healthy; last log lines:" >&2
-    tail -n 30 "$WORK/server.log" >&2 || true
-    echo "FAIL run.sh: server exited before GET /healthz answered 200"
-    echo "conformance: 0 passed, 1 failed"
-    exit 1
-  fi
-  if [ "$SECONDS" -ge "$deadline" ]; then
-    echo "run.sh: $BASE_URL/healthz not ready after ${HEALTH_TIMEOUT}s" >&2
-    if [ -f "$WORK/server.log" ]; then tail -n 30 "$WORK/server.log" >&2; fi
-    echo "FAIL run.sh: GET /healthz not 200 within ${HEALTH_TIMEOUT}s"
-    echo "conformance: 0 passed, 1 failed"
-    exit 1
-  fi
-  sleep 1
-done
-echo "# server ready at $BASE_URL" >&2
+wait_healthy "$BASE_URL" "$SERVER_PID" "$WORK/server.log" server
 
 VISION_URL="${LOCALGEM_VISION_URL:-}"
 if [ -z "$VISION_URL" ] && [ -n "${LOCALGEM_VISION_ARGS:-}" ] && [ -n "${BIN:-}" ]; then
-  VPORT="$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+  VPORT="$(free_port)"
   VISION_DATA="$(mktemp -d "${TMPDIR:-/tmp}/localgem-conformance-vision.XXXXXX")"
   echo "# starting the vision server: serve --addr 127.0.0.1:$VPORT $LOCALGEM_VISION_ARGS" >&2
   # shellcheck disable=SC2086
   "$BIN" serve --addr "127.0.0.1:$VPORT" --data-dir "$VISION_DATA" $LOCALGEM_VISION_ARGS >"$WORK/vision-server.log" 2>&1 &
   VISION_PID=$!
-  vdeadline=$((SECONDS + HEALTH_TIMEOUT))
-  until curl -fsS -o /dev/null --max-time 5 "http://127.0.0.1:$VPORT/healthz" 2>/dev/null; do
-    if ! kill -0 "$VISION_PID" 2>/dev/null || [ "$SECONDS" -ge "$vdeadline" ]; then
-      echo "run.sh: the vision server did not start; last log lines:" >&2
-      tail -n 30 "$WORK/vision-server.log" >&2 || true
-      echo "FAIL run.sh: vision server not healthy"
-      echo "conformance: 0 passed, 1 failed"
-      exit 1
-    fi
-    sleep 1
-  done
   VISION_URL="http://127.0.0.1:$VPORT"
-  echo "# vision server ready at $VISION_URL" >&2
+  wait_healthy "$VISION_URL" "$VISION_PID" "$WORK/vision-server.log" "vision server"
 fi
 
 export GOOGLE_GEMINI_BASE_URL="$BASE_URL"
