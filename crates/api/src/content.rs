@@ -6,6 +6,7 @@
 //! the model cannot take them.
 
 use base64::Engine as _;
+use sha2::Digest as _;
 use localgem_core::Image;
 use localgem_wire::{Content, Media, Step};
 
@@ -18,8 +19,8 @@ use crate::AppState;
 enum Source {
     /// Inline `data`, decoded.
     Inline(Vec<u8>),
-    /// An uploaded file that exists.
-    File(std::path::PathBuf),
+    /// An uploaded file whose bytes are there, with its metadata.
+    File(std::path::PathBuf, localgem_core::FileRecord),
 }
 
 /// Check a media part (inline data that decodes, or an uploaded file of this key that is
@@ -53,17 +54,32 @@ async fn locate(
         .get_file(&tenant.0, id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("{what}: file files/{id} not found")))?;
-    let path = cfg.dir.join(id);
-    tokio::fs::metadata(&path)
+    let path = cfg.dir.join(&f.blob);
+    let meta = tokio::fs::metadata(&path)
         .await
-        .map_err(|e| ApiError::not_found(format!("{what}: file files/{id} is gone: {e}")))?;
-    Ok((
-        Source::File(path),
-        m.mime_type.clone().or(Some(f.mime_type)),
+        .map_err(|_| damaged(what, &f, "its bytes are missing"))?;
+    if meta.len() != f.size_bytes {
+        return Err(damaged(
+            what,
+            &f,
+            &format!("{} bytes of {} are there", meta.len(), f.size_bytes),
+        ));
+    }
+    let mime = m.mime_type.clone().or(Some(f.mime_type.clone()));
+    Ok((Source::File(path, f), mime))
+}
+
+/// A stored file whose bytes no longer match what was uploaded: never used, and said so.
+fn damaged(what: &str, f: &localgem_core::FileRecord, how: &str) -> ApiError {
+    tracing::warn!(file = %f.id, "stored file is damaged: {how}");
+    ApiError::bad_request(format!(
+        "{what}: file files/{} is damaged on this server ({how}); delete it and upload it again",
+        f.id
     ))
 }
 
-/// The bytes and MIME type of a media part.
+/// The bytes and MIME type of a media part. A stored file's bytes are checked against the
+/// size and SHA-256 recorded at upload.
 async fn load(
     st: &AppState,
     tenant: &Tenant,
@@ -73,9 +89,25 @@ async fn load(
     let (source, mime) = locate(st, tenant, m, what).await?;
     let bytes = match source {
         Source::Inline(bytes) => bytes,
-        Source::File(path) => tokio::fs::read(&path)
+        Source::File(path, f) => {
+            let bytes = tokio::fs::read(&path)
+                .await
+                .map_err(|_| damaged(what, &f, "its bytes cannot be read"))?;
+            let (bytes, sha) = tokio::task::spawn_blocking(move || {
+                let sha = hex::encode(sha2::Sha256::digest(&bytes));
+                (bytes, sha)
+            })
             .await
-            .map_err(|e| ApiError::not_found(format!("{what}: the file is gone: {e}")))?,
+            .map_err(ApiError::internal)?;
+            if bytes.len() as u64 != f.size_bytes {
+                let how = format!("{} bytes of {} are there", bytes.len(), f.size_bytes);
+                return Err(damaged(what, &f, &how));
+            }
+            if sha != f.sha256_hex {
+                return Err(damaged(what, &f, "its SHA-256 differs from the upload's"));
+            }
+            bytes
+        }
     };
     Ok((bytes, mime))
 }

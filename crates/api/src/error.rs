@@ -40,6 +40,16 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    /// 408 `request_timeout`: the client stopped sending.
+    pub fn request_timeout(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", message)
+    }
+
+    /// 409 `already_exists`.
+    pub fn already_exists(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "already_exists", message)
+    }
+
     /// 405 `method_not_allowed`.
     pub fn method_not_allowed() -> Self {
         Self::new(
@@ -114,6 +124,8 @@ impl ApiError {
             401 => "UNAUTHENTICATED",
             403 => "PERMISSION_DENIED",
             404 => "NOT_FOUND",
+            408 => "DEADLINE_EXCEEDED",
+            409 => "ALREADY_EXISTS",
             405 | 415 => "INVALID_ARGUMENT",
             413 => "INVALID_ARGUMENT",
             429 => "RESOURCE_EXHAUSTED",

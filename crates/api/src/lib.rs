@@ -12,10 +12,12 @@ pub mod handlers;
 pub mod models;
 pub mod openapi;
 pub mod run;
+pub mod serve;
 pub mod signature;
 pub mod sse;
 pub mod tenant;
 pub mod testing;
+pub mod upload;
 pub mod validate;
 
 use std::collections::HashMap;
@@ -35,8 +37,9 @@ pub struct ApiConfig {
     pub aliases: ModelAliases,
     /// Request bodies above this many bytes get 413.
     pub max_body_bytes: usize,
-    /// Output cap when the request sets none.
-    pub default_max_output_tokens: u32,
+    /// Output cap for every model when the request sets none (else the model's own default,
+    /// else none: the answer runs until the model stops or the context is full).
+    pub default_max_output_tokens: Option<u32>,
     /// Sampling when the request sets none.
     pub sampling: validate::SamplingDefaults,
     /// Signs thought signatures.
@@ -52,7 +55,7 @@ impl Default for ApiConfig {
         ApiConfig {
             aliases: ModelAliases::default(),
             max_body_bytes: 20 * 1024 * 1024,
-            default_max_output_tokens: 512,
+            default_max_output_tokens: None,
             sampling: validate::SamplingDefaults::default(),
             signer: signature::Signer::random(),
             keys: None,

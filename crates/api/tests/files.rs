@@ -1,184 +1,13 @@
 //! The Files API over HTTP: the resumable upload protocol as the SDKs speak it, get, list and
 //! delete, tenancy, and every way an upload can go wrong leaving nothing behind.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::Arc;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
-use localgem_api::files::FilesConfig;
-use localgem_api::testing::FakeEngine;
-use localgem_api::{router, ApiConfig, AppState};
+mod common;
+
+use axum::http::StatusCode;
+use common::{app, app_with, App};
 use localgem_core::Store;
-use localgem_store::MemoryStore;
 use serde_json::{json, Value};
-use tower::ServiceExt;
-
-struct App {
-    state: AppState,
-    fake: Arc<FakeEngine>,
-    store: Arc<MemoryStore>,
-    dir: PathBuf,
-    _tmp: tempfile::TempDir,
-}
-
-fn app(max_file_bytes: u64) -> App {
-    app_with(max_file_bytes, false)
-}
-
-fn app_with(max_file_bytes: u64, vision: bool) -> App {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("files");
-    localgem_api::files::prepare_dir(&dir).unwrap();
-    let store = Arc::new(MemoryStore::new());
-    let fake = Arc::new(FakeEngine {
-        vision,
-        ..FakeEngine::default()
-    });
-    let state =
-        AppState::new(fake.clone(), store.clone(), ApiConfig::default()).with_files(FilesConfig {
-            dir: dir.clone(),
-            max_file_bytes,
-        });
-    App {
-        state,
-        fake,
-        store,
-        dir,
-        _tmp: tmp,
-    }
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: HashMap<String, String>,
-    body: Value,
-}
-
-impl App {
-    async fn send(
-        &self,
-        method: &str,
-        uri: &str,
-        headers: &[(&str, &str)],
-        body: Vec<u8>,
-    ) -> Reply {
-        let mut b = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("host", "files.test:8080");
-        for (k, v) in headers {
-            b = b.header(*k, *v);
-        }
-        let resp = router(self.state.clone())
-            .oneshot(b.body(Body::from(body)).unwrap())
-            .await
-            .unwrap();
-        let status = resp.status();
-        let headers = resp
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
-            .collect();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Reply {
-            status,
-            headers,
-            body,
-        }
-    }
-
-    /// Start an upload as the Python SDK does; the upload URL's path and query.
-    async fn start(&self, key: &str, size: usize, meta: Value) -> String {
-        let len = size.to_string();
-        let r = self
-            .send(
-                "POST",
-                "/upload/v1beta/files",
-                &[
-                    ("x-goog-api-key", key),
-                    ("content-type", "application/json"),
-                    ("x-goog-upload-protocol", "resumable"),
-                    ("x-goog-upload-command", "start"),
-                    ("x-goog-upload-header-content-length", &len),
-                    ("x-goog-upload-header-content-type", "text/plain"),
-                ],
-                meta.to_string().into_bytes(),
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-        assert_eq!(r.headers["x-goog-upload-status"], "active");
-        let url = &r.headers["x-goog-upload-url"];
-        let rest = url
-            .strip_prefix("http://files.test:8080")
-            .unwrap_or_else(|| panic!("upload URL {url} is not absolute on the request's host"));
-        rest.to_owned()
-    }
-
-    /// Send a chunk (without an API key, as Python does).
-    async fn chunk(&self, url: &str, offset: usize, data: &[u8], finalize: bool) -> Reply {
-        let off = offset.to_string();
-        let cmd = if finalize {
-            "upload, finalize"
-        } else {
-            "upload"
-        };
-        self.send(
-            "POST",
-            url,
-            &[
-                ("x-goog-upload-command", cmd),
-                ("x-goog-upload-offset", &off),
-            ],
-            data.to_vec(),
-        )
-        .await
-    }
-
-    async fn upload(&self, key: &str, data: &[u8], name: &str) -> Value {
-        let url = self
-            .start(
-                key,
-                data.len(),
-                json!({"file": {"display_name": name, "mime_type": "text/plain"}}),
-            )
-            .await;
-        let r = self.chunk(&url, 0, data, true).await;
-        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-        assert_eq!(r.headers["x-goog-upload-status"], "final");
-        r.body["file"].clone()
-    }
-
-    /// A bodiless request with API key `key`.
-    async fn keyed(&self, method: &str, uri: &str, key: &str) -> Reply {
-        self.send(method, uri, &[("x-goog-api-key", key)], vec![])
-            .await
-    }
-
-    /// `POST /v1beta/interactions` with API key `key`.
-    async fn interact(&self, key: &str, body: &Value) -> Reply {
-        self.send(
-            "POST",
-            "/v1beta/interactions",
-            &[
-                ("x-goog-api-key", key),
-                ("content-type", "application/json"),
-            ],
-            body.to_string().into_bytes(),
-        )
-        .await
-    }
-
-    fn leftovers(&self) -> Vec<String> {
-        std::fs::read_dir(self.dir.join("tmp"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect()
-    }
-}
 
 #[tokio::test]
 async fn chunked_upload_get_list_delete() {
@@ -206,7 +35,8 @@ async fn chunked_upload_get_list_delete() {
         f["uri"],
         format!("http://files.test:8080/v1beta/files/{id}")
     );
-    assert_eq!(std::fs::read(a.dir.join(id)).unwrap(), data);
+    let blob = a.blob("k", id).await;
+    assert_eq!(std::fs::read(&blob).unwrap(), data);
     assert!(a.leftovers().is_empty());
     use sha2::Digest;
     let hex = hex::encode(sha2::Sha256::digest(&data));
@@ -248,7 +78,7 @@ async fn chunked_upload_get_list_delete() {
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     let r = a.keyed("DELETE", &format!("/v1beta/files/{id}"), "k").await;
     assert_eq!((r.status, r.body.clone()), (StatusCode::OK, json!({})));
-    assert!(!a.dir.join(id).exists());
+    assert!(!blob.exists());
     let r = a.keyed("GET", &format!("/v1beta/files/{id}"), "k").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
@@ -392,15 +222,11 @@ async fn bad_uploads_get_4xx_and_leave_nothing_behind() {
             json!({"file": {"name": taken}}).to_string().into_bytes(),
         )
         .await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+    assert_eq!(r.body["error"]["status"], "ALREADY_EXISTS");
     // nothing half-written anywhere: only the two finished files
     assert!(a.leftovers().is_empty(), "{:?}", a.leftovers());
-    let kept: Vec<_> = std::fs::read_dir(&a.dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "tmp")
-        .collect();
-    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert_eq!(a.blobs().len(), 2, "{:?}", a.blobs());
 }
 
 #[tokio::test]
@@ -414,6 +240,7 @@ async fn expired_files_are_purged() {
         .unwrap()
         .to_owned();
     assert_eq!(localgem_api::files::purge(&a.state).await, 0);
+    let blob = a.blob("k", &id).await;
     // Age it past its expiry.
     let mut rec = a
         .store
@@ -431,7 +258,7 @@ async fn expired_files_are_purged() {
         "an expired file is gone at once"
     );
     assert_eq!(localgem_api::files::purge(&a.state).await, 1);
-    assert!(!a.dir.join(&id).exists());
+    assert!(!blob.exists());
 }
 
 /// A one-page PDF whose text layer says `text` (Helvetica, built by hand with a correct

@@ -31,13 +31,15 @@ pub struct InteractionRecord {
     pub error: Option<String>,
 }
 
-/// One uploaded file's metadata (its bytes live in the data dir under its id).
+/// One uploaded file's metadata. Its bytes live in the data dir under [`FileRecord::blob`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileRecord {
     /// Opaque id (the resource name is `files/<id>`).
     pub id: String,
-    /// Hash of the API key that uploaded it.
+    /// Hash of the API key that uploaded it. Ids are unique per tenant.
     pub tenant: String,
+    /// Where its bytes are, relative to the files directory: a name no other upload uses.
+    pub blob: String,
     /// Display name given at upload.
     pub display_name: Option<String>,
     /// MIME type.
@@ -75,7 +77,7 @@ pub enum StoreError {
         /// What failed.
         reason: String,
     },
-    /// An insert hit an existing id.
+    /// An insert hit an existing id (of the same tenant, for files).
     #[error("interaction {0} already exists")]
     Duplicate(String),
 }

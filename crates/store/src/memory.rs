@@ -10,7 +10,8 @@ use localgem_wire::Status;
 pub struct MemoryStore {
     // std Mutex: never held across an await.
     map: Mutex<HashMap<String, InteractionRecord>>,
-    files: Mutex<HashMap<String, FileRecord>>,
+    /// By (tenant, id): file names are unique per key.
+    files: Mutex<HashMap<(String, String), FileRecord>>,
 }
 
 impl MemoryStore {
@@ -78,16 +79,17 @@ impl Store for MemoryStore {
 
     async fn insert_file(&self, file: &FileRecord) -> Result<(), StoreError> {
         let mut files = self.files.lock().expect("poisoned");
-        if files.contains_key(&file.id) {
+        let key = (file.tenant.clone(), file.id.clone());
+        if files.contains_key(&key) {
             return Err(StoreError::Duplicate(file.id.clone()));
         }
-        files.insert(file.id.clone(), file.clone());
+        files.insert(key, file.clone());
         Ok(())
     }
 
     async fn get_file(&self, tenant: &str, id: &str) -> Result<Option<FileRecord>, StoreError> {
         let files = self.files.lock().expect("poisoned");
-        Ok(files.get(id).filter(|f| f.tenant == tenant).cloned())
+        Ok(files.get(&(tenant.to_owned(), id.to_owned())).cloned())
     }
 
     async fn list_files(
@@ -110,11 +112,7 @@ impl Store for MemoryStore {
 
     async fn delete_file(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
         let mut files = self.files.lock().expect("poisoned");
-        if files.get(id).is_some_and(|f| f.tenant == tenant) {
-            files.remove(id);
-            return Ok(true);
-        }
-        Ok(false)
+        Ok(files.remove(&(tenant.to_owned(), id.to_owned())).is_some())
     }
 
     async fn expired_files(&self, now_ms: i64) -> Result<Vec<FileRecord>, StoreError> {

@@ -114,6 +114,7 @@ fn decode_file(row: &sqlx::sqlite::SqliteRow) -> Result<FileRecord, StoreError> 
     Ok(FileRecord {
         id: row.try_get("id").map_err(backend)?,
         tenant: row.try_get("tenant").map_err(backend)?,
+        blob: row.try_get("blob").map_err(backend)?,
         display_name: row.try_get("display_name").map_err(backend)?,
         mime_type: row.try_get("mime_type").map_err(backend)?,
         size_bytes: row.try_get::<i64, _>("size_bytes").map_err(backend)?.max(0) as u64,
@@ -214,11 +215,12 @@ impl Store for SqliteStore {
 
     async fn insert_file(&self, f: &FileRecord) -> Result<(), StoreError> {
         let res = sqlx::query(
-            "INSERT INTO files (id, tenant, display_name, mime_type, size_bytes, sha256_hex, \
-             created_ms, expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO files (id, tenant, blob, display_name, mime_type, size_bytes, \
+             sha256_hex, created_ms, expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&f.id)
         .bind(&f.tenant)
+        .bind(&f.blob)
         .bind(&f.display_name)
         .bind(&f.mime_type)
         .bind(i64::try_from(f.size_bytes).unwrap_or(i64::MAX))

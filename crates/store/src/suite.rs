@@ -82,6 +82,7 @@ pub fn file(tenant: &str, id: &str, created_ms: i64) -> FileRecord {
     FileRecord {
         id: id.into(),
         tenant: tenant.into(),
+        blob: format!("blobs/{tenant}-{id}"),
         display_name: Some(format!("{id}.txt")),
         mime_type: "text/plain".into(),
         size_bytes: 42,
@@ -117,6 +118,18 @@ pub async fn run_files(store: &dyn Store) {
         None,
         "tenant-scoped"
     );
+    // Names are unique per key: another key may use the same one, and each sees its own.
+    store.insert_file(&file("t3", "a", 3000)).await.unwrap();
+    assert_eq!(
+        store.get_file("t3", "a").await.unwrap().unwrap().blob,
+        "blobs/t3-a"
+    );
+    assert_eq!(
+        store.get_file("t1", "a").await.unwrap().unwrap().blob,
+        "blobs/t1-a"
+    );
+    assert!(store.delete_file("t3", "a").await.unwrap());
+    assert!(store.get_file("t1", "a").await.unwrap().is_some());
     // pages of 2, newest first, ties broken by id
     let mut seen = Vec::new();
     let mut after: Option<FilesCursor> = None;
