@@ -22,11 +22,12 @@ impl Tenant {
     }
 }
 
+/// `key` from a query string, URL-decoded like every other query parameter (`%2F` is `/`,
+/// `+` is a space), so a key sent as `?key=` is the same key as in the header.
 fn key_from_query(query: &str) -> Option<String> {
-    query.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=')?;
-        (k == "key").then(|| v.to_owned())
-    })
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "key")
+        .map(|(_, v)| v.trim().to_owned())
 }
 
 /// The API key a request carries, if any.
@@ -153,6 +154,14 @@ mod tests {
                 .unwrap(),
         );
         assert_eq!(api_key(&p).as_deref(), Some("k2"));
+        // A key with `/`, `+` and `=` arrives percent-encoded in the query.
+        let p = parts(
+            Request::builder()
+                .uri("/v1/x?key=a%2Fb%2Bc%3D%3D&alt=sse")
+                .body(())
+                .unwrap(),
+        );
+        assert_eq!(api_key(&p).as_deref(), Some("a/b+c=="));
         let p = parts(
             Request::builder()
                 .uri("/v1/x")

@@ -197,6 +197,28 @@ async fn with_keys_no_key_is_401_and_an_unknown_key_403_before_anything_runs() {
 }
 
 #[tokio::test]
+async fn a_percent_encoded_query_key_is_the_same_key_as_in_the_header() {
+    let key = "a/b+c==";
+    let a = app(Some(KeySet::new([key])), 0);
+    let body = json!({"model": "fake-model", "input": "hi", "store": true});
+    let (s, made, _) = a
+        .send("POST", "/v1beta/interactions?key=a%2Fb%2Bc%3D%3D", &[], Some(body))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{made}");
+    // Same tenant whichever way the key came: the header reads what the query made.
+    let id = made["id"].as_str().unwrap();
+    let (s, v) = a
+        .as_key(key, "GET", &format!("/v1beta/interactions/{id}"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // Undecoded, it is another key.
+    let (s, _, _) = a
+        .send("GET", &format!("/v1beta/interactions/{id}?key=a%2Fb"), &[], None)
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
 async fn another_key_gets_404_for_everything_of_the_first() {
     let a = app(None, 25);
     // A's finished interaction, running background interaction and file.
