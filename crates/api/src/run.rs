@@ -30,6 +30,68 @@ use crate::AppState;
 /// Chains longer than this are refused (a guard against cycles in a damaged store).
 const MAX_CHAIN: usize = 100_000;
 
+/// Quick tries at saving a finished interaction before it is marked failed.
+const SAVE_TRIES: u32 = 3;
+/// The longest wait between tries at saving the failed mark.
+const SAVE_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Save a finished interaction, trying again a few times. When the store cannot take it
+/// (a full disk, say), the record to keep trying with is returned: the same turn marked
+/// `failed`, so that no reader waits on it as if it still ran.
+async fn save_end(st: &AppState, record: &InteractionRecord) -> Result<(), InteractionRecord> {
+    let mut last = String::new();
+    for i in 0..SAVE_TRIES {
+        if i > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(250 << i)).await;
+        }
+        match st.store.finish(record).await {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                tracing::error!(id = %record.id, "cannot save interaction (try {}): {e}", i + 1);
+                last = e.to_string();
+            }
+        }
+    }
+    let mut failed = record.clone();
+    failed.status = Status::Failed;
+    failed.error = Some(format!("the interaction ended but could not be saved: {last}"));
+    Err(failed)
+}
+
+/// Keep trying to store a failed mark until the store takes it (or the interaction was
+/// deleted meanwhile); until then it stays among the running ones, whose log tells readers
+/// in this process how it ended. Another process restarting on the store fails it too.
+async fn keep_saving(st: AppState, failed: InteractionRecord) {
+    let mut wait = std::time::Duration::from_millis(500);
+    loop {
+        match st.store.finish(&failed).await {
+            Ok(_) => break,
+            Err(e) => {
+                tracing::warn!(id = %failed.id, "cannot mark interaction failed yet: {e}");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(SAVE_BACKOFF_MAX);
+            }
+        }
+    }
+    tracing::info!(id = %failed.id, "interaction marked failed after its save failed");
+    st.running.lock().expect("poisoned").remove(&failed.id);
+}
+
+/// The output cap of a request: its own `max_output_tokens`, else the server's default, else
+/// the model's default, else none (`u32::MAX`: the context's end stops the answer, as the
+/// model's output limit does at Google).
+pub fn output_cap(
+    requested: Option<u32>,
+    server_default: Option<u32>,
+    model: Option<&localgem_core::ModelInfo>,
+) -> u32 {
+    requested
+        .or(server_default)
+        .or(model.and_then(|m| m.default_max_output_tokens))
+        .unwrap_or(u32::MAX)
+        .max(1)
+}
+
 /// How a generation ended, as its log reports it.
 #[derive(Debug, Clone)]
 pub enum Outcome {
@@ -104,6 +166,11 @@ impl LiveLog {
             }
             from += events.len();
         }
+    }
+
+    /// The outcome, if the log has ended (without waiting).
+    pub fn ended(&self) -> Option<Outcome> {
+        self.inner.lock().expect("poisoned").outcome.clone()
     }
 
     /// The output steps produced so far.
@@ -799,6 +866,11 @@ pub async fn start(
         images,
     )?;
     let model_label = engine_model.clone();
+    let cap = output_cap(
+        req.max_output_tokens,
+        state.config.default_max_output_tokens,
+        served.iter().find(|m| m.id == engine_model),
+    );
     let generation = state
         .engine
         .generate(GenerateRequest {
@@ -806,9 +878,7 @@ pub async fn start(
             messages,
             sampling: req.sampling,
             stop_sequences: req.stop_sequences.clone(),
-            max_output_tokens: req
-                .max_output_tokens
-                .unwrap_or(state.config.default_max_output_tokens),
+            max_output_tokens: cap,
             cache_scope: tenant.0.clone(),
             tools: req.tools.clone(),
             tool_mode: req.tool_mode,
@@ -941,17 +1011,13 @@ pub async fn start(
         record.error = error;
         record.updated = now();
         record.output = live.log.steps();
-        let outcome = if store {
-            let saved = st.store.finish(&record).await;
-            match saved {
-                Ok(_) => Outcome::Done(Box::new(record.clone())),
-                Err(e) => {
-                    tracing::error!(id = %record.id, "cannot save interaction: {e}");
-                    Outcome::StoreFailed(e.to_string())
-                }
+        let (outcome, unsaved) = if store {
+            match save_end(&st, &record).await {
+                Ok(()) => (Outcome::Done(Box::new(record.clone())), None),
+                Err(failed) => (Outcome::StoreFailed(failed.error.clone().unwrap_or_default()), Some(failed)),
             }
         } else {
-            Outcome::Done(Box::new(record.clone()))
+            (Outcome::Done(Box::new(record.clone())), None)
         };
         if matches!(outcome, Outcome::Done(_)) {
             live.log.push(with_id(
@@ -964,8 +1030,15 @@ pub async fn start(
             g.outcome = Some(outcome);
         }
         live.log.bump();
-        if store {
-            st.running.lock().expect("poisoned").remove(&record.id);
+        match unsaved {
+            // Readers here see the end through the log; the store gets it when it can.
+            Some(failed) => {
+                tokio::spawn(keep_saving(st.clone(), failed));
+            }
+            None if store => {
+                st.running.lock().expect("poisoned").remove(&record.id);
+            }
+            None => {}
         }
         tracing::info!(
             id = %record.id, status = record.status.as_str(),
