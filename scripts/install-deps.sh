@@ -7,7 +7,9 @@ need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
 command -v make >/dev/null 2>&1 || need+=(make)
-ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
+# bindgen needs libclang itself (libclang.so from libclang-dev); libclang-cpp, which some
+# images carry alone, does not do.
+ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 || need+=(libclang-dev)
 command -v python3 >/dev/null 2>&1 || need+=(python3 python3-pip python3-venv)
 if [ "${1:-}" = "--test" ]; then
   command -v jq >/dev/null 2>&1 || need+=(jq)
