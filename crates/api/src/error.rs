@@ -178,6 +178,10 @@ impl From<EngineError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
+            StoreError::Full(_) => {
+                tracing::error!("store: {e}");
+                ApiError::unavailable("the server's storage is full; nothing was run")
+            }
             StoreError::Backend(_) | StoreError::Corrupt { .. } | StoreError::Duplicate(_) => {
                 ApiError::internal(e)
             }

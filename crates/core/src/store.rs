@@ -77,6 +77,9 @@ pub enum StoreError {
         /// What failed.
         reason: String,
     },
+    /// The storage is full (a full disk): nothing was written.
+    #[error("storage full: {0}")]
+    Full(String),
     /// An insert hit an existing id (of the same tenant, for files).
     #[error("interaction {0} already exists")]
     Duplicate(String),

@@ -15,7 +15,13 @@ pub struct SqliteStore {
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
+    let msg = e.to_string();
+    // SQLITE_FULL ("database or disk is full"): a full disk, not a broken database.
+    if msg.contains("disk is full") {
+        StoreError::Full(msg)
+    } else {
+        StoreError::Backend(msg)
+    }
 }
 
 impl SqliteStore {
