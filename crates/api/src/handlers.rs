@@ -73,8 +73,12 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
     to_bytes(body, limit).await.map_err(|e| {
         let too_large = std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
             .any(|e| e.is::<http_body_util::LengthLimitError>());
+        let stalled = std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
+            .any(|e| e.is::<tower_http::timeout::TimeoutError>());
         if too_large {
             ApiError::too_large(limit)
+        } else if stalled {
+            ApiError::request_timeout("the request body stopped arriving; send it again")
         } else {
             ApiError::bad_request(format!("cannot read the request body: {e}"))
         }
@@ -131,7 +135,14 @@ pub async fn create(
         Some(Outcome::Done(record)) => {
             Ok(Json(to_wire(&record, StepsView::Output)).into_response())
         }
-        Some(Outcome::StoreFailed(e)) => Err(ApiError::internal(e)),
+        // The work is done and cannot be redone by a retry: answer what happened (the
+        // stored record ends up `failed` with the same error), not a 5xx the SDKs retry.
+        Some(Outcome::StoreFailed(e)) => {
+            tracing::warn!(id = %running.id, "answered a finished interaction that was not saved: {e}");
+            let mut it = run::partial(&running.id, &running.model, Status::Failed, running.created);
+            it.steps = Some(running.live.log.steps());
+            Ok(Json(it).into_response())
+        }
         None => Err(ApiError::internal("generation task ended without a result")),
     }
 }
@@ -172,6 +183,11 @@ pub async fn get_interaction(
     if !stream {
         if let (false, Some(live)) = (record.status.is_terminal(), &live) {
             record.output = live.log.steps();
+            if let Some(Outcome::StoreFailed(e)) = live.log.ended() {
+                // Over, but not saved yet: say how it ended, not that it still runs.
+                record.status = Status::Failed;
+                record.error = Some(e);
+            }
         }
         return Ok(Json(to_wire(&record, StepsView::All)).into_response());
     }
@@ -243,7 +259,7 @@ pub async fn cancel(
     Ok(Json(to_wire(&record, StepsView::All)).into_response())
 }
 
-fn wire_model(name: &str, info: &localgem_core::ModelInfo, max_out: u32) -> Model {
+fn wire_model(name: &str, info: &localgem_core::ModelInfo) -> Model {
     Model {
         name: format!("models/{name}"),
         base_model_id: info.id.clone(),
@@ -251,20 +267,20 @@ fn wire_model(name: &str, info: &localgem_core::ModelInfo, max_out: u32) -> Mode
         display_name: info.display_name.clone(),
         description: format!("{} served locally by localgem", info.display_name),
         input_token_limit: info.context_tokens,
-        output_token_limit: u64::from(max_out),
+        // An answer can fill what the prompt leaves of the context.
+        output_token_limit: info.context_tokens,
         supported_generation_methods: vec!["interactions".into()],
     }
 }
 
 /// `GET /{v}/models`.
 pub async fn list_models(State(st): State<AppState>, _caller: Tenant) -> Json<ModelList> {
-    let max = st.config.default_max_output_tokens;
     Json(ModelList {
         models: st
             .engine
             .models()
             .iter()
-            .map(|m| wire_model(&m.id, m, max))
+            .map(|m| wire_model(&m.id, m))
             .collect(),
     })
 }
@@ -281,11 +297,7 @@ pub async fn get_model(
         .iter()
         .find(|m| m.id == target)
         .ok_or_else(|| ApiError::not_found(format!("model {id:?} not found")))?;
-    Ok(Json(wire_model(
-        &id,
-        info,
-        st.config.default_max_output_tokens,
-    )))
+    Ok(Json(wire_model(&id, info)))
 }
 
 /// Unknown paths.

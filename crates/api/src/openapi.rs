@@ -22,9 +22,10 @@ use utoipa::OpenApi;
         (status = 401, description = "No API key", body = ErrorEnvelope),
         (status = 403, description = "Unknown API key", body = ErrorEnvelope),
         (status = 404, description = "Unknown model or previous interaction", body = ErrorEnvelope),
+        (status = 408, description = "The body stopped arriving", body = ErrorEnvelope),
         (status = 413, description = "Body too large", body = ErrorEnvelope),
         (status = 429, description = "Busy", body = ErrorEnvelope),
-        (status = 503, description = "Model loading", body = ErrorEnvelope),
+        (status = 503, description = "Model loading, storage full, or too many connections", body = ErrorEnvelope),
     ))]
 fn create() {}
 
@@ -86,7 +87,9 @@ fn get_model() {}
          body = UploadResponse),
         (status = 400, description = "Bad upload", body = GoogleError),
         (status = 404, description = "Unknown upload", body = GoogleError),
+        (status = 409, description = "The key already has a file or an upload by that name", body = GoogleError),
         (status = 413, description = "Too large", body = GoogleError),
+        (status = 503, description = "The disk is full (the upload is kept)", body = GoogleError),
     ))]
 fn upload() {}
 

@@ -1056,3 +1056,32 @@ pub async fn start(
         guard,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(default: Option<u32>) -> localgem_core::ModelInfo {
+        localgem_core::ModelInfo {
+            id: "m".into(),
+            display_name: "m".into(),
+            context_tokens: 4096,
+            ready: true,
+            vision: false,
+            default_max_output_tokens: default,
+        }
+    }
+
+    #[test]
+    fn the_output_cap_is_the_requests_then_the_servers_then_the_models_then_none() {
+        let tiny = model(Some(512));
+        let real = model(None);
+        assert_eq!(output_cap(Some(7), Some(100), Some(&tiny)), 7);
+        assert_eq!(output_cap(None, Some(100), Some(&tiny)), 100);
+        assert_eq!(output_cap(None, None, Some(&tiny)), 512);
+        // No cap at all: the context's end stops the answer.
+        assert_eq!(output_cap(None, None, Some(&real)), u32::MAX);
+        assert_eq!(output_cap(None, None, None), u32::MAX);
+        assert_eq!(output_cap(Some(0), None, None), 1);
+    }
+}

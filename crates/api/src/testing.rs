@@ -66,6 +66,7 @@ impl Engine for FakeEngine {
             context_tokens: 1000,
             ready: true,
             vision: self.vision,
+            default_max_output_tokens: None,
         }]
     }
 

@@ -28,7 +28,7 @@ fn app_with(engine: FakeEngine, store: Arc<dyn Store>, max_body: usize) -> App {
         ApiConfig {
             aliases: ModelAliases::parse(&["gemini-*=default".into()], FakeEngine::MODEL).unwrap(),
             max_body_bytes: max_body,
-            default_max_output_tokens: 64,
+            default_max_output_tokens: Some(64),
             sampling: Default::default(),
             signer: localgem_api::signature::Signer::new(b"test-key".to_vec()),
             keys: None,

@@ -36,6 +36,9 @@ pub struct Bundled {
     pub sha256: &'static str,
     /// Size of the assembled file in bytes.
     pub size: u64,
+    /// Output cap for requests that set none: these tiny models can ramble until the
+    /// context is full, which no user of the API expects of an answer.
+    pub default_max_output_tokens: Option<u32>,
 }
 
 /// The bundled models; the first is the default.
@@ -51,6 +54,7 @@ pub const BUNDLED: &[Bundled] = &[
         }],
         sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         size: 98_362_432,
+        default_max_output_tokens: Some(512),
     },
     Bundled {
         id: "gemma-3-270m",
@@ -80,6 +84,7 @@ pub const BUNDLED: &[Bundled] = &[
         ],
         sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
         size: 253_113_024,
+        default_max_output_tokens: Some(512),
     },
 ];
 

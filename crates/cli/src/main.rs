@@ -9,9 +9,11 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use localgem_api::serve::ServeLimits;
 use localgem_api::signature::Signer;
 use localgem_api::{ApiConfig, AppState, ModelAliases};
 use localgem_core::{ChatMessage, Engine, EngineEvent, GenerateRequest, Role, Sampling, Store};
@@ -124,14 +126,30 @@ struct ServeArgs {
     #[arg(long, env = "LOCALGEM_MAX_BODY_BYTES", default_value_t = ApiConfig::default().max_body_bytes)]
     max_body_bytes: usize,
     /// Output cap when a request sets no `max_output_tokens`.
-    #[arg(long, env = "LOCALGEM_DEFAULT_MAX_OUTPUT_TOKENS", default_value_t = ApiConfig::default().default_max_output_tokens)]
-    default_max_output_tokens: u32,
+    /// Unset: the model's own default (the bundled tiny models have one, since they ramble),
+    /// else none: the answer runs until the model stops or the context is full.
+    #[arg(long, env = "LOCALGEM_DEFAULT_MAX_OUTPUT_TOKENS")]
+    default_max_output_tokens: Option<u32>,
     /// Temperature when a request sets none (tiny models ramble at Gemini's 1.0).
     #[arg(long, env = "LOCALGEM_DEFAULT_TEMPERATURE", default_value_t = localgem_api::validate::SamplingDefaults::default().temperature)]
     default_temperature: f32,
     /// `top_p` when a request sets none.
     #[arg(long, env = "LOCALGEM_DEFAULT_TOP_P", default_value_t = localgem_api::validate::SamplingDefaults::default().top_p)]
     default_top_p: f32,
+    /// Seconds a client has to send a request's headers; also how long a kept-alive
+    /// connection may sit idle between requests.
+    #[arg(long, env = "LOCALGEM_HEADER_TIMEOUT_SECS", default_value_t = ServeLimits::default().header_read_timeout.as_secs())]
+    header_timeout_secs: u64,
+    /// Seconds a request body may go without sending a byte before the request ends (408).
+    #[arg(long, env = "LOCALGEM_BODY_TIMEOUT_SECS", default_value_t = ServeLimits::default().body_timeout.as_secs())]
+    body_timeout_secs: u64,
+    /// Connections served at once; one more is answered 503 and closed.
+    #[arg(long, env = "LOCALGEM_MAX_CONNECTIONS", default_value_t = ServeLimits::default().max_connections)]
+    max_connections: usize,
+    /// On SIGTERM, seconds requests in flight may run on before they are cut; then the KV
+    /// states are written (at most 30 s more) and the server exits.
+    #[arg(long, env = "LOCALGEM_SHUTDOWN_GRACE_SECS", default_value_t = ServeLimits::default().shutdown_grace.as_secs())]
+    shutdown_grace_secs: u64,
     /// Log format: `text` or `json`.
     #[arg(long, env = "LOCALGEM_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -253,6 +271,7 @@ fn resolve_models(common: &Common, args: &EngineArgs) -> Result<(Vec<ModelSpec>,
                         .unwrap_or_default(),
                     mmproj: projector_beside(&path),
                     path,
+                    default_max_output_tokens: None,
                 }
             }
             None => {
@@ -271,6 +290,7 @@ fn resolve_models(common: &Common, args: &EngineArgs) -> Result<(Vec<ModelSpec>,
                     display_name: b.display_name.to_owned(),
                     path: b.ensure(&dir, &common.python)?,
                     mmproj: None,
+                    default_max_output_tokens: b.default_max_output_tokens,
                 }
             }
         };
@@ -295,6 +315,7 @@ fn resolve_models(common: &Common, args: &EngineArgs) -> Result<(Vec<ModelSpec>,
                 display_name: b.display_name.to_owned(),
                 path: b.ensure(&dir, &common.python)?,
                 mmproj: None,
+                default_max_output_tokens: b.default_max_output_tokens,
             },
         );
     }
@@ -545,7 +566,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         ApiConfig {
             aliases,
             max_body_bytes: args.max_body_bytes,
-            default_max_output_tokens: args.default_max_output_tokens.max(1),
+            default_max_output_tokens: args.default_max_output_tokens.map(|n| n.max(1)),
             sampling: localgem_api::validate::SamplingDefaults {
                 temperature: args.default_temperature.clamp(0.0, 2.0),
                 top_p: args.default_top_p.clamp(0.0, 1.0),
@@ -615,8 +636,13 @@ async fn serve(args: ServeArgs) -> Result<()> {
     println!("  export GOOGLE_GEMINI_BASE_URL=http://{addr}");
     println!("  export GEMINI_API_KEY=anything");
     let _ = std::io::stdout().flush();
-    axum::serve(listener, localgem_api::router(state))
-        .with_graceful_shutdown(shutdown_signal())
+    let limits = ServeLimits {
+        header_read_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
+        body_timeout: Duration::from_secs(args.body_timeout_secs.max(1)),
+        max_connections: args.max_connections.max(1),
+        shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+    };
+    localgem_api::serve::serve(listener, localgem_api::router(state), limits, shutdown_signal())
         .await?;
     // In-flight requests are done: put every KV state on disk before exiting.
     engine.drain(std::time::Duration::from_secs(30)).await;

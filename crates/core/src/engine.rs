@@ -309,6 +309,10 @@ pub struct ModelInfo {
     /// Whether the model takes images (it has a vision projector).
     #[serde(default)]
     pub vision: bool,
+    /// Output cap for requests that set none (a tiny model that rambles has one); without
+    /// it an answer runs until the model stops or the context is full.
+    #[serde(default)]
+    pub default_max_output_tokens: Option<u32>,
 }
 
 /// Why the engine refused a request.
