@@ -6,9 +6,9 @@
 //! the model cannot take them.
 
 use base64::Engine as _;
-use sha2::Digest as _;
 use localgem_core::Image;
 use localgem_wire::{Content, Media, Step};
+use sha2::Digest as _;
 
 use crate::error::ApiError;
 use crate::files::file_id;

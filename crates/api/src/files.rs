@@ -16,7 +16,9 @@ use serde_json::{json, Value};
 
 use crate::error::ApiError;
 use crate::tenant::Tenant;
-pub use crate::upload::{prepare_dir, upload, FilesError, UploadStatus, Uploads, CHUNK, UPLOAD_IDLE};
+pub use crate::upload::{
+    prepare_dir, upload, FilesError, UploadStatus, Uploads, CHUNK, UPLOAD_IDLE,
+};
 use crate::AppState;
 
 /// How long an uploaded file is kept (Google keeps files 48 hours).

@@ -54,7 +54,9 @@ async fn save_end(st: &AppState, record: &InteractionRecord) -> Result<(), Inter
     }
     let mut failed = record.clone();
     failed.status = Status::Failed;
-    failed.error = Some(format!("the interaction ended but could not be saved: {last}"));
+    failed.error = Some(format!(
+        "the interaction ended but could not be saved: {last}"
+    ));
     Err(failed)
 }
 
@@ -1014,7 +1016,10 @@ pub async fn start(
         let (outcome, unsaved) = if store {
             match save_end(&st, &record).await {
                 Ok(()) => (Outcome::Done(Box::new(record.clone())), None),
-                Err(failed) => (Outcome::StoreFailed(failed.error.clone().unwrap_or_default()), Some(failed)),
+                Err(failed) => (
+                    Outcome::StoreFailed(failed.error.clone().unwrap_or_default()),
+                    Some(failed),
+                ),
             }
         } else {
             (Outcome::Done(Box::new(record.clone())), None)

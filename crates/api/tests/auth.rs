@@ -202,7 +202,12 @@ async fn a_percent_encoded_query_key_is_the_same_key_as_in_the_header() {
     let a = app(Some(KeySet::new([key])), 0);
     let body = json!({"model": "fake-model", "input": "hi", "store": true});
     let (s, made, _) = a
-        .send("POST", "/v1beta/interactions?key=a%2Fb%2Bc%3D%3D", &[], Some(body))
+        .send(
+            "POST",
+            "/v1beta/interactions?key=a%2Fb%2Bc%3D%3D",
+            &[],
+            Some(body),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{made}");
     // Same tenant whichever way the key came: the header reads what the query made.
@@ -213,7 +218,12 @@ async fn a_percent_encoded_query_key_is_the_same_key_as_in_the_header() {
     assert_eq!(s, StatusCode::OK, "{v}");
     // Undecoded, it is another key.
     let (s, _, _) = a
-        .send("GET", &format!("/v1beta/interactions/{id}?key=a%2Fb"), &[], None)
+        .send(
+            "GET",
+            &format!("/v1beta/interactions/{id}?key=a%2Fb"),
+            &[],
+            None,
+        )
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
 }

@@ -1,7 +1,6 @@
 //! The Files API over HTTP: the resumable upload protocol as the SDKs speak it, get, list and
 //! delete, tenancy, and every way an upload can go wrong leaving nothing behind.
 
-
 mod common;
 
 use axum::http::StatusCode;

@@ -62,7 +62,13 @@ async fn read_through_prompt(a: &App, key: &str, id: &str) -> common::Reply {
 
 fn last_prompt(a: &App) -> String {
     let reqs = a.fake.requests.lock().unwrap();
-    reqs.last().unwrap().messages.last().unwrap().content.clone()
+    reqs.last()
+        .unwrap()
+        .messages
+        .last()
+        .unwrap()
+        .content
+        .clone()
 }
 
 #[tokio::test]
@@ -231,7 +237,10 @@ async fn a_damaged_stored_file_is_refused_not_used() {
     let r = read_through_prompt(&a, "k", &id).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
     let msg = r.body["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("damaged") && msg.contains("0 bytes of"), "{msg}");
+    assert!(
+        msg.contains("damaged") && msg.contains("0 bytes of"),
+        "{msg}"
+    );
     // Gone.
     std::fs::remove_file(&blob).unwrap();
     let r = read_through_prompt(&a, "k", &id).await;

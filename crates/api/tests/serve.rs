@@ -152,7 +152,9 @@ async fn past_the_connection_limit_a_client_reads_503() {
     ok.write_all(b"GET /healthz HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
         .await
         .unwrap();
-    let reply = read_to_close(&mut ok, Duration::from_secs(5)).await.unwrap();
+    let reply = read_to_close(&mut ok, Duration::from_secs(5))
+        .await
+        .unwrap();
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
 }
 
@@ -195,7 +197,10 @@ async fn shutdown_is_bounded_whatever_clients_do() {
     let reply = read_to_close(&mut working, Duration::from_secs(5))
         .await
         .unwrap();
-    assert!(reply.starts_with("HTTP/1.1 200"), "in-flight work finishes: {reply}");
+    assert!(
+        reply.starts_with("HTTP/1.1 200"),
+        "in-flight work finishes: {reply}"
+    );
     tokio::time::timeout(Duration::from_secs(5), &mut srv.done)
         .await
         .expect("serve returned within the grace")

@@ -642,8 +642,13 @@ async fn serve(args: ServeArgs) -> Result<()> {
         max_connections: args.max_connections.max(1),
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
     };
-    localgem_api::serve::serve(listener, localgem_api::router(state), limits, shutdown_signal())
-        .await?;
+    localgem_api::serve::serve(
+        listener,
+        localgem_api::router(state),
+        limits,
+        shutdown_signal(),
+    )
+    .await?;
     // In-flight requests are done: put every KV state on disk before exiting.
     engine.drain(std::time::Duration::from_secs(30)).await;
     store.close().await;

@@ -64,7 +64,10 @@ fn slow_clients_cannot_hold_the_server() {
             refused += 1;
         }
     }
-    assert!(refused >= 5, "only {refused} of 10 past the limit were refused");
+    assert!(
+        refused >= 5,
+        "only {refused} of 10 past the limit were refused"
+    );
     // Every stalled connection is closed by the server within the header timeout (+ slack).
     let t = Instant::now();
     for c in &mut held {
@@ -198,9 +201,11 @@ fn a_run_ending_on_a_full_disk_ends_failed_and_readers_do_not_wait() {
     let (st, kept) = s.post(greedy("Name a colour.", 8));
     assert_eq!(st, 200, "{kept}");
     // A background run long enough to fill the disk while it generates.
-    let (st, bg) = s.post(json!({"model": "gemini-3-flash-preview", "background": true,
+    let (st, bg) = s.post(
+        json!({"model": "gemini-3-flash-preview", "background": true,
         "input": "Write a long story about a lighthouse keeper and the sea.",
-        "generation_config": {"temperature": 0, "max_output_tokens": 400}}));
+        "generation_config": {"temperature": 0, "max_output_tokens": 400}}),
+    );
     assert_eq!(st, 200, "{bg}");
     let id = bg["id"].as_str().unwrap().to_owned();
     let filler = fs.fill();
@@ -212,7 +217,10 @@ fn a_run_ending_on_a_full_disk_ends_failed_and_readers_do_not_wait() {
             assert_eq!(status, "failed", "the answer could not have been saved");
             break;
         }
-        assert!(Instant::now() < deadline, "still in_progress on a full disk");
+        assert!(
+            Instant::now() < deadline,
+            "still in_progress on a full disk"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     // An attach ends at once instead of waiting on a run that no longer runs.
