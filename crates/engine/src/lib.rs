@@ -9,7 +9,9 @@ pub mod constrain;
 pub mod kv;
 pub mod media;
 pub mod parse;
+mod prompt;
 pub mod scheduler;
+pub mod special;
 pub mod spill;
 mod telemetry;
 pub mod template;
@@ -18,13 +20,14 @@ mod worker;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use localgem_core::{Engine, EngineError, GenerateRequest, Generation, ModelInfo};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use prompt::Prompter;
 use worker::{Command, LoadState};
 
 /// A GGUF file served under an id.
@@ -38,6 +41,9 @@ pub struct ModelSpec {
     pub display_name: String,
     /// A vision projector (mmproj GGUF) for the model: with one, it takes images.
     pub mmproj: Option<PathBuf>,
+    /// Output cap for requests that set none; `None`: until the model stops or the context
+    /// is full.
+    pub default_max_output_tokens: Option<u32>,
 }
 
 /// Engine settings shared by all models.
@@ -119,6 +125,8 @@ struct ModelWorker {
     spec: ModelSpec,
     tx: mpsc::Sender<Command>,
     state: watch::Receiver<LoadState>,
+    /// Renders and tokenizes prompts in the requests' tasks; set once the model has loaded.
+    prompter: Arc<OnceLock<Arc<Prompter>>>,
 }
 
 /// Handle to the engine threads; cheap to share behind an `Arc`.
@@ -154,11 +162,13 @@ impl LlamaEngine {
             let (state_tx, state) = watch::channel(LoadState::Loading);
             let (path, id, cfg) = (spec.path.clone(), spec.id.clone(), config.clone());
             let mmproj = spec.mmproj.clone();
+            let prompter = Arc::new(OnceLock::new());
+            let cell = prompter.clone();
             std::thread::Builder::new()
                 .name(format!("engine-{}", spec.id))
                 .spawn(move || {
                     let run = std::panic::AssertUnwindSafe(|| {
-                        worker::run(path, mmproj, id, cfg, rx, &state_tx)
+                        worker::run(path, mmproj, id, cfg, rx, &state_tx, &cell)
                     });
                     if std::panic::catch_unwind(run).is_err() {
                         // Queued requests see their channels close; health turns 503.
@@ -169,7 +179,15 @@ impl LlamaEngine {
                 .map_err(|e| {
                     EngineError::Unavailable(format!("cannot spawn engine thread: {e}"))
                 })?;
-            map.insert(spec.id.clone(), ModelWorker { spec, tx, state });
+            map.insert(
+                spec.id.clone(),
+                ModelWorker {
+                    spec,
+                    tx,
+                    state,
+                    prompter,
+                },
+            );
         }
         Ok(LlamaEngine {
             models: map,
@@ -247,6 +265,7 @@ impl Engine for LlamaEngine {
                     ready: matches!(state, LoadState::Ready { .. }),
                     // A projector that fails to load fails the model: never served text-only.
                     vision: w.spec.mmproj.is_some(),
+                    default_max_output_tokens: w.spec.default_max_output_tokens,
                 }
             })
             .collect()
@@ -292,9 +311,19 @@ impl Engine for LlamaEngine {
         if let Some(e) = failed {
             return Err(EngineError::Unavailable(e));
         }
+        // The template and the tokenizer run here, on the blocking pool, not on the engine
+        // thread: a huge prompt costs its own request time, never the other requests'.
+        let prompter = w
+            .prompter
+            .get()
+            .cloned()
+            .ok_or_else(|| EngineError::Unavailable("the model is not loaded".into()))?;
+        let rendered = tokio::task::spawn_blocking(move || prompter.render(request))
+            .await
+            .map_err(|e| EngineError::Unavailable(format!("preparing the prompt failed: {e}")))??;
         let (admit, admitted) = oneshot::channel();
         w.tx.try_send(Command::Generate {
-            request: Box::new(request),
+            rendered: Box::new(rendered),
             admit,
         })
         .map_err(|e| match e {

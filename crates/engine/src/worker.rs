@@ -1,18 +1,19 @@
 //! The thread that owns one model and its context.
 //!
 //! Threading model: llama.cpp's `LlamaContext` borrows the model and is not `Send`, so both live
-//! on this one OS thread for their whole life. Requests arrive over a bounded tokio channel;
-//! each step of the loop admits new requests, drops cancelled ones (their event receiver is
-//! gone), plans one batch across all live sequences (one token per decoding sequence plus
-//! chunks of pending prompts), runs one `decode`, and samples and streams one token per
-//! sequence whose logits were computed.
+//! on this one OS thread for their whole life (the model itself is shared, read-only, with the
+//! callers, which render and tokenize prompts: [`crate::prompt`]). Requests arrive tokenized
+//! over a bounded tokio channel; each step of the loop admits new requests, drops cancelled
+//! ones (their event receiver is gone), plans one batch across all live sequences (one token
+//! per decoding sequence plus chunks of pending prompts), runs one `decode`, and samples and
+//! streams one token per sequence whose logits were computed.
 
 use std::collections::VecDeque;
 use std::io::Read;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use llama_cpp_2::context::params::LlamaContextParams;
@@ -29,14 +30,15 @@ use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
 use llguidance::Matcher;
 use localgem_core::{
-    EngineError, EngineEvent, FinishReason, GenerateRequest, Generation, TokenUsage, ToolMode,
+    EngineError, EngineEvent, FinishReason, GenerateRequest, Generation, TokenUsage,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::constrain::{grammar_for, try_token, Grammars, Verdict};
+use crate::constrain::{try_token, Closer, Grammars, Pick, Verdict};
 use crate::kv::KvManager;
 use crate::media::{self, MediaSpan};
 use crate::parse::{OutputParser, Piece};
+use crate::prompt::{special_texts, Prompter, Rendered};
 use crate::scheduler::{background_budget, plan, SeqState};
 use crate::spill::{state_name, Candidate, SpillDir};
 use crate::telemetry::EngineMetrics;
@@ -46,8 +48,9 @@ use crate::{backend, EngineConfig};
 
 /// A message to the worker.
 pub(crate) enum Command {
+    /// A request whose prompt the caller rendered and tokenized ([`Prompter`]).
     Generate {
-        request: Box<GenerateRequest>,
+        rendered: Box<Rendered>,
         admit: oneshot::Sender<Result<Generation, EngineError>>,
     },
     /// Finish what is running, prefill pending answers, write every state to disk, then stop
@@ -80,7 +83,7 @@ struct Pending {
     in_thought: bool,
 }
 
-/// A rendered prompt as tokens, with its images and the projector input prepared for them.
+/// A prompt as tokens, with its images and the projector input prepared for them.
 struct Tokenized {
     tokens: Vec<LlamaToken>,
     media: Vec<MediaSpan>,
@@ -100,8 +103,10 @@ struct Prepared {
 /// Thought tokens allowed when the request sets no budget.
 const DEFAULT_THOUGHT_BUDGET: u32 = 1024;
 
-/// Under a grammar, this many tokens before the output cap the sampler starts closing the
-/// JSON (strings, arrays, objects) so it still parses when the cap arrives.
+/// Under a grammar, within this many tokens (a quarter of the cap at most) of the last one
+/// that still leaves room to complete the output, the output wraps up: it ends as soon as
+/// the grammar allows, and takes no token that makes completing it longer. (Completing it
+/// within the cap and the context is kept possible at every token, see [`Closer`].)
 const CLOSE_MARGIN: u32 = 48;
 
 /// A live sequence holding a KV slot.
@@ -131,6 +136,8 @@ struct Seq {
     parser: OutputParser,
     /// The grammar the output must follow.
     matcher: Option<Matcher>,
+    /// Keeps the grammar's output completable within the tokens left.
+    closer: Closer,
     /// Tokens to feed instead of sampling (closing a thought whose budget is spent).
     forced: VecDeque<LlamaToken>,
     /// Generated tokens that were reasoning.
@@ -193,58 +200,26 @@ fn emit(s: &mut Seq, piece: Piece) -> bool {
 /// allows it (the common case, and cheap); otherwise the full mask is computed and the
 /// sampler picks again among the allowed tokens only. `None` when nothing is allowed (the
 /// grammar is complete).
-///
-/// Near the output cap (`closing` holds the closing tokens) it ends the output instead: the
-/// end of generation when the grammar allows it, else the most closing allowed token, so
-/// JSON cut by the cap still parses.
 fn sample_constrained(
     sampler: &mut LlamaSampler,
     m: &mut Matcher,
     ctx: &LlamaContext<'_>,
     idx: i32,
     vocab: &llama_cpp_2::vocab::LlamaVocab<'_>,
-    closing: Option<&[(u32, u8)]>,
 ) -> Option<LlamaToken> {
     if m.is_stopped() {
         return None;
     }
-    // (mask, whether the grammar may end here), computed only when the sampler's pick missed.
-    let (mask, accepting) = match closing {
-        Some(closers) => {
-            if m.is_accepting().unwrap_or(false) {
-                return Some(vocab.eos());
-            }
-            let mask = m.compute_mask().ok()?;
-            let logits = ctx.get_logits_ith(idx);
-            let best = closers
-                .iter()
-                .filter(|(t, _)| mask.is_allowed(*t))
-                .max_by(|a, b| {
-                    a.1.cmp(&b.1).then(
-                        logits[a.0 as usize]
-                            .partial_cmp(&logits[b.0 as usize])
-                            .unwrap_or(std::cmp::Ordering::Equal),
-                    )
-                });
-            if let Some(&(t, _)) = best {
-                if try_token(m, t) == Verdict::Accepted {
-                    return Some(LlamaToken(t as i32));
-                }
-            }
-            (mask, false)
+    let first = sampler.sample(ctx, idx);
+    if vocab.is_eog(first) {
+        if m.is_accepting().unwrap_or(false) {
+            return Some(first);
         }
-        None => {
-            let first = sampler.sample(ctx, idx);
-            if vocab.is_eog(first) {
-                if m.is_accepting().unwrap_or(false) {
-                    return Some(first);
-                }
-            } else if try_token(m, first.0 as u32) == Verdict::Accepted {
-                return Some(first);
-            }
-            (m.compute_mask().ok()?, m.is_accepting().unwrap_or(false))
-        }
-    };
+    } else if try_token(m, first.0 as u32) == Verdict::Accepted {
+        return Some(first);
+    }
+    // The sampler's pick missed: the mask, and whether the grammar may end here.
+    let (mask, accepting) = (m.compute_mask().ok()?, m.is_accepting().unwrap_or(false));
     let allowed: Vec<_> = ctx
         .candidates_ith(idx)
         .filter(|d| {
@@ -275,6 +250,7 @@ pub(crate) fn run(
     config: EngineConfig,
     mut rx: mpsc::Receiver<Command>,
     state: &watch::Sender<LoadState>,
+    prompter: &OnceLock<Arc<Prompter>>,
 ) {
     let fail = |msg: String| {
         tracing::error!(model = %model_id, "{msg}");
@@ -288,8 +264,9 @@ pub(crate) fn run(
     if config.gpu_layers > 0 {
         mparams = mparams.with_n_gpu_layers(config.gpu_layers);
     }
+    // Shared with the request tasks, which render and tokenize prompts (`Prompter`).
     let model = match LlamaModel::load_from_file(backend, &path, &mparams) {
-        Ok(m) => m,
+        Ok(m) => Arc::new(m),
         Err(e) => return fail(format!("cannot load {}: {e}", path.display())),
     };
     let parallel = config.parallel.max(1);
@@ -358,6 +335,17 @@ pub(crate) fn run(
             ))
         }
     };
+    let template = match special_texts(&model) {
+        Ok(specials) => Arc::new(template.with_specials(specials)),
+        Err(e) => return fail(e),
+    };
+    let _ = prompter.set(Arc::new(Prompter::new(
+        model.clone(),
+        template.clone(),
+        &model_id,
+        u64::from(per_seq.saturating_sub(1)),
+        vision.is_some(),
+    )));
     tracing::info!(
         model = %model_id, arch = %arch, template = template.source, n_ctx = ctx.n_ctx(),
         per_seq, parallel, threads = config.threads, "model ready"
@@ -548,7 +536,7 @@ struct Worker<'m> {
     grammars: Grammars,
     /// Scopes whose cached states are to be dropped at the next step.
     forget_pending: Vec<String>,
-    template: ChatTemplate,
+    template: Arc<ChatTemplate>,
     per_seq: u32,
     kv: KvManager,
     parallel: usize,
@@ -690,8 +678,8 @@ impl Worker<'_> {
         match cmd {
             Command::Drain { done } => self.draining = Some(done),
             Command::Forget { scope } => self.forget(&scope),
-            Command::Generate { request, admit } => {
-                let result = self.prepare(*request);
+            Command::Generate { rendered, admit } => {
+                let result = self.prepare(*rendered);
                 match result {
                     Ok(p) => {
                         let (tx, events) = mpsc::unbounded_channel();
@@ -743,7 +731,9 @@ impl Worker<'_> {
         }
     }
 
-    fn prepare(&mut self, mut request: GenerateRequest) -> Result<Prepared, EngineError> {
+    /// Queue checks, the output grammar and the images of a request the caller rendered and
+    /// tokenized (the template and the tokenizer never run on this thread).
+    fn prepare(&mut self, rendered: Rendered) -> Result<Prepared, EngineError> {
         if self.waiting.len() >= self.max_queue {
             return Err(EngineError::Overloaded(format!(
                 "{} requests are already waiting for model {}",
@@ -751,15 +741,12 @@ impl Worker<'_> {
                 self.model_id
             )));
         }
-        if request.tool_mode == ToolMode::None {
-            request.tools.clear();
-        }
-        let grammar = grammar_for(&request);
-        // Constrained output starts with the first token: a reasoning block would break it.
-        let thinking_off = request.thinking.budget == Some(0) || grammar.is_some();
-        if grammar.is_some() {
-            request.thinking.budget = Some(0);
-        }
+        let Rendered {
+            request,
+            grammar,
+            runs,
+            in_thought,
+        } = rendered;
         let matcher = match grammar {
             Some(g) => {
                 let model = self.model;
@@ -771,32 +758,11 @@ impl Worker<'_> {
             }
             None => None,
         };
-        let text = self
-            .template
-            .render(&request.messages, &request.tools, thinking_off)
-            .map_err(|e| {
-                EngineError::InvalidPrompt(format!(
-                    "the chat template rejected the conversation: {e}"
-                ))
-            })?;
-        let mut text = text;
-        let mut in_thought = false;
-        if let Some(tags) = self.template.think_tags() {
-            if text.trim_end().ends_with(tags.open.as_str()) {
-                if request.thinking.budget == Some(0) {
-                    // The template opened a thought it cannot leave out: close it in the
-                    // prompt, so the first generated token is the answer's.
-                    text.push_str(&format!("\n{}\n\n", tags.close));
-                } else {
-                    in_thought = true;
-                }
-            }
-        }
         let Tokenized {
             tokens,
             media,
             prepared,
-        } = self.tokenize(&text, &request.messages)?;
+        } = self.place_images(runs, &request.messages)?;
         let limit = u64::from(self.per_seq.saturating_sub(1));
         if tokens.len() as u64 > limit {
             return Err(EngineError::PromptTooLong {
@@ -815,27 +781,19 @@ impl Worker<'_> {
         })
     }
 
-    /// Tokenize a rendered prompt: text as tokens, each image as the synthetic ids of the
-    /// positions it fills.
-    fn tokenize(
+    /// A prompt's tokens: its text runs (see [`Rendered::runs`]) with each image between
+    /// them, as the synthetic ids of the positions it fills.
+    fn place_images(
         &mut self,
-        text: &str,
+        runs: Vec<Vec<LlamaToken>>,
         messages: &[localgem_core::ChatMessage],
     ) -> Result<Tokenized, EngineError> {
-        let vocab = self.model.vocab();
         let images = media::images_of(messages);
-        let bos = vocab.should_add_bos().then(|| vocab.bos());
-        let with_bos = |mut tokens: Vec<LlamaToken>| {
-            if let Some(b) = bos {
-                if tokens.first() != Some(&b) {
-                    tokens.insert(0, b);
-                }
-            }
-            tokens
-        };
+        let mut runs = runs.into_iter();
+        let mut tokens = runs.next().unwrap_or_default();
         if images.is_empty() {
             return Ok(Tokenized {
-                tokens: with_bos(vocab.tokenize(text.as_bytes(), false, true)),
+                tokens,
                 media: Vec::new(),
                 prepared: Vec::new(),
             });
@@ -846,39 +804,24 @@ impl Worker<'_> {
                 self.model_id
             )));
         };
-        let pieces: Vec<&str> = text.split(localgem_core::MEDIA_MARKER).collect();
-        if pieces.len() != images.len() + 1 {
-            return Err(EngineError::InvalidPrompt(format!(
-                "the prompt places {} images but the request has {}: text may not contain \
-                 U+FFFC (the object replacement character), which marks where images go",
-                pieces.len() - 1,
-                images.len()
-            )));
-        }
-        let mut tokens: Vec<LlamaToken> =
-            with_bos(vocab.tokenize(pieces[0].as_bytes(), false, true));
         let mut spans = Vec::new();
         let mut prepared = Vec::new();
-        for (i, piece) in pieces.iter().enumerate() {
-            if i > 0 {
-                tokens.extend(vocab.tokenize(piece.as_bytes(), false, true));
-            }
-            if let Some(image) = images.get(i) {
-                let (n, chunks) = vision
-                    .prepare(image)
-                    .map_err(|e| EngineError::InvalidPrompt(format!("image {}: {e}", i + 1)))?;
-                prepared.push(chunks);
-                spans.push(MediaSpan {
-                    start: tokens.len(),
-                    len: n,
-                    image: image.clone(),
-                });
-                tokens.extend(
-                    media::synthetic_ids(&image.digest, n)
-                        .into_iter()
-                        .map(LlamaToken),
-                );
-            }
+        for (i, (image, run)) in images.iter().zip(runs).enumerate() {
+            let (n, chunks) = vision
+                .prepare(image)
+                .map_err(|e| EngineError::InvalidPrompt(format!("image {}: {e}", i + 1)))?;
+            prepared.push(chunks);
+            spans.push(MediaSpan {
+                start: tokens.len(),
+                len: n,
+                image: image.clone(),
+            });
+            tokens.extend(
+                media::synthetic_ids(&image.digest, n)
+                    .into_iter()
+                    .map(LlamaToken),
+            );
+            tokens.extend(run);
         }
         if spans.last().is_some_and(|s| s.end() == tokens.len()) {
             // Its logits would be needed, and the projector's evaluation does not keep them.
@@ -958,6 +901,7 @@ impl Worker<'_> {
                 scope,
                 parser: OutputParser::new(think, p.in_thought, has_tools),
                 matcher: p.matcher,
+                closer: Closer::default(),
                 forced: VecDeque::new(),
                 thought_tokens: 0,
                 budget: p.request.thinking.budget.unwrap_or(DEFAULT_THOUGHT_BUDGET),
@@ -1112,23 +1056,39 @@ impl Worker<'_> {
             let tok = match s.forced.pop_front() {
                 Some(t) => t,
                 None => match s.matcher.as_mut() {
-                    Some(m) => match sample_constrained(
-                        &mut s.sampler,
-                        m,
-                        ctx,
-                        idx,
-                        &vocab,
-                        (s.max_output.saturating_sub(s.generated - s.thought_tokens)
-                            <= CLOSE_MARGIN.min(s.max_output / 4))
-                        .then_some(self.grammars.closers()),
-                    ) {
-                        Some(t) => t,
-                        None => {
-                            // The grammar allows nothing more: it is complete.
-                            finished.push((i, FinishReason::Stop, false));
-                            continue;
+                    Some(m) => {
+                        // Tokens left counting this one: to the output cap, and to the end
+                        // of the context (see the `ContextFull` check below).
+                        let room = s
+                            .max_output
+                            .saturating_sub(s.generated - s.thought_tokens)
+                            .min(self.per_seq.saturating_sub(s.n_past as u32))
+                            .max(1) as usize;
+                        let margin = CLOSE_MARGIN.min(s.max_output / 4) as usize;
+                        let wrap = s
+                            .closer
+                            .need(&self.grammars, m)
+                            .is_some_and(|need| room <= need + margin);
+                        let sampled = if wrap && m.is_accepting().unwrap_or(false) {
+                            Some(vocab.eos())
+                        } else {
+                            sample_constrained(&mut s.sampler, m, ctx, idx, &vocab)
+                        };
+                        match sampled {
+                            Some(t) if vocab.is_eog(t) => t,
+                            Some(t) => {
+                                match s.closer.settle(&self.grammars, m, t.0 as u32, room, wrap) {
+                                    Pick::Token(t) => LlamaToken(t as i32),
+                                    Pick::End => vocab.eos(),
+                                }
+                            }
+                            None => {
+                                // The grammar allows nothing more: it is complete.
+                                finished.push((i, FinishReason::Stop, false));
+                                continue;
+                            }
                         }
-                    },
+                    }
                     None => s.sampler.sample(ctx, idx),
                 },
             };

@@ -1,0 +1,214 @@
+//! Rendering and tokenizing a request's prompt, off the engine thread.
+//!
+//! The chat template and the tokenizer cost time in proportion to the prompt, and the engine
+//! thread decodes for every tenant: a prompt of many megabytes prepared there would stall
+//! them all. A [`Prompter`] holds what this needs (the model's vocabulary, read-only, and
+//! the compiled template) and is called from the request's own task (on tokio's blocking
+//! pool); the engine thread receives the tokens. llama.cpp's tokenizer only reads the
+//! vocabulary, so it is safe next to a running decode (`LlamaModel` is `Send + Sync`).
+//!
+//! A prompt that is surely too long is refused before it is tokenized at all: no token
+//! stands for more bytes of text than the vocabulary's longest token, so a prompt of more
+//! than `limit * longest` bytes has more than `limit` tokens.
+
+use std::sync::Arc;
+
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::token_type::LlamaTokenAttr;
+use llguidance::api::TopLevelGrammar;
+use localgem_core::{EngineError, GenerateRequest, ToolMode, MEDIA_MARKER};
+use metrics::{counter, Counter};
+
+use crate::constrain::grammar_for;
+use crate::special::{pieces, SpecialTexts};
+use crate::template::ChatTemplate;
+
+/// A request with its prompt rendered and its text tokenized, ready for the engine thread.
+pub(crate) struct Rendered {
+    /// The request (functions dropped under [`ToolMode::None`]; no thinking under a
+    /// grammar).
+    pub request: GenerateRequest,
+    /// The grammar the output must follow.
+    pub grammar: Option<TopLevelGrammar>,
+    /// The prompt's text tokens: one run before each image and one after the last (the
+    /// first starts with BOS where the model wants one).
+    pub runs: Vec<Vec<LlamaToken>>,
+    /// The rendered prompt already opened the reasoning block.
+    pub in_thought: bool,
+}
+
+/// Renders and tokenizes prompts for one model; shared with the request tasks.
+pub(crate) struct Prompter {
+    model: Arc<LlamaModel>,
+    template: Arc<ChatTemplate>,
+    model_id: String,
+    /// Most prompt tokens a sequence takes.
+    limit: u64,
+    /// Most bytes of text one token stands for, where that bound holds for the tokenizer.
+    max_token_bytes: Option<usize>,
+    /// The model takes images.
+    vision: bool,
+    refused_untokenized: Counter,
+}
+
+/// The texts special-token parsing turns into single tokens that text from a request must
+/// never become: those of control and unknown tokens.
+pub(crate) fn special_texts(model: &LlamaModel) -> Result<SpecialTexts, String> {
+    let vocab = model.vocab();
+    SpecialTexts::new(vocab.tokens().filter_map(|t| {
+        let attr = vocab.attr(t);
+        (attr.contains(LlamaTokenAttr::Control) || attr.contains(LlamaTokenAttr::Unknown))
+            .then(|| {
+                vocab
+                    .text(t)
+                    .map(|s| String::from_utf8_lossy(s.to_bytes()).into_owned())
+            })
+            .flatten()
+    }))
+}
+
+/// The most bytes of input text one token can stand for, when the tokenizer keeps every
+/// byte of its input (byte-level BPE and SentencePiece as llama.cpp runs them, without
+/// tokens that swallow the whitespace next to them); `None` otherwise.
+fn max_token_bytes(model: &LlamaModel) -> Option<usize> {
+    let kind = model.meta_val_str("tokenizer.ggml.model").ok()?;
+    if !matches!(kind.as_str(), "gpt2" | "llama") {
+        return None;
+    }
+    let vocab = model.vocab();
+    let mut longest = 4; // an unknown character: at most 4 bytes of UTF-8
+    for t in vocab.tokens() {
+        let attr = vocab.attr(t);
+        if attr.contains(LlamaTokenAttr::LStrip) || attr.contains(LlamaTokenAttr::RStrip) {
+            return None;
+        }
+        // Its text as stored (SentencePiece writes a space as 3 bytes there) and as
+        // written out: both at least what it stands for.
+        let stored = vocab.text(t).map_or(0, |s| s.to_bytes().len());
+        let piece = vocab.token_to_piece(t, true, None).len();
+        longest = longest.max(stored).max(piece);
+    }
+    Some(longest)
+}
+
+impl Prompter {
+    pub fn new(
+        model: Arc<LlamaModel>,
+        template: Arc<ChatTemplate>,
+        model_id: &str,
+        limit: u64,
+        vision: bool,
+    ) -> Self {
+        let max_token_bytes = max_token_bytes(&model);
+        tracing::debug!(model = %model_id, ?max_token_bytes, "longest token");
+        Prompter {
+            model,
+            template,
+            model_id: model_id.to_owned(),
+            limit,
+            max_token_bytes,
+            vision,
+            refused_untokenized: counter!(
+                "localgem_prompts_refused_untokenized_total", "model" => model_id.to_owned()
+            ),
+        }
+    }
+
+    fn too_long(&self, tokens: u64) -> EngineError {
+        EngineError::PromptTooLong {
+            model: self.model_id.clone(),
+            tokens,
+            limit: self.limit,
+        }
+    }
+
+    /// Render `request`'s prompt and tokenize its text.
+    ///
+    /// # Errors
+    /// The template rejects the conversation, the images do not match their places, or the
+    /// prompt is longer than the context allows.
+    pub fn render(&self, mut request: GenerateRequest) -> Result<Rendered, EngineError> {
+        if request.tool_mode == ToolMode::None {
+            request.tools.clear();
+        }
+        let grammar = grammar_for(&request);
+        // Constrained output starts with the first token: a reasoning block would break it.
+        let thinking_off = request.thinking.budget == Some(0) || grammar.is_some();
+        if grammar.is_some() {
+            request.thinking.budget = Some(0);
+        }
+        let mut text = self
+            .template
+            .render(&request.messages, &request.tools, thinking_off)
+            .map_err(|e| {
+                EngineError::InvalidPrompt(format!(
+                    "the chat template rejected the conversation: {e}"
+                ))
+            })?;
+        let mut in_thought = false;
+        if let Some(tags) = self.template.think_tags() {
+            if text.trim_end().ends_with(tags.open.as_str()) {
+                if request.thinking.budget == Some(0) {
+                    // The template opened a thought it cannot leave out: close it in the
+                    // prompt, so the first generated token is the answer's.
+                    text.push_str(&format!("\n{}\n\n", tags.close));
+                } else {
+                    in_thought = true;
+                }
+            }
+        }
+        let images: usize = request.messages.iter().map(|m| m.images.len()).sum();
+        if images > 0 && !self.vision {
+            return Err(EngineError::Unsupported(format!(
+                "model {} cannot take image input",
+                self.model_id
+            )));
+        }
+        let parts: Vec<Vec<(&str, bool)>> = text.split(MEDIA_MARKER).map(pieces).collect();
+        if parts.len() != images + 1 {
+            return Err(EngineError::InvalidPrompt(format!(
+                "the prompt places {} images but the request has {images}: text may not \
+                 contain U+FFFC (the object replacement character), which marks where images go",
+                parts.len() - 1,
+            )));
+        }
+        let bytes: usize = parts.iter().flatten().map(|(s, _)| s.len()).sum();
+        if let Some(max) = self.max_token_bytes {
+            if bytes as u64 > self.limit.saturating_mul(max as u64) {
+                self.refused_untokenized.increment(1);
+                return Err(self.too_long(bytes.div_ceil(max) as u64));
+            }
+        }
+        let vocab = self.model.vocab();
+        let mut runs: Vec<Vec<LlamaToken>> = parts
+            .iter()
+            .map(|part| {
+                let mut run = Vec::new();
+                for &(s, special) in part {
+                    // Room for the usual count, so llama.cpp tokenizes it once.
+                    run.reserve(s.len() / 2 + 8);
+                    vocab.tokenize_into(s.as_bytes(), &mut run, false, special);
+                }
+                run
+            })
+            .collect();
+        if vocab.should_add_bos() {
+            let bos = vocab.bos();
+            if runs[0].first() != Some(&bos) {
+                runs[0].insert(0, bos);
+            }
+        }
+        // With images the engine thread adds their positions and checks the whole.
+        let tokens: usize = runs.iter().map(Vec::len).sum();
+        if images == 0 && tokens as u64 > self.limit {
+            return Err(self.too_long(tokens as u64));
+        }
+        Ok(Rendered {
+            request,
+            grammar,
+            runs,
+            in_thought,
+        })
+    }
+}
