@@ -103,10 +103,11 @@ struct Prepared {
 /// Thought tokens allowed when the request sets no budget.
 const DEFAULT_THOUGHT_BUDGET: u32 = 1024;
 
-/// Under a grammar, within this many tokens (a quarter of the cap at most) of the last one
-/// that still leaves room to complete the output, the output wraps up: it ends as soon as
-/// the grammar allows, and takes no token that makes completing it longer. (Completing it
-/// within the cap and the context is kept possible at every token, see [`Closer`].)
+/// Under a grammar, within this many tokens (a quarter of the answer's room at most: the
+/// cap, or the context left after the prompt) of the last one that still leaves room to
+/// complete the output, the output wraps up: it ends as soon as the grammar allows, and
+/// takes no token that makes completing it longer. (Completing it within the cap and the
+/// context is kept possible at every token, see [`Closer`].)
 const CLOSE_MARGIN: u32 = 48;
 
 /// A live sequence holding a KV slot.
@@ -1064,7 +1065,11 @@ impl Worker<'_> {
                             .saturating_sub(s.generated - s.thought_tokens)
                             .min(self.per_seq.saturating_sub(s.n_past as u32))
                             .max(1) as usize;
-                        let margin = CLOSE_MARGIN.min(s.max_output / 4) as usize;
+                        // A quarter of what the answer could have had at most.
+                        let most = s
+                            .max_output
+                            .min(self.per_seq.saturating_sub(s.prompt.len() as u32));
+                        let margin = CLOSE_MARGIN.min(most / 4) as usize;
                         let wrap = s
                             .closer
                             .need(&self.grammars, m)
