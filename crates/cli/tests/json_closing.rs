@@ -4,86 +4,14 @@
 //! models in `LOCALGEM_MODELS_DIR`, hence `#[ignore]`; `scripts/test.sh` runs them with
 //! `--include-ignored`.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
+use common::{post_json, start, Server};
 use serde_json::{json, Value};
 
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn models_dir() -> PathBuf {
-    PathBuf::from(std::env::var("LOCALGEM_MODELS_DIR").expect(
-        "set LOCALGEM_MODELS_DIR to a dir holding the bundled models (scripts/test.sh does)",
-    ))
-}
-
-fn start(data_dir: &Path, extra: &[&str]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_localgem"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--threads", "2"])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .arg("--models-dir")
-        .arg(models_dir())
-        .args(extra)
-        .env("LOCALGEM_PYTHON", "false") // never fetch: the models must already be there
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start localgem");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let url = loop {
-        let line = lines
-            .next()
-            .expect("server exited before printing its address")
-            .unwrap();
-        if let Some(rest) = line.split(" at ").nth(1) {
-            break rest.trim().to_owned();
-        }
-    };
-    // keep draining stdout so the child never blocks on a full pipe
-    std::thread::spawn(move || for _ in lines {});
-    let server = Server { child, url };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Ok(r) = reqwest::blocking::get(format!("{}/healthz", server.url)) {
-            if r.status() == 200 {
-                break;
-            }
-        }
-        assert!(Instant::now() < deadline, "model did not load in time");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    server
-}
-
-impl Server {
-    /// `POST /v1beta/interactions`: status and JSON body.
-    fn post(&self, body: &Value) -> (u16, Value) {
-        let r = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(300))
-            .build()
-            .unwrap()
-            .post(format!("{}/v1beta/interactions", self.url))
-            .header("x-goog-api-key", "test-key")
-            .json(body)
-            .send()
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().unwrap())
-    }
+/// `POST /v1beta/interactions`: status and JSON body.
+fn post(s: &Server, body: &Value) -> (u16, Value) {
+    post_json(&s.url, "test-key", body)
 }
 
 /// The answer's text: every text part of its `model_output` steps.
@@ -128,7 +56,7 @@ fn recipes_ok(v: &Value) -> bool {
 /// Post `body` and check its answer: a 200, `completed` or `incomplete`, and no more output
 /// tokens than the cap. Its text, status and output tokens.
 fn answer(s: &Server, body: &Value, what: &str) -> (String, String, u64) {
-    let (st, v) = s.post(body);
+    let (st, v) = post(s, body);
     assert_eq!(st, 200, "{what}: {v}");
     let status = v["status"].as_str().unwrap().to_owned();
     assert!(
@@ -205,7 +133,7 @@ fn json_mode_closes_at_the_end_of_the_context() {
     let fits = |n: usize| {
         let mut body = json_mode(None, 0, 1);
         body["input"] = json!(padded(n));
-        s.post(&body).0 == 200
+        post(&s, &body).0 == 200
     };
     assert!(fits(0), "the bare prompt is too long");
     let (mut most, mut over) = (0, 64);
@@ -290,11 +218,14 @@ fn schemas_with_defs_and_refs_are_enforced_as_written() {
     let s = start(dir.path(), &[]);
     for seed in [0, 1, 2] {
         for mode in ["any", "validated"] {
-            let (st, v) = s.post(&json!({"model": "gemini-3-flash-preview",
+            let (st, v) = post(
+                &s,
+                &json!({"model": "gemini-3-flash-preview",
                 "input": "Plan a drive from the Louvre (48.8606, 2.3376) to the Eiffel Tower (48.8584, 2.2945).",
                 "tools": [plan_route()],
                 "generation_config": {"tool_choice": mode, "seed": seed, "temperature": 1.0,
-                                      "max_output_tokens": 160}}));
+                                      "max_output_tokens": 160}}),
+            );
             assert_eq!(st, 200, "{mode} seed {seed}: {v}");
             let calls: Vec<&Value> = v["steps"]
                 .as_array()

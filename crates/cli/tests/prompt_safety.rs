@@ -3,104 +3,12 @@
 //! `real_model.rs`, these need the models in `LOCALGEM_MODELS_DIR`, hence `#[ignore]`;
 //! `scripts/test.sh` runs them with `--include-ignored`.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{client, metric, post_json, start};
 use serde_json::{json, Value};
-
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn models_dir() -> PathBuf {
-    PathBuf::from(std::env::var("LOCALGEM_MODELS_DIR").expect(
-        "set LOCALGEM_MODELS_DIR to a dir holding the bundled models (scripts/test.sh does)",
-    ))
-}
-
-fn start(data_dir: &Path, extra: &[&str]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_localgem"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--threads", "2"])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .arg("--models-dir")
-        .arg(models_dir())
-        .args(extra)
-        .env("LOCALGEM_PYTHON", "false") // never fetch: the models must already be there
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start localgem");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let url = loop {
-        let line = lines
-            .next()
-            .expect("server exited before printing its address")
-            .unwrap();
-        if let Some(rest) = line.split(" at ").nth(1) {
-            break rest.trim().to_owned();
-        }
-    };
-    // keep draining stdout so the child never blocks on a full pipe
-    std::thread::spawn(move || for _ in lines {});
-    let server = Server { child, url };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Ok(r) = reqwest::blocking::get(format!("{}/healthz", server.url)) {
-            if r.status() == 200 {
-                break;
-            }
-        }
-        assert!(Instant::now() < deadline, "model did not load in time");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    server
-}
-
-fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(300))
-        .build()
-        .unwrap()
-}
-
-/// `POST /v1beta/interactions` on the server at `url`: status and JSON body.
-fn post_json(url: &str, key: &str, body: &Value) -> (u16, Value) {
-    let r = client()
-        .post(format!("{url}/v1beta/interactions"))
-        .header("x-goog-api-key", key)
-        .json(body)
-        .send()
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().unwrap())
-}
-
-/// The value of one Prometheus sample line starting with `name` (0 when absent).
-fn metric(url: &str, name: &str) -> f64 {
-    let body = client()
-        .get(format!("{url}/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    body.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
 
 /// Upload `bytes` through the resumable protocol; the file's uri.
 fn upload(url: &str, key: &str, bytes: Vec<u8>, mime: &str) -> String {
