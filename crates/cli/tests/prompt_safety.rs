@@ -7,40 +7,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{client, metric, post_json, start};
+use common::{metric, post_json, start, upload};
 use serde_json::{json, Value};
-
-/// Upload `bytes` through the resumable protocol; the file's uri.
-fn upload(url: &str, key: &str, bytes: Vec<u8>, mime: &str) -> String {
-    let start_up = client()
-        .post(format!("{url}/upload/v1beta/files"))
-        .header("x-goog-api-key", key)
-        .header("x-goog-upload-protocol", "resumable")
-        .header("x-goog-upload-command", "start")
-        .header(
-            "x-goog-upload-header-content-length",
-            bytes.len().to_string(),
-        )
-        .header("x-goog-upload-header-content-type", mime)
-        .json(&json!({"file": {"display_name": "notes"}}))
-        .send()
-        .unwrap();
-    assert_eq!(start_up.status().as_u16(), 200);
-    let up_url = start_up.headers()["x-goog-upload-url"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let up = client()
-        .post(up_url)
-        .header("x-goog-upload-command", "upload, finalize")
-        .header("x-goog-upload-offset", "0")
-        .body(bytes)
-        .send()
-        .unwrap();
-    assert_eq!(up.status().as_u16(), 200);
-    let v: Value = up.json().unwrap();
-    v["file"]["uri"].as_str().unwrap().to_owned()
-}
 
 /// SmolLM2's control tokens, as a user could type them: with special-token parsing each is
 /// one token, the real turn delimiter.

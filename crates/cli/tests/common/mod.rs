@@ -180,3 +180,35 @@ pub fn cached(v: &Value) -> u64 {
 pub fn input_tokens(v: &Value) -> u64 {
     v["usage"]["total_input_tokens"].as_u64().unwrap()
 }
+
+/// Upload `bytes` with the resumable protocol; the file's `uri`.
+pub fn upload(url: &str, key: &str, bytes: Vec<u8>, mime: &str) -> String {
+    let start_up = client()
+        .post(format!("{url}/upload/v1beta/files"))
+        .header("x-goog-api-key", key)
+        .header("x-goog-upload-protocol", "resumable")
+        .header("x-goog-upload-command", "start")
+        .header(
+            "x-goog-upload-header-content-length",
+            bytes.len().to_string(),
+        )
+        .header("x-goog-upload-header-content-type", mime)
+        .json(&json!({"file": {"display_name": "upload"}}))
+        .send()
+        .unwrap();
+    assert_eq!(start_up.status().as_u16(), 200);
+    let up_url = start_up.headers()["x-goog-upload-url"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let up = client()
+        .post(up_url)
+        .header("x-goog-upload-command", "upload, finalize")
+        .header("x-goog-upload-offset", "0")
+        .body(bytes)
+        .send()
+        .unwrap();
+    assert_eq!(up.status().as_u16(), 200);
+    let v: Value = up.json().unwrap();
+    v["file"]["uri"].as_str().unwrap().to_owned()
+}
