@@ -36,7 +36,8 @@ pub struct FilesConfig {
     pub max_file_bytes: u64,
 }
 
-fn now_ms() -> i64 {
+/// Now, in unix milliseconds.
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

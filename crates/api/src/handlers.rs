@@ -71,13 +71,14 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
         return Err(ApiError::too_large(limit));
     }
     to_bytes(body, limit).await.map_err(|e| {
-        let too_large = std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
-            .any(|e| e.is::<http_body_util::LengthLimitError>());
-        let stalled = std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
-            .any(|e| e.is::<tower_http::timeout::TimeoutError>());
-        if too_large {
+        // Whether the error, or one it was caused by, is a `T`.
+        fn caused_by<T: std::error::Error + 'static>(e: &axum::Error) -> bool {
+            std::iter::successors(Some(e as &dyn std::error::Error), |e| e.source())
+                .any(|e| e.is::<T>())
+        }
+        if caused_by::<http_body_util::LengthLimitError>(&e) {
             ApiError::too_large(limit)
-        } else if stalled {
+        } else if caused_by::<tower_http::timeout::TimeoutError>(&e) {
             ApiError::request_timeout("the request body stopped arriving; send it again")
         } else {
             ApiError::bad_request(format!("cannot read the request body: {e}"))

@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::error::ApiError;
-use crate::files::{enabled, file_id, file_json, public_base, FilesConfig, FILE_TTL_MS};
+use crate::files::{enabled, file_id, file_json, now_ms, public_base, FilesConfig, FILE_TTL_MS};
 use crate::tenant::Tenant;
 use crate::AppState;
 
@@ -172,13 +172,6 @@ impl IntoResponse for FilesError {
 
 fn final_error(e: ApiError) -> FilesError {
     FilesError(e, UploadStatus::Final)
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Creation times strictly increase within a process, so a listing keeps upload order even
@@ -384,7 +377,7 @@ enum ChunkEnd {
 /// Stream a chunk's body onto the end of the upload's temp file, at most `room` bytes. What
 /// was written whole is hashed and counted even when the chunk does not end well; a frame a
 /// failed write left half-written is cut off again.
-async fn write_chunk(up: &mut Upload, body: Body, room: u64) -> ChunkEnd {
+async fn write_chunk(up: &mut Upload, mut body: Body, room: u64) -> ChunkEnd {
     let mut f = match tokio::fs::OpenOptions::new()
         .append(true)
         .open(&up.tmp)
@@ -393,7 +386,6 @@ async fn write_chunk(up: &mut Upload, body: Body, room: u64) -> ChunkEnd {
         Ok(f) => f,
         Err(e) => return ChunkEnd::WriteFailed(e),
     };
-    let mut body = body;
     let mut taken = 0u64;
     let end = loop {
         let data = match body.frame().await {
