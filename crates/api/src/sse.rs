@@ -142,6 +142,7 @@ mod tests {
             }],
             usage: Usage::text(1, 1, 0),
             error: None,
+            resolved_input: None,
         };
         let types: Vec<&str> = replay(&r, true)
             .iter()

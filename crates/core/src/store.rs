@@ -29,6 +29,29 @@ pub struct InteractionRecord {
     pub usage: Usage,
     /// Error message when `status` is failed.
     pub error: Option<String>,
+    /// This turn's input as the model saw it, when that differs from `input`: documents as
+    /// their text, uploaded images as content-addressed media (`media/<sha256>`). Later turns
+    /// read this, so a conversation never depends on an upload that has since gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_input: Option<Vec<Step>>,
+}
+
+impl InteractionRecord {
+    /// The input a later turn builds on: the resolved form when there is one.
+    pub fn history_input(&self) -> &[Step] {
+        self.resolved_input.as_deref().unwrap_or(&self.input)
+    }
+}
+
+/// A running interaction of one owner, as the store sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunState {
+    /// Its id.
+    pub id: String,
+    /// Its tenant.
+    pub tenant: String,
+    /// Some replica asked for it to stop.
+    pub cancel_requested: bool,
 }
 
 /// One uploaded file's metadata. Its bytes live in the data dir under [`FileRecord::blob`].
@@ -110,6 +133,71 @@ pub trait Store: Send + Sync + 'static {
     /// Delete every finished interaction created before `cutoff` (unix seconds), of every
     /// tenant. Returns how many went.
     async fn purge_before(&self, cutoff: i64) -> Result<u64, StoreError>;
+
+    /// Insert a running record owned by `owner` (a replica), whose lease runs until
+    /// `lease_until_ms` (unix milliseconds) unless renewed.
+    async fn insert_owned(
+        &self,
+        record: &InteractionRecord,
+        owner: &str,
+        lease_until_ms: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Replace a running record of `owner` with its final state, and drop its event log.
+    /// Fenced: returns false, changing nothing, when the record is gone or no longer runs
+    /// under this owner (its lease expired and another replica failed it).
+    async fn finish_owned(&self, record: &InteractionRecord, owner: &str)
+        -> Result<bool, StoreError>;
+
+    /// Extend the lease of every record `owner` runs to `lease_until_ms`; returns those
+    /// records. A run the owner holds that is not among them was deleted or taken away.
+    async fn renew(&self, owner: &str, lease_until_ms: i64) -> Result<Vec<RunState>, StoreError>;
+
+    /// Ask the owner of a running record to stop it. Returns whether it was running.
+    async fn request_cancel(&self, tenant: &str, id: &str) -> Result<bool, StoreError>;
+
+    /// At a replica's start: fail the unfinished records it owned before (and unowned ones,
+    /// written before owners existed). Returns how many changed.
+    async fn fail_owned(&self, owner: &str, reason: &str) -> Result<u64, StoreError>;
+
+    /// Fail every unfinished record whose lease ended before `now_ms`: its owner died.
+    /// Returns how many changed.
+    async fn fail_expired(&self, now_ms: i64, reason: &str) -> Result<u64, StoreError>;
+
+    /// A record of this tenant and the turns it continues, newest first, in one read; at
+    /// most `limit`. Stops early where an earlier turn is missing (the last record's
+    /// `previous_interaction_id` then names it).
+    async fn chain(
+        &self,
+        tenant: &str,
+        id: &str,
+        limit: usize,
+    ) -> Result<Vec<InteractionRecord>, StoreError>;
+
+    /// Append events (encoded) to a running interaction's log; the first gets `first_seq`,
+    /// the next one more, and so on.
+    async fn append_events(
+        &self,
+        id: &str,
+        first_seq: u64,
+        events: &[String],
+    ) -> Result<(), StoreError>;
+
+    /// Up to `limit` logged events of an interaction with a position past `after`
+    /// (all with `None`), in order.
+    async fn events_after(
+        &self,
+        id: &str,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<(u64, String)>, StoreError>;
+
+    /// Record that a tenant's cached KV state must go on every replica.
+    async fn note_forget(&self, tenant: &str) -> Result<(), StoreError>;
+
+    /// Forget notes past position `after`, oldest first: (position, tenant). With
+    /// `after = None`, only the newest position (and no tenants), to start from.
+    async fn forgets_after(&self, after: Option<i64>) -> Result<Vec<(i64, String)>, StoreError>;
 
     /// Insert a file's metadata.
     async fn insert_file(&self, file: &FileRecord) -> Result<(), StoreError>;

@@ -3,7 +3,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use localgem_core::{FileRecord, FilesCursor, InteractionRecord, Store, StoreError};
+use localgem_core::{FileRecord, FilesCursor, InteractionRecord, RunState, Store, StoreError};
 use localgem_wire::{Status, Step, Usage};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
@@ -68,41 +68,129 @@ impl SqliteStore {
     }
 }
 
-fn encode(record: &InteractionRecord) -> Result<(String, String, String), StoreError> {
+/// A record's JSON columns: input, output, usage, resolved input.
+pub(crate) struct Encoded {
+    pub input: String,
+    pub output: String,
+    pub usage: String,
+    pub resolved: Option<String>,
+}
+
+pub(crate) fn encode(record: &InteractionRecord) -> Result<Encoded, StoreError> {
     let corrupt = |e: serde_json::Error| StoreError::Corrupt {
         id: record.id.clone(),
         reason: e.to_string(),
     };
-    Ok((
-        serde_json::to_string(&record.input).map_err(corrupt)?,
-        serde_json::to_string(&record.output).map_err(corrupt)?,
-        serde_json::to_string(&record.usage).map_err(corrupt)?,
-    ))
+    Ok(Encoded {
+        input: serde_json::to_string(&record.input).map_err(corrupt)?,
+        output: serde_json::to_string(&record.output).map_err(corrupt)?,
+        usage: serde_json::to_string(&record.usage).map_err(corrupt)?,
+        resolved: record
+            .resolved_input
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(corrupt)?,
+    })
 }
 
-fn decode(row: &sqlx::sqlite::SqliteRow) -> Result<InteractionRecord, StoreError> {
-    let id: String = row.try_get("id").map_err(backend)?;
+/// A record from its columns (JSON ones as text).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn assemble(
+    id: String,
+    tenant: String,
+    model: String,
+    status: &str,
+    created: i64,
+    updated: i64,
+    previous_interaction_id: Option<String>,
+    json: [&str; 3],
+    resolved: Option<&str>,
+    error: Option<String>,
+) -> Result<InteractionRecord, StoreError> {
     let corrupt = |reason: String| StoreError::Corrupt {
         id: id.clone(),
         reason,
     };
+    let [input, output, usage] = json;
+    Ok(InteractionRecord {
+        status: Status::parse(status).ok_or_else(|| corrupt(format!("status {status}")))?,
+        input: serde_json::from_str::<Vec<Step>>(input).map_err(|e| corrupt(e.to_string()))?,
+        output: serde_json::from_str::<Vec<Step>>(output).map_err(|e| corrupt(e.to_string()))?,
+        usage: serde_json::from_str::<Usage>(usage).map_err(|e| corrupt(e.to_string()))?,
+        resolved_input: resolved
+            .map(serde_json::from_str::<Vec<Step>>)
+            .transpose()
+            .map_err(|e| corrupt(e.to_string()))?,
+        tenant,
+        model,
+        created,
+        updated,
+        previous_interaction_id,
+        error,
+        id,
+    })
+}
+
+fn decode(row: &sqlx::sqlite::SqliteRow) -> Result<InteractionRecord, StoreError> {
     let status: String = row.try_get("status").map_err(backend)?;
     let input: String = row.try_get("input").map_err(backend)?;
     let output: String = row.try_get("output").map_err(backend)?;
     let usage: String = row.try_get("usage").map_err(backend)?;
-    Ok(InteractionRecord {
-        tenant: row.try_get("tenant").map_err(backend)?,
-        model: row.try_get("model").map_err(backend)?,
-        status: Status::parse(&status).ok_or_else(|| corrupt(format!("status {status}")))?,
-        created: row.try_get("created").map_err(backend)?,
-        updated: row.try_get("updated").map_err(backend)?,
-        previous_interaction_id: row.try_get("previous_interaction_id").map_err(backend)?,
-        input: serde_json::from_str::<Vec<Step>>(&input).map_err(|e| corrupt(e.to_string()))?,
-        output: serde_json::from_str::<Vec<Step>>(&output).map_err(|e| corrupt(e.to_string()))?,
-        usage: serde_json::from_str::<Usage>(&usage).map_err(|e| corrupt(e.to_string()))?,
-        error: row.try_get("error").map_err(backend)?,
-        id,
-    })
+    let resolved: Option<String> = row.try_get("resolved_input").map_err(backend)?;
+    assemble(
+        row.try_get("id").map_err(backend)?,
+        row.try_get("tenant").map_err(backend)?,
+        row.try_get("model").map_err(backend)?,
+        &status,
+        row.try_get("created").map_err(backend)?,
+        row.try_get("updated").map_err(backend)?,
+        row.try_get("previous_interaction_id").map_err(backend)?,
+        [&input, &output, &usage],
+        resolved.as_deref(),
+        row.try_get("error").map_err(backend)?,
+    )
+}
+
+/// Unix milliseconds now.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl SqliteStore {
+    async fn insert_with(
+        &self,
+        r: &InteractionRecord,
+        owner: Option<&str>,
+        lease_until_ms: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let e = encode(r)?;
+        let res = sqlx::query(
+            "INSERT INTO interactions (id, tenant, model, status, created, updated, \
+             previous_interaction_id, input, output, usage, error, resolved_input, owner, \
+             lease_until_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&r.id)
+        .bind(&r.tenant)
+        .bind(&r.model)
+        .bind(r.status.as_str())
+        .bind(r.created)
+        .bind(r.updated)
+        .bind(&r.previous_interaction_id)
+        .bind(e.input)
+        .bind(e.output)
+        .bind(e.usage)
+        .bind(&r.error)
+        .bind(e.resolved)
+        .bind(owner)
+        .bind(lease_until_ms)
+        .execute(&self.pool)
+        .await;
+        inserted(res, &r.id)
+    }
 }
 
 /// The outcome of an INSERT: a taken id is [`StoreError::Duplicate`].
@@ -133,46 +221,252 @@ fn decode_file(row: &sqlx::sqlite::SqliteRow) -> Result<FileRecord, StoreError> 
 #[async_trait]
 impl Store for SqliteStore {
     async fn insert(&self, r: &InteractionRecord) -> Result<(), StoreError> {
-        let (input, output, usage) = encode(r)?;
-        let res = sqlx::query(
-            "INSERT INTO interactions (id, tenant, model, status, created, updated, \
-             previous_interaction_id, input, output, usage, error) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&r.id)
-        .bind(&r.tenant)
-        .bind(&r.model)
-        .bind(r.status.as_str())
-        .bind(r.created)
-        .bind(r.updated)
-        .bind(&r.previous_interaction_id)
-        .bind(input)
-        .bind(output)
-        .bind(usage)
-        .bind(&r.error)
-        .execute(&self.pool)
-        .await;
-        inserted(res, &r.id)
+        self.insert_with(r, None, None).await
+    }
+
+    async fn insert_owned(
+        &self,
+        r: &InteractionRecord,
+        owner: &str,
+        lease_until_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.insert_with(r, Some(owner), Some(lease_until_ms)).await
     }
 
     async fn finish(&self, r: &InteractionRecord) -> Result<bool, StoreError> {
-        let (input, output, usage) = encode(r)?;
+        let e = encode(r)?;
         let res = sqlx::query(
             "UPDATE interactions SET status = ?, updated = ?, input = ?, output = ?, usage = ?, \
-             error = ? WHERE id = ? AND tenant = ?",
+             error = ?, resolved_input = ? WHERE id = ? AND tenant = ?",
         )
         .bind(r.status.as_str())
         .bind(r.updated)
-        .bind(input)
-        .bind(output)
-        .bind(usage)
+        .bind(e.input)
+        .bind(e.output)
+        .bind(e.usage)
         .bind(&r.error)
+        .bind(e.resolved)
         .bind(&r.id)
         .bind(&r.tenant)
         .execute(&self.pool)
         .await
         .map_err(backend)?;
         Ok(res.rows_affected() == 1)
+    }
+
+    async fn finish_owned(&self, r: &InteractionRecord, owner: &str) -> Result<bool, StoreError> {
+        let e = encode(r)?;
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let res = sqlx::query(
+            "UPDATE interactions SET status = ?, updated = ?, input = ?, output = ?, usage = ?, \
+             error = ?, resolved_input = ?, lease_until_ms = NULL \
+             WHERE id = ? AND tenant = ? AND owner = ? AND status IN ('in_progress', 'queued')",
+        )
+        .bind(r.status.as_str())
+        .bind(r.updated)
+        .bind(e.input)
+        .bind(e.output)
+        .bind(e.usage)
+        .bind(&r.error)
+        .bind(e.resolved)
+        .bind(&r.id)
+        .bind(&r.tenant)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        sqlx::query("DELETE FROM interaction_events WHERE id = ?")
+            .bind(&r.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    async fn renew(&self, owner: &str, lease_until_ms: i64) -> Result<Vec<RunState>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE interactions SET lease_until_ms = ? \
+             WHERE owner = ? AND status IN ('in_progress', 'queued') \
+             RETURNING id, tenant, cancel_requested",
+        )
+        .bind(lease_until_ms)
+        .bind(owner)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|row| {
+                Ok(RunState {
+                    id: row.try_get("id").map_err(backend)?,
+                    tenant: row.try_get("tenant").map_err(backend)?,
+                    cancel_requested: row.try_get::<i64, _>("cancel_requested").map_err(backend)?
+                        != 0,
+                })
+            })
+            .collect()
+    }
+
+    async fn request_cancel(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
+        let res = sqlx::query(
+            "UPDATE interactions SET cancel_requested = 1 \
+             WHERE id = ? AND tenant = ? AND status IN ('in_progress', 'queued')",
+        )
+        .bind(id)
+        .bind(tenant)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    async fn fail_owned(&self, owner: &str, reason: &str) -> Result<u64, StoreError> {
+        let res = sqlx::query(
+            "UPDATE interactions SET status = 'failed', error = ?, updated = unixepoch(), \
+             lease_until_ms = NULL WHERE status IN ('in_progress', 'queued') \
+             AND (owner = ? OR owner IS NULL)",
+        )
+        .bind(reason)
+        .bind(owner)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(res.rows_affected())
+    }
+
+    async fn fail_expired(&self, now_ms: i64, reason: &str) -> Result<u64, StoreError> {
+        let res = sqlx::query(
+            "UPDATE interactions SET status = 'failed', error = ?, updated = unixepoch(), \
+             lease_until_ms = NULL WHERE status IN ('in_progress', 'queued') \
+             AND lease_until_ms < ?",
+        )
+        .bind(reason)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(res.rows_affected())
+    }
+
+    async fn chain(
+        &self,
+        tenant: &str,
+        id: &str,
+        limit: usize,
+    ) -> Result<Vec<InteractionRecord>, StoreError> {
+        let rows = sqlx::query(
+            "WITH RECURSIVE chain(id, depth) AS ( \
+               SELECT id, 0 FROM interactions WHERE id = ? AND tenant = ? \
+               UNION ALL \
+               SELECT i.previous_interaction_id, c.depth + 1 FROM chain c \
+               JOIN interactions i ON i.id = c.id \
+               WHERE i.previous_interaction_id IS NOT NULL AND c.depth + 1 < ? \
+             ) \
+             SELECT i.* FROM chain c JOIN interactions i ON i.id = c.id AND i.tenant = ? \
+             ORDER BY c.depth",
+        )
+        .bind(id)
+        .bind(tenant)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        let mut out: Vec<InteractionRecord> = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let r = decode(row)?;
+            // Stop at a gap: a missing (or foreign) earlier turn ends the chain there.
+            if let Some(prev) = out.last() {
+                if prev.previous_interaction_id.as_deref() != Some(r.id.as_str()) {
+                    break;
+                }
+            }
+            out.push(r);
+        }
+        Ok(out)
+    }
+
+    async fn append_events(
+        &self,
+        id: &str,
+        first_seq: u64,
+        events: &[String],
+    ) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT OR IGNORE INTO interaction_events (id, seq, event) ",
+        );
+        q.push_values(events.iter().enumerate(), |mut b, (i, e)| {
+            b.push_bind(id)
+                .push_bind(i64::try_from(first_seq + i as u64).unwrap_or(i64::MAX))
+                .push_bind(e);
+        });
+        q.build().execute(&self.pool).await.map_err(backend)?;
+        Ok(())
+    }
+
+    async fn events_after(
+        &self,
+        id: &str,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<(u64, String)>, StoreError> {
+        let after = after.map_or(-1, |a| i64::try_from(a).unwrap_or(i64::MAX));
+        let rows = sqlx::query(
+            "SELECT seq, event FROM interaction_events WHERE id = ? AND seq > ? \
+             ORDER BY seq LIMIT ?",
+        )
+        .bind(id)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get::<i64, _>("seq").map_err(backend)?.max(0) as u64,
+                    row.try_get("event").map_err(backend)?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn note_forget(&self, tenant: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO kv_forgets (tenant, at_ms) VALUES (?, ?)")
+            .bind(tenant)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn forgets_after(&self, after: Option<i64>) -> Result<Vec<(i64, String)>, StoreError> {
+        let Some(after) = after else {
+            let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS seq FROM kv_forgets")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(backend)?;
+            return Ok(vec![(row.try_get("seq").map_err(backend)?, String::new())]);
+        };
+        let rows = sqlx::query(
+            "SELECT seq, tenant FROM kv_forgets WHERE seq > ? ORDER BY seq LIMIT 1000",
+        )
+        .bind(after)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("seq").map_err(backend)?,
+                    row.try_get("tenant").map_err(backend)?,
+                ))
+            })
+            .collect()
     }
 
     async fn get(&self, tenant: &str, id: &str) -> Result<Option<InteractionRecord>, StoreError> {
@@ -216,6 +510,12 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await
         .map_err(backend)?;
+        // Forget notes matter only while replicas poll them: an hour is plenty.
+        sqlx::query("DELETE FROM kv_forgets WHERE at_ms < ?")
+            .bind(now_ms() - 3_600_000)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
         Ok(res.rows_affected())
     }
 
@@ -312,6 +612,11 @@ mod tests {
             .await
             .unwrap();
         crate::suite::run_retention(&fresh).await;
+        let dir3 = tempfile::tempdir().unwrap();
+        let leases = SqliteStore::open(&dir3.path().join("l.sqlite"))
+            .await
+            .unwrap();
+        crate::suite::run_leases(&leases).await;
         assert_eq!(store.integrity_check().await.unwrap(), "ok");
     }
 

@@ -22,6 +22,7 @@ pub fn record(tenant: &str, id: &str, status: Status) -> InteractionRecord {
         }],
         usage: Usage::text(3, 1, 0),
         error: None,
+        resolved_input: None,
     }
 }
 
@@ -182,4 +183,123 @@ pub async fn run_retention(store: &dyn Store) {
     assert!(store.get("t2", "old2").await.unwrap().is_none());
     assert!(store.get("t1", "run").await.unwrap().is_some());
     assert!(store.get("t1", "new").await.unwrap().is_some());
+}
+
+/// Runs owned by replicas: leases, fencing, cancel requests, expiry; chains in one read;
+/// event logs; forget notes. Against an empty `store`.
+///
+/// # Panics
+/// When the store misbehaves.
+pub async fn run_leases(store: &dyn Store) {
+    let running = |id: &str| {
+        let mut r = record("t1", id, Status::InProgress);
+        r.output.clear();
+        r
+    };
+    store.insert_owned(&running("a1"), "A", 10_000).await.unwrap();
+    store.insert_owned(&running("a2"), "A", 10_000).await.unwrap();
+    store.insert_owned(&running("b1"), "B", 10_000).await.unwrap();
+    store.insert(&running("legacy")).await.unwrap();
+
+    // renewing returns the owner's runs, with cancel requests
+    assert!(store.request_cancel("t1", "a2").await.unwrap());
+    assert!(!store.request_cancel("t2", "a1").await.unwrap(), "tenant-scoped");
+    let mut mine = store.renew("A", 20_000).await.unwrap();
+    mine.sort_by(|x, y| x.id.cmp(&y.id));
+    let summary: Vec<(&str, &str, bool)> = mine
+        .iter()
+        .map(|r| (r.id.as_str(), r.tenant.as_str(), r.cancel_requested))
+        .collect();
+    assert_eq!(summary, [("a1", "t1", false), ("a2", "t1", true)]);
+
+    // event logs: appended in batches, read past a position, dropped when the run ends
+    let evs = |r: std::ops::Range<u64>| r.map(|i| format!("{{\"n\":{i}}}")).collect::<Vec<_>>();
+    store.append_events("a1", 0, &evs(0..3)).await.unwrap();
+    store.append_events("a1", 3, &evs(3..5)).await.unwrap();
+    store.append_events("a1", 3, &evs(3..4)).await.unwrap(); // a retried batch is harmless
+    let all = store.events_after("a1", None, 100).await.unwrap();
+    assert_eq!(all.iter().map(|e| e.0).collect::<Vec<_>>(), [0, 1, 2, 3, 4]);
+    assert_eq!(all[3].1, "{\"n\":3}");
+    let tail = store.events_after("a1", Some(2), 1).await.unwrap();
+    assert_eq!(tail, [(3, "{\"n\":3}".to_owned())]);
+    assert!(store.events_after("b1", None, 10).await.unwrap().is_empty());
+
+    // finishing is fenced by owner
+    let mut done = record("t1", "a1", Status::Completed);
+    done.resolved_input = Some(vec![Step::UserInput {
+        content: vec![Content::text("[document: x]\nbody\n[end of document]")],
+    }]);
+    assert!(!store.finish_owned(&done, "B").await.unwrap(), "not B's run");
+    assert!(store.finish_owned(&done, "A").await.unwrap());
+    assert!(!store.finish_owned(&done, "A").await.unwrap(), "finished once");
+    assert_eq!(store.get("t1", "a1").await.unwrap(), Some(done.clone()));
+    assert!(store.events_after("a1", None, 10).await.unwrap().is_empty());
+    assert_eq!(store.renew("A", 20_000).await.unwrap().len(), 1);
+
+    // B's lease ends unrenewed: whoever notices fails it, and B can no longer finish it
+    assert_eq!(store.fail_expired(15_000, "owner gone").await.unwrap(), 1);
+    let b1 = store.get("t1", "b1").await.unwrap().unwrap();
+    assert_eq!(b1.status, Status::Failed);
+    assert_eq!(b1.error.as_deref(), Some("owner gone"));
+    assert!(!store
+        .finish_owned(&record("t1", "b1", Status::Completed), "B")
+        .await
+        .unwrap());
+    assert!(store.renew("B", 30_000).await.unwrap().is_empty());
+
+    // A restarting fails its own runs and unowned ones, never another owner's
+    store.insert_owned(&running("b2"), "B", 10_000).await.unwrap();
+    assert_eq!(store.fail_owned("A", "A restarted").await.unwrap(), 2);
+    assert_eq!(
+        store.get("t1", "legacy").await.unwrap().unwrap().status,
+        Status::Failed
+    );
+    assert_eq!(
+        store.get("t1", "b2").await.unwrap().unwrap().status,
+        Status::InProgress
+    );
+
+    // a deleted run drops out of its owner's renewals (the owner then stops it)
+    assert_eq!(store.renew("B", 30_000).await.unwrap().len(), 1);
+    assert!(store.delete("t1", "b2").await.unwrap());
+    assert!(store.renew("B", 30_000).await.unwrap().is_empty());
+
+    // a chain in one read, newest first, stopping at a gap and at the limit
+    let mut prev: Option<String> = None;
+    for i in 0..5 {
+        let mut r = record("t1", &format!("c{i}"), Status::Completed);
+        r.previous_interaction_id = prev.replace(r.id.clone());
+        store.insert(&r).await.unwrap();
+    }
+    let ids = |v: Vec<InteractionRecord>| v.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.chain("t1", "c4", 100).await.unwrap()),
+        ["c4", "c3", "c2", "c1", "c0"]
+    );
+    assert_eq!(
+        ids(store.chain("t1", "c4", 2).await.unwrap()),
+        ["c4", "c3"]
+    );
+    assert!(store.chain("t2", "c4", 100).await.unwrap().is_empty());
+    assert!(store.delete("t1", "c2").await.unwrap());
+    let cut = store.chain("t1", "c4", 100).await.unwrap();
+    assert_eq!(ids(cut.clone()), ["c4", "c3"]);
+    assert_eq!(cut[1].previous_interaction_id.as_deref(), Some("c2"));
+
+    // forget notes: a reader starts at the newest and sees later ones in order
+    store.note_forget("old").await.unwrap();
+    let start = store.forgets_after(None).await.unwrap()[0].0;
+    store.note_forget("t1").await.unwrap();
+    store.note_forget("t2").await.unwrap();
+    let seen = store.forgets_after(Some(start)).await.unwrap();
+    assert_eq!(
+        seen.iter().map(|f| f.1.as_str()).collect::<Vec<_>>(),
+        ["t1", "t2"]
+    );
+    assert!(seen[0].0 > start && seen[1].0 > seen[0].0);
+    assert!(store
+        .forgets_after(Some(seen[1].0))
+        .await
+        .unwrap()
+        .is_empty());
 }
