@@ -182,6 +182,10 @@ impl From<StoreError> for ApiError {
                 tracing::error!("store: {e}");
                 ApiError::unavailable("the server's storage is full; nothing was run")
             }
+            StoreError::Unavailable(_) => {
+                tracing::warn!("store: {e}");
+                ApiError::unavailable("the server's database is unavailable; try again shortly")
+            }
             StoreError::Backend(_) | StoreError::Corrupt { .. } | StoreError::Duplicate(_) => {
                 ApiError::internal(e)
             }

@@ -103,6 +103,10 @@ pub enum StoreError {
     /// The storage is full (a full disk): nothing was written.
     #[error("storage full: {0}")]
     Full(String),
+    /// The database cannot be reached now (down, restarting, no free connection in time):
+    /// nothing was written; trying again later may work.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
     /// An insert hit an existing id (of the same tenant, for files).
     #[error("interaction {0} already exists")]
     Duplicate(String),
