@@ -21,6 +21,41 @@ enum Source {
     Inline(Vec<u8>),
     /// An uploaded file whose bytes are there, with its metadata.
     File(std::path::PathBuf, localgem_core::FileRecord),
+    /// Media an earlier turn kept (`media/<sha256>`), and its SHA-256.
+    Kept(std::path::PathBuf, String),
+}
+
+/// The URI prefix of media kept for later turns (content-addressed under the files
+/// directory). Only turns read back from the store may use it.
+const KEPT: &str = "media/";
+
+/// Keep an uploaded image's bytes under its SHA-256, apart from the upload (which may be
+/// deleted or expire while the conversation goes on); returns its `media/<sha256>` URI.
+async fn keep(
+    dir: &std::path::Path,
+    from: &std::path::Path,
+    bytes: &[u8],
+) -> Result<String, ApiError> {
+    let sha = hex::encode(sha2::Sha256::digest(bytes));
+    let kept = dir.join("media");
+    let path = kept.join(&sha);
+    if tokio::fs::metadata(&path).await.is_err() {
+        tokio::fs::create_dir_all(&kept)
+            .await
+            .map_err(ApiError::internal)?;
+        // A hard link costs no space; another filesystem gets a copy, renamed into place
+        // so that a reader never sees half of it.
+        if tokio::fs::hard_link(from, &path).await.is_err() {
+            let tmp = kept.join(format!(".{sha}.{}", rand::random::<u64>()));
+            tokio::fs::write(&tmp, bytes)
+                .await
+                .map_err(ApiError::internal)?;
+            tokio::fs::rename(&tmp, &path)
+                .await
+                .map_err(ApiError::internal)?;
+        }
+    }
+    Ok(format!("{KEPT}{sha}"))
 }
 
 /// Check a media part (inline data that decodes, or an uploaded file of this key that is
@@ -30,7 +65,24 @@ async fn locate(
     tenant: &Tenant,
     m: &Media,
     what: &str,
+    trusted: bool,
 ) -> Result<(Source, Option<String>), ApiError> {
+    if let Some(sha) = m
+        .uri
+        .as_deref()
+        .and_then(|u| u.strip_prefix(KEPT))
+        .filter(|_| trusted)
+    {
+        let (cfg, _) = crate::files::enabled(st).map_err(|e| ApiError::bad_request(e.message))?;
+        let valid = sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit());
+        if !valid {
+            return Err(ApiError::bad_request(format!(
+                "{what}: kept media {sha:?} is not a digest"
+            )));
+        }
+        let path = cfg.dir.join("media").join(sha);
+        return Ok((Source::Kept(path, sha.to_owned()), m.mime_type.clone()));
+    }
     if let Some(data) = &m.data {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(data.trim())
@@ -85,10 +137,31 @@ async fn load(
     tenant: &Tenant,
     m: &Media,
     what: &str,
-) -> Result<(Vec<u8>, Option<String>), ApiError> {
-    let (source, mime) = locate(st, tenant, m, what).await?;
+    trusted: bool,
+) -> Result<(Vec<u8>, Option<String>, Option<std::path::PathBuf>), ApiError> {
+    let (source, mime) = locate(st, tenant, m, what, trusted).await?;
+    let mut from = None;
     let bytes = match source {
         Source::Inline(bytes) => bytes,
+        Source::Kept(path, sha) => {
+            let gone = || {
+                ApiError::bad_request(format!(
+                    "{what}: an image of an earlier turn is no longer on this server"
+                ))
+            };
+            let bytes = tokio::fs::read(&path).await.map_err(|_| gone())?;
+            let (bytes, digest) = tokio::task::spawn_blocking(move || {
+                let d = hex::encode(sha2::Sha256::digest(&bytes));
+                (bytes, d)
+            })
+            .await
+            .map_err(ApiError::internal)?;
+            if digest != sha {
+                tracing::warn!("kept media {sha} is damaged");
+                return Err(gone());
+            }
+            bytes
+        }
         Source::File(path, f) => {
             let bytes = tokio::fs::read(&path)
                 .await
@@ -106,10 +179,11 @@ async fn load(
             if sha != f.sha256_hex {
                 return Err(damaged(what, &f, "its SHA-256 differs from the upload's"));
             }
+            from = Some(path);
             bytes
         }
     };
-    Ok((bytes, mime))
+    Ok((bytes, mime, from))
 }
 
 /// Text of an HTML page: tags, scripts and styles removed, common entities decoded.
@@ -379,7 +453,10 @@ pub async fn decode_image(
 }
 
 /// Check every media part of `steps`, turn documents into text and, when the model takes
-/// images (`vision`), decode them: returned in input order.
+/// images (`vision`), decode them: returned in input order. Uploaded images are kept under
+/// their digest and their part rewritten to it, so that the steps as resolved here serve
+/// later turns after the upload is gone. The first `trusted` steps come from the store (they
+/// may name kept media); the rest from the request.
 ///
 /// # Errors
 /// 400 for malformed parts, foreign URIs, unreadable documents and images that do not
@@ -388,6 +465,7 @@ pub async fn resolve(
     st: &AppState,
     tenant: &Tenant,
     steps: &mut [Step],
+    trusted: usize,
     vision: bool,
 ) -> Result<Vec<Image>, ApiError> {
     let mut images = Vec::new();
@@ -395,12 +473,13 @@ pub async fn resolve(
         let Step::UserInput { content } = step else {
             continue;
         };
+        let trusted = si < trusted;
         for (ci, c) in content.iter_mut().enumerate() {
             let what = format!("input step {si}, content {ci}");
             match c {
                 Content::Text { .. } => {}
                 Content::Document(m) => {
-                    let (bytes, mime) = load(st, tenant, m, &what).await?;
+                    let (bytes, mime, _) = load(st, tenant, m, &what, trusted).await?;
                     let mime = mime.unwrap_or_default();
                     let key = digest(&[&bytes, mime.as_bytes()]);
                     let text = st
@@ -420,7 +499,11 @@ pub async fn resolve(
                     ));
                 }
                 Content::Image(m) if vision => {
-                    let (bytes, mime) = load(st, tenant, m, &what).await?;
+                    let (bytes, mime, from) = load(st, tenant, m, &what, trusted).await?;
+                    if let (Some(from), Ok((cfg, _))) = (from, crate::files::enabled(st)) {
+                        m.uri = Some(keep(&cfg.dir, &from, &bytes).await?);
+                        m.mime_type.clone_from(&mime);
+                    }
                     let key = digest(&[&bytes]);
                     let image = st
                         .images
@@ -430,7 +513,7 @@ pub async fn resolve(
                 }
                 Content::Image(m) | Content::Audio(m) | Content::Video(m) => {
                     // Checked only; the model check decides.
-                    locate(st, tenant, m, &what).await?;
+                    locate(st, tenant, m, &what, trusted).await?;
                 }
             }
         }

@@ -13,11 +13,17 @@ use localgem_wire::{CreateInteractionRequest, Model, ModelList, Status};
 use serde_json::json;
 
 use crate::error::ApiError;
-use crate::run::{self, to_wire, Cursor, Outcome, StepsView};
+use crate::events::{self, to_wire, Cursor, StepsView};
+use crate::live::Outcome;
+use crate::run;
 use crate::sse;
 use crate::tenant::Tenant;
 use crate::validate::validate_create;
 use crate::AppState;
+
+/// How long a cancel waits for the run to stop (on another replica: its next lease renewal,
+/// a fraction of a second).
+const CANCEL_WAIT: Duration = Duration::from_secs(5);
 
 /// The revision this server speaks; older ones get the live API's 400.
 const API_REVISION: &str = "2026-05-20";
@@ -120,7 +126,7 @@ pub async fn create(
     }
     if background {
         // Answer at once; the client polls or attaches.
-        let mut it = run::partial(
+        let mut it = events::partial(
             &running.id,
             &running.model,
             Status::InProgress,
@@ -140,7 +146,8 @@ pub async fn create(
         // stored record ends up `failed` with the same error), not a 5xx the SDKs retry.
         Some(Outcome::StoreFailed(e)) => {
             tracing::warn!(id = %running.id, "answered a finished interaction that was not saved: {e}");
-            let mut it = run::partial(&running.id, &running.model, Status::Failed, running.created);
+            let mut it =
+                events::partial(&running.id, &running.model, Status::Failed, running.created);
             it.steps = Some(running.live.log.steps());
             Ok(Json(it).into_response())
         }
@@ -180,7 +187,7 @@ pub async fn get_interaction(
         .get(&tenant.0, &id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("interaction {id:?} not found")))?;
-    let live = st.running.lock().expect("poisoned").get(&id).cloned();
+    let live = st.runs.get(&id);
     if !stream {
         if let (false, Some(live)) = (record.status.is_terminal(), &live) {
             record.output = live.log.steps();
@@ -196,17 +203,11 @@ pub async fn get_interaction(
         // Running here: follow its log (attaching never cancels it).
         return Ok(sse::follow(live, after, None));
     }
-    // Running in another process sharing the store: wait for it to end, then replay it.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
-    while !record.status.is_terminal() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        record = st
-            .store
-            .get(&tenant.0, &id)
-            .await?
-            .ok_or_else(|| ApiError::not_found(format!("interaction {id:?} not found")))?;
+    if record.status.is_terminal() {
+        return Ok(sse::replay_response(&record, after));
     }
-    Ok(sse::replay_response(&record, after))
+    // Running on another replica: follow its logged events through the store.
+    Ok(crate::remote::follow(st.clone(), tenant.0, id, after))
 }
 
 /// `DELETE /{v}/interactions/{id}`: stops it if running, removes it, answers `{}`.
@@ -218,16 +219,19 @@ pub async fn delete_interaction(
     if st.store.get(&tenant.0, &id).await?.is_none() {
         return Err(ApiError::not_found(format!("interaction {id:?} not found")));
     }
-    if let Some(live) = st.running.lock().expect("poisoned").get(&id) {
-        live.cancel.notify_one();
-    }
+    // Stop it wherever it runs: here at once, on another replica at its next lease renewal
+    // (which no longer finds it).
+    st.runs.cancel(&id);
     if !st.store.delete(&tenant.0, &id).await? {
         return Err(ApiError::not_found(format!("interaction {id:?} not found")));
     }
-    // Its conversation's cached KV state goes too. States are not tied to interactions, so
-    // every cached state of this key goes: later turns of its other conversations prefill
-    // again, which costs time, never correctness.
+    // Its conversation's cached KV state goes too, on every replica. States are not tied to
+    // interactions, so every cached state of this key goes: later turns of its other
+    // conversations prefill again, which costs time, never correctness.
     st.engine.forget(&tenant.0).await;
+    if let Err(e) = st.store.note_forget(&tenant.0).await {
+        tracing::warn!("cannot tell other replicas to drop this key's KV state: {e}");
+    }
     Ok(Json(json!({})).into_response())
 }
 
@@ -241,17 +245,16 @@ pub async fn cancel(
     let not_found = || ApiError::not_found(format!("interaction {id:?} not found"));
     let mut record = st.store.get(&tenant.0, &id).await?.ok_or_else(not_found)?;
     if !record.status.is_terminal() {
-        if let Some(live) = st.running.lock().expect("poisoned").get(&id) {
-            live.cancel.notify_one();
+        // Here, stop it now; elsewhere, its owner stops it at its next lease renewal.
+        if !st.runs.cancel(&id) {
+            st.store.request_cancel(&tenant.0, &id).await?;
         }
-        for _ in 0..100 {
+        let deadline = tokio::time::Instant::now() + CANCEL_WAIT;
+        while !record.status.is_terminal() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
             record = st.store.get(&tenant.0, &id).await?.ok_or_else(not_found)?;
-            if record.status.is_terminal() {
-                break;
-            }
         }
-        if record.status == Status::InProgress {
+        if !record.status.is_terminal() {
             return Err(ApiError::unavailable(
                 "the interaction did not stop in time",
             ));

@@ -7,12 +7,16 @@
 
 pub mod content;
 pub mod error;
+pub mod events;
 pub mod files;
 pub mod handlers;
+pub mod live;
 pub mod models;
 pub mod openapi;
+pub mod remote;
 pub mod run;
 pub mod serve;
+pub mod service;
 pub mod signature;
 pub mod sse;
 pub mod tenant;
@@ -20,8 +24,7 @@ pub mod testing;
 pub mod upload;
 pub mod validate;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::routing::{get, post};
 use axum::Router;
@@ -73,10 +76,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// Settings.
     pub config: Arc<ApiConfig>,
-    /// Interactions running per tenant.
-    pub per_key: Arc<Mutex<HashMap<String, usize>>>,
-    /// Running stored interactions (their event logs and cancel signals), by id.
-    pub running: Arc<Mutex<HashMap<String, Arc<run::Live>>>>,
+    /// This replica's runs: their logs, cancel signals, leases and per-key counts.
+    pub runs: Arc<service::Runs>,
     /// Renders the Prometheus text exposition for `/metrics` (absent: 404).
     pub metrics: Option<MetricsRender>,
     /// The Files API's storage and uploads in progress (absent: its routes answer 404).
@@ -96,9 +97,11 @@ impl AppState {
         AppState {
             engine,
             store,
+            runs: Arc::new(service::Runs::new(
+                service::ReplicaConfig::default(),
+                config.max_running_per_key,
+            )),
             config: Arc::new(config),
-            running: Arc::default(),
-            per_key: Arc::default(),
             metrics: None,
             files: None,
             images: Arc::default(),
@@ -109,6 +112,12 @@ impl AppState {
     /// Serve the Files API, keeping files under `config.dir`.
     pub fn with_files(mut self, config: files::FilesConfig) -> Self {
         self.files = Some((config, Arc::default()));
+        self
+    }
+
+    /// Take part in shared state as this replica (before serving anything).
+    pub fn with_replica(mut self, replica: service::ReplicaConfig) -> Self {
+        self.runs = Arc::new(service::Runs::new(replica, self.config.max_running_per_key));
         self
     }
 

@@ -14,7 +14,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::error::ApiError;
-use crate::run::{replay, resume_after, CancelOnDrop, Cursor, Live, Outcome};
+use crate::events::{replay, resume_after, Cursor};
+use crate::live::{CancelOnDrop, Live, Outcome};
 
 /// How long a stream waits for a client to take the next event.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(120);

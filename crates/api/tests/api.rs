@@ -620,7 +620,7 @@ async fn cancel_stops_a_running_interaction() {
     let mut id = None;
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        if let Some(k) = a.state.running.lock().unwrap().keys().next() {
+        if let Some(k) = a.state.runs.ids().first() {
             id = Some(k.clone());
             break;
         }

@@ -13,7 +13,7 @@ use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use localgem_api::testing::FakeEngine;
 use localgem_api::{router, ApiConfig, AppState, ModelAliases};
-use localgem_core::{FileRecord, FilesCursor, InteractionRecord, Store, StoreError};
+use localgem_core::{FileRecord, FilesCursor, InteractionRecord, RunState, Store, StoreError};
 use localgem_store::MemoryStore;
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -42,6 +42,57 @@ impl Store for FullDisk {
     }
     async fn get(&self, t: &str, id: &str) -> Result<Option<InteractionRecord>, StoreError> {
         self.inner.get(t, id).await
+    }
+    async fn insert_owned(
+        &self,
+        r: &InteractionRecord,
+        owner: &str,
+        lease: i64,
+    ) -> Result<(), StoreError> {
+        self.inner.insert_owned(r, owner, lease).await
+    }
+    async fn finish_owned(&self, r: &InteractionRecord, owner: &str) -> Result<bool, StoreError> {
+        if self.full.load(Ordering::SeqCst) {
+            return Err(disk_full());
+        }
+        self.inner.finish_owned(r, owner).await
+    }
+    async fn renew(&self, owner: &str, lease: i64) -> Result<Vec<RunState>, StoreError> {
+        self.inner.renew(owner, lease).await
+    }
+    async fn request_cancel(&self, t: &str, id: &str) -> Result<bool, StoreError> {
+        self.inner.request_cancel(t, id).await
+    }
+    async fn fail_owned(&self, owner: &str, reason: &str) -> Result<u64, StoreError> {
+        self.inner.fail_owned(owner, reason).await
+    }
+    async fn fail_expired(&self, now_ms: i64, reason: &str) -> Result<u64, StoreError> {
+        self.inner.fail_expired(now_ms, reason).await
+    }
+    async fn chain(
+        &self,
+        t: &str,
+        id: &str,
+        limit: usize,
+    ) -> Result<Vec<InteractionRecord>, StoreError> {
+        self.inner.chain(t, id, limit).await
+    }
+    async fn append_events(&self, id: &str, first: u64, ev: &[String]) -> Result<(), StoreError> {
+        self.inner.append_events(id, first, ev).await
+    }
+    async fn events_after(
+        &self,
+        id: &str,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<(u64, String)>, StoreError> {
+        self.inner.events_after(id, after, limit).await
+    }
+    async fn note_forget(&self, t: &str) -> Result<(), StoreError> {
+        self.inner.note_forget(t).await
+    }
+    async fn forgets_after(&self, after: Option<i64>) -> Result<Vec<(i64, String)>, StoreError> {
+        self.inner.forgets_after(after).await
     }
     async fn delete(&self, t: &str, id: &str) -> Result<bool, StoreError> {
         self.inner.delete(t, id).await
@@ -182,7 +233,7 @@ async fn a_run_whose_end_cannot_be_saved_ends_failed_and_nobody_waits_on_it() {
     }
     // And it is no longer held as running.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !st.running.lock().unwrap().is_empty() {
+    while !st.runs.is_empty() {
         assert!(Instant::now() < deadline, "still held as running");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -628,7 +628,7 @@ async fn resuming_at_the_newest_event_of_a_running_interaction_waits_for_more() 
         .await;
     let id = v["id"].as_str().unwrap().to_owned();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let live = a.state.running.lock().unwrap().get(&id).cloned().unwrap();
+    let live = a.state.runs.get(&id).unwrap();
     let (seen, outcome) = live.log.next(0).await;
     assert!(outcome.is_none(), "still running");
     let newest = serde_json::to_value(seen.last().unwrap()).unwrap()["event_id"]

@@ -34,9 +34,9 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Start the HTTP server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Stream one answer to the terminal (no server).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// List known models, or pull one.
     Models(ModelsArgs),
 }
@@ -103,6 +103,10 @@ struct EngineArgs {
     /// its conversation instead of prefilling it again. 0 keeps them in memory only.
     #[arg(long, env = "LOCALGEM_KV_DISK_BUDGET_MB", default_value_t = 4096)]
     kv_disk_budget_mb: u64,
+    /// Where finished KV states are kept (default DATA_DIR/kv). Replicas that share this
+    /// directory restore each other's conversations instead of prefilling them again.
+    #[arg(long, env = "LOCALGEM_KV_DIR")]
+    kv_dir: Option<PathBuf>,
     /// A Jinja chat template file used instead of the template inside the GGUF (for a model
     /// whose template lacks tool or reasoning support, say).
     #[arg(long, env = "LOCALGEM_CHAT_TEMPLATE_FILE")]
@@ -181,6 +185,24 @@ struct ServeArgs {
     /// Largest file the Files API accepts, in bytes (Google's limit is 2 GB).
     #[arg(long, env = "LOCALGEM_MAX_FILE_BYTES", default_value_t = 2 * 1024 * 1024 * 1024)]
     max_file_bytes: u64,
+    /// PostgreSQL to keep interactions and files' metadata in (`postgres://USER@HOST/DB`),
+    /// shared by every replica behind a load balancer. Default: SQLite in the data dir (one
+    /// process, or processes on one host).
+    #[arg(long, env = "LOCALGEM_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// This replica's name among those sharing a database; its running interactions carry
+    /// it. Default: the host name and the port.
+    #[arg(long, env = "LOCALGEM_REPLICA_ID")]
+    replica_id: Option<String>,
+    /// Seconds a running interaction's lease lasts unless its replica renews it (it does, 4
+    /// times a second); a replica that dies leaves its runs `failed` this long after.
+    #[arg(long, env = "LOCALGEM_LEASE_SECS", default_value_t = 10)]
+    lease_secs: u64,
+    /// Where uploaded files' bytes are kept (default DATA_DIR/files). Replicas share one
+    /// directory (a network filesystem), so that a file uploaded through one is readable
+    /// through all.
+    #[arg(long, env = "LOCALGEM_FILES_DIR")]
+    files_dir: Option<PathBuf>,
     /// Secret that signs thought signatures (replicas that share state must share it).
     /// Default: a random key kept in the data dir (`thought-signing.key`).
     #[arg(long, env = "LOCALGEM_SIGNING_KEY", hide_env_values = true)]
@@ -408,7 +430,7 @@ fn engine_config(args: &EngineArgs, data_dir: Option<&Path>) -> Result<EngineCon
         chat_template,
         spill_dir: data_dir
             .filter(|_| args.kv_disk_budget_mb > 0)
-            .map(|d| d.join("kv")),
+            .map(|d| args.kv_dir.clone().unwrap_or_else(|| d.join("kv"))),
         spill_budget: args.kv_disk_budget_mb.saturating_mul(1 << 20),
     })
 }
@@ -539,13 +561,38 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let (common, eargs) = (args.common.clone(), args.engine.clone());
     let (specs, default) =
         tokio::task::spawn_blocking(move || resolve_models(&common, &eargs)).await??;
-    let store = SqliteStore::open(&dir.join("localgem.sqlite")).await?;
+    let store: Arc<dyn Store> = match &args.database_url {
+        Some(url) => Arc::new(
+            localgem_store::PostgresStore::connect(url)
+                .await
+                .context("cannot open the PostgreSQL database")?,
+        ),
+        None => Arc::new(SqliteStore::open(&dir.join("localgem.sqlite")).await?),
+    };
+    let replica = localgem_api::service::ReplicaConfig {
+        id: args.replica_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "localhost".into());
+            format!("{host}:{}", args.addr.port())
+        }),
+        lease: Duration::from_secs(args.lease_secs.max(1)),
+        ..Default::default()
+    };
+    // This replica's runs from before a restart are over; other replicas' runs are theirs
+    // (a dead one's fail when their leases end).
     let failed = store
-        .fail_unfinished("the server stopped before this interaction finished")
+        .fail_owned(
+            &replica.id,
+            "the server stopped before this interaction finished",
+        )
         .await?;
     if failed > 0 {
         tracing::warn!(
             count = failed,
+            replica = %replica.id,
             "marked interactions left unfinished by an earlier run as failed"
         );
     }
@@ -559,10 +606,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
         &default,
     )
     .map_err(anyhow::Error::msg)?;
-    let store = Arc::new(store);
     let state = AppState::new(
         engine.clone(),
-        store.clone() as Arc<dyn Store>,
+        store.clone(),
         ApiConfig {
             aliases,
             max_body_bytes: args.max_body_bytes,
@@ -576,7 +622,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
             max_running_per_key: args.max_running_per_key,
         },
     );
-    let files_dir = dir.join("files");
+    let state = state.with_replica(replica);
+    tokio::spawn(localgem_api::service::maintain(state.clone()));
+    let files_dir = args.files_dir.clone().unwrap_or_else(|| dir.join("files"));
     localgem_api::files::prepare_dir(&files_dir)
         .with_context(|| format!("cannot create {}", files_dir.display()))?;
     let state =
@@ -747,8 +795,8 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Models(a) => models(a),
-        Cmd::Serve(a) => tokio::runtime::Runtime::new()?.block_on(serve(a)),
-        Cmd::Run(a) => tokio::runtime::Runtime::new()?.block_on(run(a)),
+        Cmd::Serve(a) => tokio::runtime::Runtime::new()?.block_on(serve(*a)),
+        Cmd::Run(a) => tokio::runtime::Runtime::new()?.block_on(run(*a)),
     }
 }
 

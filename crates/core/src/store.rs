@@ -150,8 +150,11 @@ pub trait Store: Send + Sync + 'static {
     /// Replace a running record of `owner` with its final state, and drop its event log.
     /// Fenced: returns false, changing nothing, when the record is gone or no longer runs
     /// under this owner (its lease expired and another replica failed it).
-    async fn finish_owned(&self, record: &InteractionRecord, owner: &str)
-        -> Result<bool, StoreError>;
+    async fn finish_owned(
+        &self,
+        record: &InteractionRecord,
+        owner: &str,
+    ) -> Result<bool, StoreError>;
 
     /// Extend the lease of every record `owner` runs to `lease_until_ms`; returns those
     /// records. A run the owner holds that is not among them was deleted or taken away.
@@ -222,4 +225,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Files of every tenant that expire at or before `now_ms`.
     async fn expired_files(&self, now_ms: i64) -> Result<Vec<FileRecord>, StoreError>;
+
+    /// Close connections, writing out what is buffered (at shutdown).
+    async fn close(&self) {}
 }

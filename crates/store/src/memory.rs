@@ -57,10 +57,10 @@ impl Store for MemoryStore {
         lease_until_ms: i64,
     ) -> Result<(), StoreError> {
         self.insert(record).await?;
-        self.runs.lock().expect("poisoned").insert(
-            record.id.clone(),
-            (owner.to_owned(), lease_until_ms, false),
-        );
+        self.runs
+            .lock()
+            .expect("poisoned")
+            .insert(record.id.clone(), (owner.to_owned(), lease_until_ms, false));
         Ok(())
     }
 
@@ -184,7 +184,10 @@ impl Store for MemoryStore {
     }
 
     async fn note_forget(&self, tenant: &str) -> Result<(), StoreError> {
-        self.forgets.lock().expect("poisoned").push(tenant.to_owned());
+        self.forgets
+            .lock()
+            .expect("poisoned")
+            .push(tenant.to_owned());
         Ok(())
     }
 

@@ -452,13 +452,12 @@ impl Store for SqliteStore {
                 .map_err(backend)?;
             return Ok(vec![(row.try_get("seq").map_err(backend)?, String::new())]);
         };
-        let rows = sqlx::query(
-            "SELECT seq, tenant FROM kv_forgets WHERE seq > ? ORDER BY seq LIMIT 1000",
-        )
-        .bind(after)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend)?;
+        let rows =
+            sqlx::query("SELECT seq, tenant FROM kv_forgets WHERE seq > ? ORDER BY seq LIMIT 1000")
+                .bind(after)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(backend)?;
         rows.iter()
             .map(|row| {
                 Ok((
@@ -583,6 +582,10 @@ impl Store for SqliteStore {
             .await
             .map_err(backend)?;
         Ok(res.rows_affected() == 1)
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
     }
 
     async fn expired_files(&self, now_ms: i64) -> Result<Vec<FileRecord>, StoreError> {

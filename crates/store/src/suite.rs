@@ -196,14 +196,26 @@ pub async fn run_leases(store: &dyn Store) {
         r.output.clear();
         r
     };
-    store.insert_owned(&running("a1"), "A", 10_000).await.unwrap();
-    store.insert_owned(&running("a2"), "A", 10_000).await.unwrap();
-    store.insert_owned(&running("b1"), "B", 10_000).await.unwrap();
+    store
+        .insert_owned(&running("a1"), "A", 10_000)
+        .await
+        .unwrap();
+    store
+        .insert_owned(&running("a2"), "A", 10_000)
+        .await
+        .unwrap();
+    store
+        .insert_owned(&running("b1"), "B", 10_000)
+        .await
+        .unwrap();
     store.insert(&running("legacy")).await.unwrap();
 
     // renewing returns the owner's runs, with cancel requests
     assert!(store.request_cancel("t1", "a2").await.unwrap());
-    assert!(!store.request_cancel("t2", "a1").await.unwrap(), "tenant-scoped");
+    assert!(
+        !store.request_cancel("t2", "a1").await.unwrap(),
+        "tenant-scoped"
+    );
     let mut mine = store.renew("A", 20_000).await.unwrap();
     mine.sort_by(|x, y| x.id.cmp(&y.id));
     let summary: Vec<(&str, &str, bool)> = mine
@@ -229,9 +241,15 @@ pub async fn run_leases(store: &dyn Store) {
     done.resolved_input = Some(vec![Step::UserInput {
         content: vec![Content::text("[document: x]\nbody\n[end of document]")],
     }]);
-    assert!(!store.finish_owned(&done, "B").await.unwrap(), "not B's run");
+    assert!(
+        !store.finish_owned(&done, "B").await.unwrap(),
+        "not B's run"
+    );
     assert!(store.finish_owned(&done, "A").await.unwrap());
-    assert!(!store.finish_owned(&done, "A").await.unwrap(), "finished once");
+    assert!(
+        !store.finish_owned(&done, "A").await.unwrap(),
+        "finished once"
+    );
     assert_eq!(store.get("t1", "a1").await.unwrap(), Some(done.clone()));
     assert!(store.events_after("a1", None, 10).await.unwrap().is_empty());
     assert_eq!(store.renew("A", 20_000).await.unwrap().len(), 1);
@@ -248,7 +266,10 @@ pub async fn run_leases(store: &dyn Store) {
     assert!(store.renew("B", 30_000).await.unwrap().is_empty());
 
     // A restarting fails its own runs and unowned ones, never another owner's
-    store.insert_owned(&running("b2"), "B", 10_000).await.unwrap();
+    store
+        .insert_owned(&running("b2"), "B", 10_000)
+        .await
+        .unwrap();
     assert_eq!(store.fail_owned("A", "A restarted").await.unwrap(), 2);
     assert_eq!(
         store.get("t1", "legacy").await.unwrap().unwrap().status,
@@ -276,10 +297,7 @@ pub async fn run_leases(store: &dyn Store) {
         ids(store.chain("t1", "c4", 100).await.unwrap()),
         ["c4", "c3", "c2", "c1", "c0"]
     );
-    assert_eq!(
-        ids(store.chain("t1", "c4", 2).await.unwrap()),
-        ["c4", "c3"]
-    );
+    assert_eq!(ids(store.chain("t1", "c4", 2).await.unwrap()), ["c4", "c3"]);
     assert!(store.chain("t2", "c4", 100).await.unwrap().is_empty());
     assert!(store.delete("t1", "c2").await.unwrap());
     let cut = store.chain("t1", "c4", 100).await.unwrap();

@@ -29,6 +29,59 @@ pub fn app(max_file_bytes: u64) -> App {
     app_with(max_file_bytes, false)
 }
 
+/// Two replicas over one store and one files directory (as with PostgreSQL and a shared
+/// directory), each with its own fake engine, replica name and background loop.
+pub fn pair(
+    replica: localgem_api::service::ReplicaConfig,
+    delay: std::time::Duration,
+) -> (App, App) {
+    let a = app_with(1 << 20, true);
+    let fake_a = Arc::new(FakeEngine {
+        vision: true,
+        delay,
+        ..FakeEngine::default()
+    });
+    let a = App {
+        state: AppState::new(fake_a.clone(), a.store.clone(), ApiConfig::default()).with_files(
+            FilesConfig {
+                dir: a.dir.clone(),
+                max_file_bytes: 1 << 20,
+            },
+        ),
+        fake: fake_a,
+        ..a
+    };
+    let fake = Arc::new(FakeEngine {
+        vision: true,
+        delay,
+        ..FakeEngine::default()
+    });
+    let twin = |state: AppState, name: &str| {
+        state.with_replica(localgem_api::service::ReplicaConfig {
+            id: name.into(),
+            ..replica.clone()
+        })
+    };
+    let b_state = AppState::new(fake.clone(), a.store.clone(), ApiConfig::default()).with_files(
+        FilesConfig {
+            dir: a.dir.clone(),
+            max_file_bytes: 1 << 20,
+        },
+    );
+    let b = App {
+        state: twin(b_state, "B"),
+        fake,
+        store: a.store.clone(),
+        dir: a.dir.clone(),
+        _tmp: tempfile::tempdir().unwrap(),
+    };
+    let a = App {
+        state: twin(a.state, "A"),
+        ..a
+    };
+    (a, b)
+}
+
 pub fn app_with(max_file_bytes: u64, vision: bool) -> App {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("files");
