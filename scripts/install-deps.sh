@@ -15,6 +15,9 @@ if [ "${1:-}" = "--test" ]; then
   command -v jq >/dev/null 2>&1 || need+=(jq)
   command -v curl >/dev/null 2>&1 || need+=(curl)
   command -v sqlite3 >/dev/null 2>&1 || need+=(sqlite3)
+  # The store suite and the scale test: a throwaway PostgreSQL cluster, and HAProxy.
+  [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql)
+  command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}" >&2

@@ -3,7 +3,8 @@
 # (both bundled models), schemathesis against the server's OpenAPI document, and the
 # conformance suite that runs every seed example with the
 # official Python (3.x and 2.x) and JavaScript SDKs and curl against a live server, and the
-# Rust client's examples against a live server.
+# Rust client's examples against a live server, and the scale test (PostgreSQL, two
+# replicas, HAProxy).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export LOCALGEM_CACHE="${LOCALGEM_CACHE:-$HOME/.cache/localgem}"
@@ -23,9 +24,16 @@ echo "== models"
 # model ships in a package).
 MMPROJ="$(bash tests/vision/make.sh)"
 
-echo "== cargo test (unit, API, store, real-model integration)"
+echo "== PostgreSQL (a throwaway cluster for the store suite)"
+PG_DIR="$(mktemp -d /tmp/localgem-pg.XXXXXX)"
+chmod 755 "$PG_DIR"
+export LOCALGEM_TEST_DATABASE_URL="$(bash scripts/pg.sh "$PG_DIR" "${LOCALGEM_TEST_PG_PORT:-55432}")"
+trap 'bash scripts/pg.sh stop "$PG_DIR" >/dev/null 2>&1 || true; rm -rf "$PG_DIR"' EXIT
+
+echo "== cargo test (unit, API, store on SQLite and PostgreSQL, real-model integration)"
 # One test at a time: each real-model test runs a server whose llama.cpp threads use both cores.
 cargo test --release --locked --workspace -- --include-ignored --test-threads=1
+bash scripts/pg.sh stop "$PG_DIR" >/dev/null
 
 echo "== schemathesis (generated requests against /openapi.json: no 5xx, documented responses)"
 LOCALGEM_BIN="$BIN" bash tests/schemathesis/run.sh
@@ -36,6 +44,10 @@ bash tests/fuzz.sh
 echo "== conformance (seed examples: Python SDK 3.x and 2.x, JavaScript SDK, curl)"
 LOCALGEM_BIN="$BIN" LOCALGEM_VISION_ARGS="--model gemma-3-270m --mmproj gemma-3-270m=$MMPROJ" \
   bash tests/conformance/run.sh
+
+echo "== scale (PostgreSQL + two replicas + HAProxy: seed examples through the load balancer,"
+echo "   round-robin chains, SIGKILL and resume, cancel/DELETE elsewhere, PostgreSQL restart)"
+LOCALGEM_BIN="$BIN" bash tests/scale/run.sh
 
 echo "== rust client examples (crates/client/examples and tests/live.rs against a live server)"
 LOCALGEM_BIN="$BIN" LOCALGEM_VISION_ARGS="--model gemma-3-270m --mmproj gemma-3-270m=$MMPROJ" \
