@@ -223,7 +223,7 @@ def seed_examples(cl):
     env = dict(os.environ)
     env.update(
         LOCALGEM_URL=f"http://127.0.0.1:{cl.lb}",
-        CONFORMANCE_ONLY="/py3$",
+        CONFORMANCE_ONLY="/python-sdk3$",
         CONFORMANCE_NO_EXTRA="1",
         CONFORMANCE_SKIP_SETUP="1",
     )
@@ -235,7 +235,8 @@ def seed_examples(cl):
     if out.returncode != 0:
         fails = [l for l in out.stdout.splitlines() if l.startswith("FAIL")]
         raise AssertionError(f"{summary} {fails[:5]} {out.stderr[-500:]}")
-    return summary[0] if summary else ""
+    assert summary and not summary[0].startswith("conformance: 0 passed"), (summary, out.stdout[-500:])
+    return summary[0]
 
 
 def chains_round_robin(cl, ids_out):
