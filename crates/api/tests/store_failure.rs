@@ -34,12 +34,6 @@ impl Store for FullDisk {
     async fn insert(&self, r: &InteractionRecord) -> Result<(), StoreError> {
         self.inner.insert(r).await
     }
-    async fn finish(&self, r: &InteractionRecord) -> Result<bool, StoreError> {
-        if self.full.load(Ordering::SeqCst) {
-            return Err(disk_full());
-        }
-        self.inner.finish(r).await
-    }
     async fn get(&self, t: &str, id: &str) -> Result<Option<InteractionRecord>, StoreError> {
         self.inner.get(t, id).await
     }
@@ -96,9 +90,6 @@ impl Store for FullDisk {
     }
     async fn delete(&self, t: &str, id: &str) -> Result<bool, StoreError> {
         self.inner.delete(t, id).await
-    }
-    async fn fail_unfinished(&self, reason: &str) -> Result<u64, StoreError> {
-        self.inner.fail_unfinished(reason).await
     }
     async fn purge_before(&self, cutoff: i64) -> Result<u64, StoreError> {
         self.inner.purge_before(cutoff).await

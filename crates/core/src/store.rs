@@ -117,22 +117,15 @@ pub enum StoreError {
 /// Every lookup takes the tenant: another tenant's record is indistinguishable from a missing one.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Insert a new record (normally `in_progress`, before generation starts).
+    /// Insert a record that no replica owns (a finished one, say; a running one no lease
+    /// protects is failed by the next replica that starts).
     async fn insert(&self, record: &InteractionRecord) -> Result<(), StoreError>;
-
-    /// Atomically replace a record with its final state. Returns false if it no longer exists
-    /// (deleted meanwhile).
-    async fn finish(&self, record: &InteractionRecord) -> Result<bool, StoreError>;
 
     /// Fetch a record of this tenant.
     async fn get(&self, tenant: &str, id: &str) -> Result<Option<InteractionRecord>, StoreError>;
 
     /// Delete a record of this tenant. Returns whether it existed.
     async fn delete(&self, tenant: &str, id: &str) -> Result<bool, StoreError>;
-
-    /// Mark every record still `in_progress` or `queued` as failed (after a crash). Returns how
-    /// many changed.
-    async fn fail_unfinished(&self, reason: &str) -> Result<u64, StoreError>;
 
     /// Delete every finished interaction created before `cutoff` (unix seconds), of every
     /// tenant. Returns how many went.

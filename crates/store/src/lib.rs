@@ -13,6 +13,7 @@
 
 mod memory;
 mod postgres;
+mod record;
 mod sqlite;
 
 pub use memory::MemoryStore;

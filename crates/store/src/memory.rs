@@ -204,17 +204,6 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    async fn finish(&self, record: &InteractionRecord) -> Result<bool, StoreError> {
-        let mut map = self.map.lock().expect("poisoned");
-        match map.get_mut(&record.id) {
-            Some(old) if old.tenant == record.tenant => {
-                *old = record.clone();
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
-    }
-
     async fn get(&self, tenant: &str, id: &str) -> Result<Option<InteractionRecord>, StoreError> {
         let map = self.map.lock().expect("poisoned");
         Ok(map.get(id).filter(|r| r.tenant == tenant).cloned())
@@ -229,10 +218,6 @@ impl Store for MemoryStore {
             return Ok(true);
         }
         Ok(false)
-    }
-
-    async fn fail_unfinished(&self, reason: &str) -> Result<u64, StoreError> {
-        self.fail_where(reason, |_| true)
     }
 
     async fn purge_before(&self, cutoff: i64) -> Result<u64, StoreError> {

@@ -7,7 +7,7 @@ use sqlx::migrate::MigrateError;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
 
-use crate::sqlite::{assemble, encode, now_ms};
+use crate::record::{assemble, contiguous, encode, inserted, now_ms};
 
 mod files;
 
@@ -58,17 +58,6 @@ fn migrate_failed(e: MigrateError) -> StoreError {
             other => other,
         },
         other => StoreError::Backend(other.to_string()),
-    }
-}
-
-/// The outcome of an INSERT: a taken id is [`StoreError::Duplicate`].
-fn inserted<T>(res: Result<T, sqlx::Error>, id: &str) -> Result<(), StoreError> {
-    match res {
-        Ok(_) => Ok(()),
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-            Err(StoreError::Duplicate(id.to_owned()))
-        }
-        Err(e) => Err(backend(e)),
     }
 }
 
@@ -144,7 +133,7 @@ impl PostgresStore {
         .bind(lease_until_ms)
         .execute(&self.pool)
         .await;
-        inserted(res, &r.id)
+        inserted(res, &r.id, backend)
     }
 }
 
@@ -181,27 +170,6 @@ impl Store for PostgresStore {
         lease_until_ms: i64,
     ) -> Result<(), StoreError> {
         self.insert_with(r, Some(owner), Some(lease_until_ms)).await
-    }
-
-    async fn finish(&self, r: &InteractionRecord) -> Result<bool, StoreError> {
-        let e = encode(r)?;
-        let res = sqlx::query(
-            "UPDATE interactions SET status = $1, updated = $2, input = $3, output = $4, \
-             usage = $5, error = $6, resolved_input = $7 WHERE id = $8 AND tenant = $9",
-        )
-        .bind(r.status.as_str())
-        .bind(r.updated)
-        .bind(e.input)
-        .bind(e.output)
-        .bind(e.usage)
-        .bind(&r.error)
-        .bind(e.resolved)
-        .bind(&r.id)
-        .bind(&r.tenant)
-        .execute(&self.pool)
-        .await
-        .map_err(backend)?;
-        Ok(res.rows_affected() == 1)
     }
 
     async fn finish_owned(&self, r: &InteractionRecord, owner: &str) -> Result<bool, StoreError> {
@@ -322,18 +290,7 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
-        let mut out: Vec<InteractionRecord> = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let r = decode(row)?;
-            // Stop at a gap: a missing (or foreign) earlier turn ends the chain there.
-            if let Some(prev) = out.last() {
-                if prev.previous_interaction_id.as_deref() != Some(r.id.as_str()) {
-                    break;
-                }
-            }
-            out.push(r);
-        }
-        Ok(out)
+        contiguous(rows.iter().map(decode))
     }
 
     async fn append_events(
@@ -452,19 +409,6 @@ impl Store for PostgresStore {
             .await
             .map_err(backend)?;
         Ok(res.rows_affected() == 1)
-    }
-
-    async fn fail_unfinished(&self, reason: &str) -> Result<u64, StoreError> {
-        let res = sqlx::query(
-            "UPDATE interactions SET status = 'failed', error = $1, \
-             updated = FLOOR(EXTRACT(EPOCH FROM now()))::BIGINT \
-             WHERE status IN ('in_progress', 'queued')",
-        )
-        .bind(reason)
-        .execute(&self.pool)
-        .await
-        .map_err(backend)?;
-        Ok(res.rows_affected())
     }
 
     async fn purge_before(&self, cutoff: i64) -> Result<u64, StoreError> {

@@ -4,9 +4,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use localgem_core::{FileRecord, FilesCursor, InteractionRecord, RunState, Store, StoreError};
-use localgem_wire::{Status, Step, Usage};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
+
+use crate::record::{assemble, contiguous, encode, inserted, now_ms};
 
 /// Interactions in one SQLite file.
 #[derive(Debug, Clone)]
@@ -68,70 +69,6 @@ impl SqliteStore {
     }
 }
 
-/// A record's JSON columns: input, output, usage, resolved input.
-pub(crate) struct Encoded {
-    pub input: String,
-    pub output: String,
-    pub usage: String,
-    pub resolved: Option<String>,
-}
-
-pub(crate) fn encode(record: &InteractionRecord) -> Result<Encoded, StoreError> {
-    let corrupt = |e: serde_json::Error| StoreError::Corrupt {
-        id: record.id.clone(),
-        reason: e.to_string(),
-    };
-    Ok(Encoded {
-        input: serde_json::to_string(&record.input).map_err(corrupt)?,
-        output: serde_json::to_string(&record.output).map_err(corrupt)?,
-        usage: serde_json::to_string(&record.usage).map_err(corrupt)?,
-        resolved: record
-            .resolved_input
-            .as_ref()
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(corrupt)?,
-    })
-}
-
-/// A record from its columns (JSON ones as text).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn assemble(
-    id: String,
-    tenant: String,
-    model: String,
-    status: &str,
-    created: i64,
-    updated: i64,
-    previous_interaction_id: Option<String>,
-    json: [&str; 3],
-    resolved: Option<&str>,
-    error: Option<String>,
-) -> Result<InteractionRecord, StoreError> {
-    let corrupt = |reason: String| StoreError::Corrupt {
-        id: id.clone(),
-        reason,
-    };
-    let [input, output, usage] = json;
-    Ok(InteractionRecord {
-        status: Status::parse(status).ok_or_else(|| corrupt(format!("status {status}")))?,
-        input: serde_json::from_str::<Vec<Step>>(input).map_err(|e| corrupt(e.to_string()))?,
-        output: serde_json::from_str::<Vec<Step>>(output).map_err(|e| corrupt(e.to_string()))?,
-        usage: serde_json::from_str::<Usage>(usage).map_err(|e| corrupt(e.to_string()))?,
-        resolved_input: resolved
-            .map(serde_json::from_str::<Vec<Step>>)
-            .transpose()
-            .map_err(|e| corrupt(e.to_string()))?,
-        tenant,
-        model,
-        created,
-        updated,
-        previous_interaction_id,
-        error,
-        id,
-    })
-}
-
 fn decode(row: &sqlx::sqlite::SqliteRow) -> Result<InteractionRecord, StoreError> {
     let status: String = row.try_get("status").map_err(backend)?;
     let input: String = row.try_get("input").map_err(backend)?;
@@ -150,14 +87,6 @@ fn decode(row: &sqlx::sqlite::SqliteRow) -> Result<InteractionRecord, StoreError
         resolved.as_deref(),
         row.try_get("error").map_err(backend)?,
     )
-}
-
-/// Unix milliseconds now.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 impl SqliteStore {
@@ -189,18 +118,7 @@ impl SqliteStore {
         .bind(lease_until_ms)
         .execute(&self.pool)
         .await;
-        inserted(res, &r.id)
-    }
-}
-
-/// The outcome of an INSERT: a taken id is [`StoreError::Duplicate`].
-fn inserted<T>(res: Result<T, sqlx::Error>, id: &str) -> Result<(), StoreError> {
-    match res {
-        Ok(_) => Ok(()),
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-            Err(StoreError::Duplicate(id.to_owned()))
-        }
-        Err(e) => Err(backend(e)),
+        inserted(res, &r.id, backend)
     }
 }
 
@@ -231,27 +149,6 @@ impl Store for SqliteStore {
         lease_until_ms: i64,
     ) -> Result<(), StoreError> {
         self.insert_with(r, Some(owner), Some(lease_until_ms)).await
-    }
-
-    async fn finish(&self, r: &InteractionRecord) -> Result<bool, StoreError> {
-        let e = encode(r)?;
-        let res = sqlx::query(
-            "UPDATE interactions SET status = ?, updated = ?, input = ?, output = ?, usage = ?, \
-             error = ?, resolved_input = ? WHERE id = ? AND tenant = ?",
-        )
-        .bind(r.status.as_str())
-        .bind(r.updated)
-        .bind(e.input)
-        .bind(e.output)
-        .bind(e.usage)
-        .bind(&r.error)
-        .bind(e.resolved)
-        .bind(&r.id)
-        .bind(&r.tenant)
-        .execute(&self.pool)
-        .await
-        .map_err(backend)?;
-        Ok(res.rows_affected() == 1)
     }
 
     async fn finish_owned(&self, r: &InteractionRecord, owner: &str) -> Result<bool, StoreError> {
@@ -376,18 +273,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
-        let mut out: Vec<InteractionRecord> = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let r = decode(row)?;
-            // Stop at a gap: a missing (or foreign) earlier turn ends the chain there.
-            if let Some(prev) = out.last() {
-                if prev.previous_interaction_id.as_deref() != Some(r.id.as_str()) {
-                    break;
-                }
-            }
-            out.push(r);
-        }
-        Ok(out)
+        contiguous(rows.iter().map(decode))
     }
 
     async fn append_events(
@@ -492,18 +378,6 @@ impl Store for SqliteStore {
         Ok(res.rows_affected() == 1)
     }
 
-    async fn fail_unfinished(&self, reason: &str) -> Result<u64, StoreError> {
-        let res = sqlx::query(
-            "UPDATE interactions SET status = 'failed', error = ?, updated = unixepoch() \
-             WHERE status IN ('in_progress', 'queued')",
-        )
-        .bind(reason)
-        .execute(&self.pool)
-        .await
-        .map_err(backend)?;
-        Ok(res.rows_affected())
-    }
-
     async fn purge_before(&self, cutoff: i64) -> Result<u64, StoreError> {
         let res = sqlx::query(
             "DELETE FROM interactions WHERE created < ? \
@@ -538,7 +412,7 @@ impl Store for SqliteStore {
         .bind(f.expires_ms)
         .execute(&self.pool)
         .await;
-        inserted(res, &f.id)
+        inserted(res, &f.id, backend)
     }
 
     async fn get_file(&self, tenant: &str, id: &str) -> Result<Option<FileRecord>, StoreError> {
@@ -605,6 +479,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use localgem_wire::Status;
 
     #[tokio::test]
     async fn sqlite_passes_the_store_suite() {
@@ -642,7 +517,7 @@ mod tests {
         }
         let store = SqliteStore::open(&path).await.unwrap();
         assert_eq!(store.get("t1", "v1_a").await.unwrap(), Some(rec));
-        assert_eq!(store.fail_unfinished("crash").await.unwrap(), 1);
+        assert_eq!(store.fail_owned("any", "crash").await.unwrap(), 1);
         let b = store.get("t1", "v1_b").await.unwrap().unwrap();
         assert_eq!(b.status, Status::Failed);
         assert_eq!(b.error.as_deref(), Some("crash"));

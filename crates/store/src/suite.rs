@@ -33,7 +33,11 @@ pub fn record(tenant: &str, id: &str, status: Status) -> InteractionRecord {
 pub async fn run(store: &impl Store) {
     let mut a = record("tenant-a", "v1_one", Status::InProgress);
     a.output.clear();
-    store.insert(&a).await.unwrap();
+    store.insert_owned(&a, "R", 10_000).await.unwrap();
+    assert!(matches!(
+        store.insert_owned(&a, "R", 10_000).await,
+        Err(StoreError::Duplicate(_))
+    ));
     assert!(matches!(
         store.insert(&a).await,
         Err(StoreError::Duplicate(_))
@@ -44,17 +48,17 @@ pub async fn run(store: &impl Store) {
     assert!(!store.delete("tenant-b", "v1_one").await.unwrap());
     let mut foreign = record("tenant-b", "v1_one", Status::Completed);
     foreign.output.clear();
-    assert!(!store.finish(&foreign).await.unwrap());
+    assert!(!store.finish_owned(&foreign, "R").await.unwrap());
 
     // finishing replaces the record atomically
     let done = record("tenant-a", "v1_one", Status::Completed);
-    assert!(store.finish(&done).await.unwrap());
+    assert!(store.finish_owned(&done, "R").await.unwrap());
     assert_eq!(store.get("tenant-a", "v1_one").await.unwrap(), Some(done));
 
     // unfinished records fail at restart; finished ones stay
     let b = record("tenant-a", "v1_two", Status::InProgress);
-    store.insert(&b).await.unwrap();
-    assert_eq!(store.fail_unfinished("restarted").await.unwrap(), 1);
+    store.insert_owned(&b, "R", 10_000).await.unwrap();
+    assert_eq!(store.fail_owned("R", "restarted").await.unwrap(), 1);
     let b = store.get("tenant-a", "v1_two").await.unwrap().unwrap();
     assert_eq!(b.status, Status::Failed);
     assert_eq!(
@@ -72,8 +76,17 @@ pub async fn run(store: &impl Store) {
     assert_eq!(store.get("tenant-a", "v1_one").await.unwrap(), None);
     assert!(!store.delete("tenant-a", "v1_one").await.unwrap());
     // finishing a deleted record reports it
+    store
+        .insert_owned(
+            &record("tenant-a", "v1_three", Status::InProgress),
+            "R",
+            10_000,
+        )
+        .await
+        .unwrap();
+    assert!(store.delete("tenant-a", "v1_three").await.unwrap());
     assert!(!store
-        .finish(&record("tenant-a", "v1_one", Status::Completed))
+        .finish_owned(&record("tenant-a", "v1_three", Status::Completed), "R")
         .await
         .unwrap());
 }

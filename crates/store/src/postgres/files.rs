@@ -4,7 +4,8 @@ use localgem_core::{FileRecord, FilesCursor, StoreError};
 use sqlx::postgres::PgRow;
 use sqlx::Row;
 
-use super::{backend, inserted, PostgresStore};
+use super::{backend, PostgresStore};
+use crate::record::inserted;
 
 fn decode_file(row: &PgRow) -> Result<FileRecord, StoreError> {
     Ok(FileRecord {
@@ -37,7 +38,7 @@ impl PostgresStore {
         .bind(f.expires_ms)
         .execute(&self.pool)
         .await;
-        inserted(res, &f.id)
+        inserted(res, &f.id, backend)
     }
 
     pub(super) async fn get_file_row(
