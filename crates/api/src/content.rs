@@ -29,16 +29,16 @@ enum Source {
 /// directory). Only turns read back from the store may use it.
 const KEPT: &str = "media/";
 
-/// Keep an uploaded image's bytes under its SHA-256, apart from the upload (which may be
+/// Keep an uploaded image's bytes (whose SHA-256, checked on load, is `sha`) under that
+/// digest, apart from the upload (which may be
 /// deleted or expire while the conversation goes on); returns its `media/<sha256>` URI.
 async fn keep(
     dir: &std::path::Path,
-    from: &std::path::Path,
+    (from, sha): &(std::path::PathBuf, String),
     bytes: &[u8],
 ) -> Result<String, ApiError> {
-    let sha = hex::encode(sha2::Sha256::digest(bytes));
     let kept = dir.join("media");
-    let path = kept.join(&sha);
+    let path = kept.join(sha);
     if tokio::fs::metadata(&path).await.is_err() {
         tokio::fs::create_dir_all(&kept)
             .await
@@ -130,15 +130,32 @@ fn damaged(what: &str, f: &localgem_core::FileRecord, how: &str) -> ApiError {
     ))
 }
 
-/// The bytes and MIME type of a media part. A stored file's bytes are checked against the
-/// size and SHA-256 recorded at upload.
+/// Bytes with their SHA-256 in lower-case hex, hashed on the blocking pool.
+async fn hashed(bytes: Vec<u8>) -> Result<(Vec<u8>, String), ApiError> {
+    tokio::task::spawn_blocking(move || {
+        let sha = hex::encode(sha2::Sha256::digest(&bytes));
+        (bytes, sha)
+    })
+    .await
+    .map_err(ApiError::internal)
+}
+
+/// The bytes and MIME type of a media part, and for an uploaded file its path and SHA-256.
+/// A stored file's bytes are checked against the size and SHA-256 recorded at upload.
 async fn load(
     st: &AppState,
     tenant: &Tenant,
     m: &Media,
     what: &str,
     trusted: bool,
-) -> Result<(Vec<u8>, Option<String>, Option<std::path::PathBuf>), ApiError> {
+) -> Result<
+    (
+        Vec<u8>,
+        Option<String>,
+        Option<(std::path::PathBuf, String)>,
+    ),
+    ApiError,
+> {
     let (source, mime) = locate(st, tenant, m, what, trusted).await?;
     let mut from = None;
     let bytes = match source {
@@ -150,12 +167,7 @@ async fn load(
                 ))
             };
             let bytes = tokio::fs::read(&path).await.map_err(|_| gone())?;
-            let (bytes, digest) = tokio::task::spawn_blocking(move || {
-                let d = hex::encode(sha2::Sha256::digest(&bytes));
-                (bytes, d)
-            })
-            .await
-            .map_err(ApiError::internal)?;
+            let (bytes, digest) = hashed(bytes).await?;
             if digest != sha {
                 tracing::warn!("kept media {sha} is damaged");
                 return Err(gone());
@@ -166,12 +178,7 @@ async fn load(
             let bytes = tokio::fs::read(&path)
                 .await
                 .map_err(|_| damaged(what, &f, "its bytes cannot be read"))?;
-            let (bytes, sha) = tokio::task::spawn_blocking(move || {
-                let sha = hex::encode(sha2::Sha256::digest(&bytes));
-                (bytes, sha)
-            })
-            .await
-            .map_err(ApiError::internal)?;
+            let (bytes, sha) = hashed(bytes).await?;
             if bytes.len() as u64 != f.size_bytes {
                 let how = format!("{} bytes of {} are there", bytes.len(), f.size_bytes);
                 return Err(damaged(what, &f, &how));
@@ -179,7 +186,7 @@ async fn load(
             if sha != f.sha256_hex {
                 return Err(damaged(what, &f, "its SHA-256 differs from the upload's"));
             }
-            from = Some(path);
+            from = Some((path, sha));
             bytes
         }
     };

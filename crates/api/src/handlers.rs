@@ -245,11 +245,19 @@ pub async fn cancel(
     let not_found = || ApiError::not_found(format!("interaction {id:?} not found"));
     let mut record = st.store.get(&tenant.0, &id).await?.ok_or_else(not_found)?;
     if !record.status.is_terminal() {
-        // Here, stop it now; elsewhere, its owner stops it at its next lease renewal.
-        if !st.runs.cancel(&id) {
-            st.store.request_cancel(&tenant.0, &id).await?;
-        }
         let deadline = tokio::time::Instant::now() + CANCEL_WAIT;
+        match st.runs.get(&id) {
+            // Here: stop it now, and wait for its end through its log.
+            Some(live) => {
+                live.cancel.notify_one();
+                let _ = tokio::time::timeout_at(deadline, live.log.outcome()).await;
+                record = st.store.get(&tenant.0, &id).await?.ok_or_else(not_found)?;
+            }
+            // Elsewhere: its owner stops it at its next lease renewal; the store says when.
+            None => {
+                st.store.request_cancel(&tenant.0, &id).await?;
+            }
+        }
         while !record.status.is_terminal() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
             record = st.store.get(&tenant.0, &id).await?.ok_or_else(not_found)?;

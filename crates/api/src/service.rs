@@ -16,6 +16,7 @@ use std::time::Duration;
 use localgem_core::RunState;
 
 use crate::error::ApiError;
+use crate::files::now_ms;
 use crate::live::Live;
 use crate::AppState;
 
@@ -48,14 +49,6 @@ pub struct Runs {
     limit_per_key: usize,
     local: Mutex<HashMap<String, Arc<Live>>>,
     per_key: Arc<Mutex<HashMap<String, usize>>>,
-}
-
-/// Unix milliseconds now.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 impl Runs {
