@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use localgem_api::run::{replay, resume_after, Cursor};
+use localgem_api::events::{replay, resume_after, Cursor};
 use localgem_core::InteractionRecord;
 use localgem_wire::{Content, Delta, Status, Step, StreamEvent, Usage};
 
@@ -32,6 +32,7 @@ fuzz_target!(|data: &[u8]| {
         output: vec![Step::ModelOutput { content: vec![Content::text(text.clone())], error: None }],
         usage: Usage::text(1, 1, 0),
         error: None,
+        resolved_input: None,
     };
     let events = replay(&r, true);
     // A cursor inside the text: the resumed text is exactly the rest.
