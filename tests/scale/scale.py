@@ -35,8 +35,8 @@ def free_port():
         return s.getsockname()[1]
 
 
-def call(port, method, path, body=None, timeout=120):
-    """(status, parsed JSON or text) of one request."""
+def send(port, method, path, body=None, timeout=120):
+    """Send one request with the test key (and a JSON body); its connection and response."""
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     headers = {"x-goog-api-key": KEY}
     data = None
@@ -44,7 +44,12 @@ def call(port, method, path, body=None, timeout=120):
         data = json.dumps(body).encode()
         headers["content-type"] = "application/json"
     c.request(method, path, body=data, headers=headers)
-    r = c.getresponse()
+    return c, c.getresponse()
+
+
+def call(port, method, path, body=None, timeout=120):
+    """(status, parsed JSON or text) of one request."""
+    c, r = send(port, method, path, body, timeout)
     text = r.read().decode()
     c.close()
     try:
@@ -55,14 +60,7 @@ def call(port, method, path, body=None, timeout=120):
 
 def stream(port, method, path, body=None, on_event=None, timeout=120):
     """Events of an SSE response; `on_event(event)` returning True stops reading."""
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    headers = {"x-goog-api-key": KEY}
-    data = None
-    if body is not None:
-        data = json.dumps(body).encode()
-        headers["content-type"] = "application/json"
-    c.request(method, path, body=data, headers=headers)
-    r = c.getresponse()
+    c, r = send(port, method, path, body, timeout)
     if r.status != 200:
         raise AssertionError(f"{method} {path}: {r.status} {r.read()[:300]!r}")
     events = []
@@ -293,10 +291,7 @@ def sigkill_owner(cl):
         "stream": True,
     }
     # The client reads a dozen deltas and is still connected when A dies.
-    c = http.client.HTTPConnection("127.0.0.1", a, timeout=60)
-    c.request("POST", "/v1beta/interactions", body=json.dumps(body),
-              headers={"x-goog-api-key": KEY, "content-type": "application/json"})
-    r = c.getresponse()
+    c, r = send(a, "POST", "/v1beta/interactions", body, timeout=60)
     first = []
     for raw in r:
         line = raw.decode().strip()

@@ -75,6 +75,11 @@ fn text_of(events: &[Value]) -> String {
         .collect()
 }
 
+/// Generations running in a replica's engine.
+fn generating(app: &App) -> usize {
+    app.fake.live.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 fn words(n: usize) -> String {
     (0..n)
         .map(|i| format!("w{i}"))
@@ -186,7 +191,7 @@ async fn cancel_and_delete_sent_to_the_other_replica_stop_the_owners_run() {
     ];
     let id = background(&a, &words(500)).await;
     until("A generating", Duration::from_secs(2), async || {
-        a.fake.live.load(std::sync::atomic::Ordering::SeqCst) == 1
+        generating(&a) == 1
     })
     .await;
     let began = Instant::now();
@@ -199,7 +204,7 @@ async fn cancel_and_delete_sent_to_the_other_replica_stop_the_owners_run() {
     .await;
     assert_eq!(v["status"], "cancelled", "{v}");
     let took = until("A stopped", Duration::from_secs(2), async || {
-        a.fake.live.load(std::sync::atomic::Ordering::SeqCst) == 0
+        generating(&a) == 0
     })
     .await;
     assert!(
@@ -212,7 +217,7 @@ async fn cancel_and_delete_sent_to_the_other_replica_stop_the_owners_run() {
 
     let id = background(&a, &words(500)).await;
     until("A generating", Duration::from_secs(2), async || {
-        a.fake.live.load(std::sync::atomic::Ordering::SeqCst) == 1
+        generating(&a) == 1
     })
     .await;
     a.fake.forgotten.lock().unwrap().clear();
@@ -223,7 +228,7 @@ async fn cancel_and_delete_sent_to_the_other_replica_stop_the_owners_run() {
     until(
         "A stopped after DELETE",
         Duration::from_secs(2),
-        async || a.fake.live.load(std::sync::atomic::Ordering::SeqCst) == 0,
+        async || generating(&a) == 0,
     )
     .await;
     // The key's cached KV state goes on A too, not only where DELETE landed.
