@@ -27,6 +27,7 @@ MODELS = os.environ["LOCALGEM_MODELS_DIR"]
 KEY = "scale-test-key"
 LEASE_S = 5
 failures = []
+passed = []
 
 
 def free_port():
@@ -88,6 +89,7 @@ def check(name, fn):
     began = time.time()
     try:
         note = fn()
+        passed.append(name)
         print(f"PASS {name} ({time.time() - began:.1f} s){': ' + note if note else ''}", flush=True)
     except Exception as e:  # noqa: BLE001 - every failure is reported, the run goes on
         failures.append(name)

@@ -325,16 +325,27 @@ pub fn replay(r: &InteractionRecord, ids: bool) -> Vec<StreamEvent> {
     out
 }
 
+/// How a stored error that is meant for the client starts (see [`lost`]); other errors are
+/// internal and reach clients as such.
+const LOST: &str = "unavailable: ";
+
+/// The stored error of a generation whose engine was lost (the client sees the message, as
+/// an `unavailable` error).
+pub(crate) fn lost(message: &str) -> String {
+    format!("{LOST}{message}")
+}
+
 /// The last event of a finished interaction: `interaction.completed` (any terminal status
 /// but failed), or `error`.
 pub(crate) fn end_event(r: &InteractionRecord, ids: bool) -> StreamEvent {
     let event_id = ids.then(|| Cursor::END.id());
     if r.status == Status::Failed {
         let detail = r.error.as_deref().unwrap_or("generation failed");
-        return StreamEvent::Error {
-            error: ApiError::internal(detail).body(),
-            event_id,
+        let error = match detail.strip_prefix(LOST) {
+            Some(message) => ApiError::unavailable(message).body(),
+            None => ApiError::internal(detail).body(),
         };
+        return StreamEvent::Error { error, event_id };
     }
     StreamEvent::Completed {
         interaction: to_wire(r, StepsView::Omit),

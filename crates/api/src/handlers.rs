@@ -28,17 +28,23 @@ const CANCEL_WAIT: Duration = Duration::from_secs(5);
 /// The revision this server speaks; older ones get the live API's 400.
 const API_REVISION: &str = "2026-05-20";
 
-/// `GET /healthz`: 200 once the default model is loaded.
+/// `GET /healthz`: 200 once the default model is loaded (for a model served by remote
+/// engines: once one of them serves), with the remote engines' health when there are any.
 pub async fn healthz(State(st): State<AppState>) -> Response {
-    if st.engine.ready() {
-        (StatusCode::OK, Json(json!({"status": "ok"}))).into_response()
+    let upstreams = st.engine.upstreams();
+    let (status, word) = if st.engine.ready() {
+        (StatusCode::OK, "ok")
+    } else if !upstreams.is_empty() && upstreams.iter().all(|u| u.error.is_some()) {
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "loading"})),
-        )
-            .into_response()
-    }
+        (StatusCode::SERVICE_UNAVAILABLE, "loading")
+    };
+    let body = if upstreams.is_empty() {
+        json!({"status": word})
+    } else {
+        json!({"status": word, "upstreams": upstreams})
+    };
+    (status, Json(body)).into_response()
 }
 
 /// `GET /metrics`: Prometheus text exposition.

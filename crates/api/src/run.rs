@@ -413,6 +413,9 @@ async fn drive(run: Run, generation: Generation) {
                         break (status, u, None);
                     }
                     Some(EngineEvent::Failed(e)) => break (Status::Failed, so_far(fragments), Some(e)),
+                    Some(EngineEvent::Lost(e)) => {
+                        break (Status::Failed, so_far(fragments), Some(crate::events::lost(&e)))
+                    }
                     None => break (Status::Failed, so_far(fragments), Some("the engine stopped".to_owned())),
                 }
             }

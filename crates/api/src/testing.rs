@@ -9,7 +9,9 @@
 //!   one word per token, cut at the request's thought budget (`Some(0)`: no thought);
 //! * with tools offered (mode not `none`) and a user message last, it calls the first tool
 //!   with `{"n": <words in the message>}`;
-//! * after a function result it answers `Result: <result text>`.
+//! * after a function result it answers `Result: <result text>`;
+//! * a last user message containing `lose the engine` loses its engine after the first word
+//!   (as when a remote engine dies mid-answer).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -196,6 +198,10 @@ impl Engine for FakeEngine {
                     }
                     n += 1;
                     break;
+                }
+                if i == 1 && last.contains("lose the engine") {
+                    let _ = tx.send(EngineEvent::Lost("the stand-in engine went away".into()));
+                    return;
                 }
                 if tx.send(EngineEvent::Text(piece)).is_err() {
                     return; // cancelled

@@ -666,3 +666,38 @@ async fn resuming_at_the_newest_event_of_a_running_interaction_waits_for_more() 
     assert_eq!(rest.last().unwrap()["event_type"], "interaction.completed");
     assert!(body.ends_with("data: [DONE]\n\n"), "{body}");
 }
+
+#[tokio::test]
+async fn a_lost_engine_fails_the_run_with_a_message_for_the_client() {
+    let a = app(0);
+    let (s, body) = a
+        .call(
+            "POST",
+            "/v1beta/interactions",
+            Some(json!({"model": "fake-model", "input": "please lose the engine now", "stream": true})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let events = sse(&body);
+    let last = events.last().unwrap();
+    assert_eq!(last["event_type"], "error", "{events:?}");
+    assert_eq!(last["error"]["code"], "unavailable");
+    assert_eq!(
+        last["error"]["message"], "the stand-in engine went away",
+        "the client sees why, not `internal`"
+    );
+    let id = events[0]["interaction"]["id"].as_str().unwrap().to_owned();
+    let (s, v) = a
+        .json("GET", &format!("/v1beta/interactions/{id}"), None)
+        .await;
+    assert_eq!((s, v["status"].as_str()), (StatusCode::OK, Some("failed")));
+    // Replayed from the store: the same error.
+    let (_, replay) = a
+        .call(
+            "GET",
+            &format!("/v1beta/interactions/{id}?stream=true"),
+            None,
+        )
+        .await;
+    assert_eq!(sse(&replay).last().unwrap()["error"], last["error"]);
+}

@@ -4,6 +4,7 @@
 //! fetches bundled models, and wires the SQLite store and the llama.cpp engine into the API.
 
 mod catalog;
+mod models;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -17,7 +18,7 @@ use localgem_api::serve::ServeLimits;
 use localgem_api::signature::Signer;
 use localgem_api::{ApiConfig, AppState, ModelAliases};
 use localgem_core::{ChatMessage, Engine, EngineEvent, GenerateRequest, Role, Sampling, Store};
-use localgem_engine::{EngineConfig, LlamaEngine, ModelSpec};
+use localgem_engine::EngineConfig;
 use localgem_store::SqliteStore;
 
 #[derive(Parser, Debug)]
@@ -56,7 +57,9 @@ struct Common {
 
 #[derive(Args, Debug, Clone)]
 struct EngineArgs {
-    /// Models to serve: a bundled id (`gemma-3-270m`) or `ID=PATH.gguf`. Repeatable.
+    /// Models to serve: a bundled id (`gemma-3-270m`), `ID=PATH.gguf`, or a model served by
+    /// remote engines, `ID=[PATH.gguf|BUNDLED@]ENGINE+URL[,URL…]` with ENGINE `llama-server`,
+    /// `vllm` or `sglang` (the GGUF gives the vocabulary and chat template). Repeatable.
     #[arg(long = "model", env = "LOCALGEM_MODELS", value_delimiter = ',')]
     models: Vec<String>,
     /// Model used for `gemini-*` ids and when none is named.
@@ -267,144 +270,15 @@ fn models_dir(c: &Common) -> PathBuf {
         .unwrap_or_else(|| data_dir(c).join("models"))
 }
 
-/// Resolve `--model` entries into files (fetching bundled ones) and pick the default.
-fn resolve_models(common: &Common, args: &EngineArgs) -> Result<(Vec<ModelSpec>, String)> {
-    let dir = models_dir(common);
-    let mut specs: Vec<ModelSpec> = Vec::new();
-    for entry in &args.models {
-        let entry = entry.trim();
-        if entry.is_empty() {
-            continue;
-        }
-        let spec = match entry.split_once('=') {
-            Some((id, path)) => {
-                let path = PathBuf::from(path);
-                if !path.is_file() {
-                    bail!(
-                        "model file {} (for --model {id}) does not exist",
-                        path.display()
-                    );
-                }
-                ModelSpec {
-                    id: id.to_owned(),
-                    display_name: path
-                        .file_name()
-                        .map(|f| f.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
-                    mmproj: projector_beside(&path),
-                    path,
-                    default_max_output_tokens: None,
-                }
-            }
-            None => {
-                let b = catalog::find(entry).with_context(|| {
-                    format!(
-                        "unknown model {entry:?}: use a bundled id ({}) or ID=PATH.gguf",
-                        catalog::BUNDLED
-                            .iter()
-                            .map(|b| b.id)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                })?;
-                ModelSpec {
-                    id: b.id.to_owned(),
-                    display_name: b.display_name.to_owned(),
-                    path: b.ensure(&dir, &common.python)?,
-                    mmproj: None,
-                    default_max_output_tokens: b.default_max_output_tokens,
-                }
-            }
-        };
-        if specs.iter().any(|s| s.id == spec.id) {
-            bail!("model id {} is given twice", spec.id);
-        }
-        specs.push(spec);
-    }
-    let default = args
-        .default_model
-        .clone()
-        .or_else(|| specs.first().map(|s| s.id.clone()))
-        .unwrap_or_else(|| catalog::DEFAULT_MODEL.to_owned());
-    if !specs.iter().any(|s| s.id == default) {
-        let b = catalog::find(&default).with_context(|| {
-            format!("default model {default:?} is neither bundled nor given with --model")
-        })?;
-        specs.insert(
-            0,
-            ModelSpec {
-                id: b.id.to_owned(),
-                display_name: b.display_name.to_owned(),
-                path: b.ensure(&dir, &common.python)?,
-                mmproj: None,
-                default_max_output_tokens: b.default_max_output_tokens,
-            },
-        );
-    }
-    for entry in args
-        .mmproj
-        .iter()
-        .map(|e| e.trim())
-        .filter(|e| !e.is_empty())
-    {
-        let Some((id, path)) = entry.split_once('=') else {
-            bail!("--mmproj {entry:?}: use ID=PATH.gguf (the id of a served model)");
-        };
-        let path = PathBuf::from(path);
-        if !path.is_file() {
-            bail!(
-                "projector file {} (for --mmproj {id}) does not exist",
-                path.display()
-            );
-        }
-        let Some(spec) = specs.iter_mut().find(|s| s.id == id) else {
-            bail!(
-                "--mmproj names model {id}, which is not served ({})",
-                specs
-                    .iter()
-                    .map(|s| s.id.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-        };
-        spec.mmproj = Some(path);
-    }
-    Ok((specs, default))
-}
-
-/// A vision projector found next to a model file: `mmproj-STEM.gguf` or `STEM.mmproj.gguf`,
-/// else the only `mmproj*.gguf` of a directory that holds exactly one other GGUF.
-fn projector_beside(model: &Path) -> Option<PathBuf> {
-    let dir = model.parent()?;
-    let stem = model.file_stem()?.to_string_lossy();
-    for name in [format!("mmproj-{stem}.gguf"), format!("{stem}.mmproj.gguf")] {
-        let p = dir.join(name);
-        if p.is_file() {
-            return Some(p);
-        }
-    }
-    let ggufs: Vec<PathBuf> = std::fs::read_dir(if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    })
-    .ok()?
-    .filter_map(|e| e.ok().map(|e| e.path()))
-    .filter(|p| {
-        p.is_file()
-            && p.extension()
-                .is_some_and(|x| x.eq_ignore_ascii_case("gguf"))
-    })
-    .collect();
-    let is_proj = |p: &PathBuf| {
-        p.file_name().is_some_and(|n| {
-            n.to_string_lossy()
-                .to_ascii_lowercase()
-                .starts_with("mmproj")
-        })
-    };
-    let (projs, models): (Vec<&PathBuf>, Vec<&PathBuf>) = ggufs.iter().partition(|p| is_proj(p));
-    (projs.len() == 1 && models.len() == 1).then(|| projs[0].clone())
+/// Resolve `--model` entries (see [`models`]).
+fn resolve_models(common: &Common, args: &EngineArgs) -> Result<models::Models> {
+    models::resolve(
+        &models_dir(common),
+        &common.python,
+        &args.models,
+        args.default_model.clone(),
+        &args.mmproj,
+    )
 }
 
 fn engine_config(args: &EngineArgs, data_dir: Option<&Path>) -> Result<EngineConfig> {
@@ -559,8 +433,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.addr))?;
     let (common, eargs) = (args.common.clone(), args.engine.clone());
-    let (specs, default) =
-        tokio::task::spawn_blocking(move || resolve_models(&common, &eargs)).await??;
+    let served = tokio::task::spawn_blocking(move || resolve_models(&common, &eargs)).await??;
+    let default = served.default.clone();
     let store: Arc<dyn Store> = match &args.database_url {
         Some(url) => Arc::new(
             localgem_store::PostgresStore::connect(url)
@@ -596,11 +470,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
             "marked interactions left unfinished by an earlier run as failed"
         );
     }
-    let engine = Arc::new(LlamaEngine::start(
-        specs,
-        &default,
-        engine_config(&args.engine, Some(&dir))?,
-    )?);
+    // Before the engines: they take their metric handles when they start.
+    let metrics = install_metrics()?;
+    let models::Engines { all: engine, local } =
+        models::start(served, engine_config(&args.engine, Some(&dir))?)?;
     let aliases = ModelAliases::parse(
         &[vec!["gemini-*=default".to_owned()], args.aliases.clone()].concat(),
         &default,
@@ -627,13 +500,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let files_dir = args.files_dir.clone().unwrap_or_else(|| dir.join("files"));
     localgem_api::files::prepare_dir(&files_dir)
         .with_context(|| format!("cannot create {}", files_dir.display()))?;
-    let state =
-        state
-            .with_metrics(install_metrics()?)
-            .with_files(localgem_api::files::FilesConfig {
-                dir: files_dir,
-                max_file_bytes: args.max_file_bytes,
-            });
+    let state = state
+        .with_metrics(metrics)
+        .with_files(localgem_api::files::FilesConfig {
+            dir: files_dir,
+            max_file_bytes: args.max_file_bytes,
+        });
     {
         // Every ten minutes: expired files (48 h), abandoned uploads, and interactions and
         // cached KV state past the retention period.
@@ -698,7 +570,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
     )
     .await?;
     // In-flight requests are done: put every KV state on disk before exiting.
-    engine.drain(std::time::Duration::from_secs(30)).await;
+    if let Some(local) = local {
+        local.drain(std::time::Duration::from_secs(30)).await;
+    }
     store.close().await;
     Ok(())
 }
@@ -706,13 +580,27 @@ async fn serve(args: ServeArgs) -> Result<()> {
 async fn run(args: RunArgs) -> Result<()> {
     init_tracing(false);
     let (common, eargs) = (args.common.clone(), args.engine.clone());
-    let (specs, default) =
-        tokio::task::spawn_blocking(move || resolve_models(&common, &eargs)).await??;
+    let served = tokio::task::spawn_blocking(move || resolve_models(&common, &eargs)).await??;
+    let default = served.default.clone();
     let mut cfg = engine_config(&args.engine, None)?;
     cfg.parallel = 1;
     cfg.ctx_size = cfg.ctx_size.min(8192);
-    let engine = LlamaEngine::start(specs, &default, cfg)?;
-    engine.wait_ready(&default).await?;
+    let models::Engines { all: engine, local } = models::start(served, cfg)?;
+    if let Some(l) = &local {
+        if l.models().iter().any(|m| m.id == default) {
+            l.wait_ready(&default).await?;
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !engine.ready() {
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "model {default} did not become ready: {:?}",
+                engine.upstreams()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let mut messages = Vec::new();
     if let Some(s) = &args.system {
         messages.push(ChatMessage::new(Role::System, s.clone()));
@@ -748,7 +636,7 @@ async fn run(args: RunArgs) -> Result<()> {
                     usage.input_tokens, usage.output_tokens
                 );
             }
-            EngineEvent::Failed(e) => bail!("generation failed: {e}"),
+            EngineEvent::Failed(e) | EngineEvent::Lost(e) => bail!("generation failed: {e}"),
         }
     }
     Ok(())
@@ -797,37 +685,5 @@ fn main() -> Result<()> {
         Cmd::Models(a) => models(a),
         Cmd::Serve(a) => tokio::runtime::Runtime::new()?.block_on(serve(*a)),
         Cmd::Run(a) => tokio::runtime::Runtime::new()?.block_on(run(*a)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn projectors_are_found_beside_their_models() {
-        let d = tempfile::tempdir().unwrap();
-        let touch = |n: &str| std::fs::write(d.path().join(n), b"x").unwrap();
-        touch("vlm.gguf");
-        assert_eq!(projector_beside(&d.path().join("vlm.gguf")), None);
-        touch("mmproj-f16.gguf");
-        // The only projector beside the only model.
-        assert_eq!(
-            projector_beside(&d.path().join("vlm.gguf")),
-            Some(d.path().join("mmproj-f16.gguf"))
-        );
-        // Two models: only a projector named after one is its own.
-        touch("other.gguf");
-        assert_eq!(projector_beside(&d.path().join("vlm.gguf")), None);
-        touch("mmproj-vlm.gguf");
-        assert_eq!(
-            projector_beside(&d.path().join("vlm.gguf")),
-            Some(d.path().join("mmproj-vlm.gguf"))
-        );
-        touch("other.mmproj.gguf");
-        assert_eq!(
-            projector_beside(&d.path().join("other.gguf")),
-            Some(d.path().join("other.mmproj.gguf"))
-        );
     }
 }

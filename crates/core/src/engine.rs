@@ -280,8 +280,11 @@ pub enum EngineEvent {
         /// Token counts.
         usage: TokenUsage,
     },
-    /// Generation failed after it was admitted; the last event.
+    /// Generation failed after it was admitted; the last event. The message is for the logs.
     Failed(String),
+    /// The engine running the generation was lost mid-answer (a remote engine died or its
+    /// connection broke); the last event. The message says so to the client.
+    Lost(String),
 }
 
 /// An admitted generation: the prompt's size and the stream of its events.
@@ -313,6 +316,24 @@ pub struct ModelInfo {
     /// it an answer runs until the model stops or the context is full.
     #[serde(default)]
     pub default_max_output_tokens: Option<u32>,
+}
+
+/// An upstream engine a model is served from (remote engines), as `/healthz` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamHealth {
+    /// Model id.
+    pub model: String,
+    /// Its base URL.
+    pub url: String,
+    /// Its API (`llama-server`, `vllm`, `sglang`).
+    pub dialect: String,
+    /// Serving: it answered its last request or probe.
+    pub healthy: bool,
+    /// Requests it is running for this server.
+    pub in_flight: u32,
+    /// What went wrong last, while it is out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Why the engine refused a request.
@@ -374,5 +395,11 @@ pub trait Engine: Send + Sync + 'static {
     /// deletes a conversation. Live generations are not affected.
     async fn forget(&self, scope: &str) {
         let _ = scope;
+    }
+
+    /// The upstream engines behind remote models and their health (none for in-process
+    /// models).
+    fn upstreams(&self) -> Vec<UpstreamHealth> {
+        Vec::new()
     }
 }

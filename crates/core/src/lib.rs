@@ -3,7 +3,9 @@
 //! traits, and `engine` and `store` implement them.
 
 pub mod engine;
+pub mod set;
 pub mod store;
 
 pub use engine::*;
+pub use set::EngineSet;
 pub use store::*;

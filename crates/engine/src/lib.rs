@@ -8,8 +8,10 @@
 pub mod constrain;
 pub mod kv;
 pub mod media;
+mod output;
 pub mod parse;
 mod prompt;
+pub mod remote;
 pub mod scheduler;
 pub mod special;
 pub mod spill;

@@ -11,6 +11,7 @@
 //! stands for more bytes of text than the vocabulary's longest token, so a prompt of more
 //! than `limit * longest` bytes has more than `limit` tokens.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use llama_cpp_2::model::LlamaModel;
@@ -43,8 +44,8 @@ pub(crate) struct Prompter {
     model: Arc<LlamaModel>,
     template: Arc<ChatTemplate>,
     model_id: String,
-    /// Most prompt tokens a sequence takes.
-    limit: u64,
+    /// Most prompt tokens a sequence takes (a remote model learns it from its engines).
+    limit: AtomicU64,
     /// Most bytes of text one token stands for, where that bound holds for the tokenizer.
     max_token_bytes: Option<usize>,
     /// The model takes images.
@@ -66,6 +67,37 @@ pub(crate) fn special_texts(model: &LlamaModel) -> Result<SpecialTexts, String> 
             })
             .flatten()
     }))
+}
+
+/// The model's chat template (`chat_template` instead of the GGUF's, when given), with the
+/// texts of its special tokens, which text from a request may never become.
+pub(crate) fn template_for(
+    model: &LlamaModel,
+    chat_template: Option<String>,
+) -> Result<Arc<ChatTemplate>, String> {
+    let arch = model
+        .meta_val_str("general.architecture")
+        .unwrap_or_default();
+    let vocab = model.vocab();
+    let piece =
+        |t: LlamaToken| String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned();
+    let gguf_template = model
+        .chat_template(None)
+        .ok()
+        .and_then(|t| t.to_string().ok());
+    let (template_src, source) = match chat_template {
+        Some(t) => (Some(t), "file"),
+        None => (gguf_template, "gguf"),
+    };
+    let template = ChatTemplate::with_source(
+        template_src,
+        source,
+        &arch,
+        &piece(vocab.bos()),
+        &piece(vocab.eos()),
+    )
+    .map_err(|e| format!("the chat template does not compile: {e}"))?;
+    Ok(Arc::new(template.with_specials(special_texts(model)?)))
 }
 
 /// The most bytes of input text one token can stand for, when the tokenizer keeps every
@@ -106,7 +138,7 @@ impl Prompter {
             model,
             template,
             model_id: model_id.to_owned(),
-            limit,
+            limit: AtomicU64::new(limit),
             max_token_bytes,
             vision,
             refused_untokenized: counter!(
@@ -115,11 +147,30 @@ impl Prompter {
         }
     }
 
+    fn limit(&self) -> u64 {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// Change the most prompt tokens a sequence takes.
+    pub fn set_limit(&self, limit: u64) {
+        self.limit.store(limit, Ordering::Relaxed);
+    }
+
+    /// The chat template.
+    pub fn template(&self) -> &ChatTemplate {
+        &self.template
+    }
+
+    /// The model (its vocabulary).
+    pub fn model(&self) -> &LlamaModel {
+        &self.model
+    }
+
     fn too_long(&self, tokens: u64) -> EngineError {
         EngineError::PromptTooLong {
             model: self.model_id.clone(),
             tokens,
-            limit: self.limit,
+            limit: self.limit(),
         }
     }
 
@@ -175,7 +226,7 @@ impl Prompter {
         }
         let bytes: usize = parts.iter().flatten().map(|(s, _)| s.len()).sum();
         if let Some(max) = self.max_token_bytes {
-            if bytes as u64 > self.limit.saturating_mul(max as u64) {
+            if bytes as u64 > self.limit().saturating_mul(max as u64) {
                 self.refused_untokenized.increment(1);
                 return Err(self.too_long(bytes.div_ceil(max) as u64));
             }
@@ -201,7 +252,7 @@ impl Prompter {
         }
         // With images the engine thread adds their positions and checks the whole.
         let tokens: usize = runs.iter().map(Vec::len).sum();
-        if images == 0 && tokens as u64 > self.limit {
+        if images == 0 && tokens as u64 > self.limit() {
             return Err(self.too_long(tokens as u64));
         }
         Ok(Rendered {

@@ -29,21 +29,18 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
 use llguidance::Matcher;
-use localgem_core::{
-    EngineError, EngineEvent, FinishReason, GenerateRequest, Generation, TokenUsage,
-};
+use localgem_core::{EngineError, EngineEvent, FinishReason, GenerateRequest, Generation};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::constrain::{try_token, Closer, Grammars, Pick, Verdict};
 use crate::kv::KvManager;
 use crate::media::{self, MediaSpan};
-use crate::parse::{OutputParser, Piece};
-use crate::prompt::{special_texts, Prompter, Rendered};
+use crate::output::Output;
+use crate::prompt::{template_for, Prompter, Rendered};
 use crate::scheduler::{background_budget, plan, SeqState};
 use crate::spill::{state_name, Candidate, SpillDir};
 use crate::telemetry::EngineMetrics;
 use crate::template::ChatTemplate;
-use crate::text::{StopMatcher, Utf8Buffer};
 use crate::{backend, EngineConfig};
 
 /// A message to the worker.
@@ -100,9 +97,6 @@ struct Prepared {
     in_thought: bool,
 }
 
-/// Thought tokens allowed when the request sets no budget.
-const DEFAULT_THOUGHT_BUDGET: u32 = 1024;
-
 /// Under a grammar, within this many tokens (a quarter of the answer's room at most: the
 /// cap, or the context left after the prompt) of the last one that still leaves room to
 /// complete the output, the output wraps up: it ends as soon as the grammar allows, and
@@ -126,25 +120,16 @@ struct Seq {
     n_past: i32,
     next: Option<LlamaToken>,
     sampler: LlamaSampler,
-    tx: mpsc::UnboundedSender<EngineEvent>,
-    utf8: Utf8Buffer,
-    stop: StopMatcher,
-    generated: u32,
+    /// Text, reasoning and calls streamed to the request; token counts and caps.
+    out: Output,
     /// Sampled tokens, in order (the end-of-generation token included when one ended it).
     output: Vec<LlamaToken>,
-    max_output: u32,
-    /// Splits reasoning, answer and calls.
-    parser: OutputParser,
     /// The grammar the output must follow.
     matcher: Option<Matcher>,
     /// Keeps the grammar's output completable within the tokens left.
     closer: Closer,
     /// Tokens to feed instead of sampling (closing a thought whose budget is spent).
     forced: VecDeque<LlamaToken>,
-    /// Generated tokens that were reasoning.
-    thought_tokens: u32,
-    /// Thought-token budget.
-    budget: u32,
 }
 
 /// A finished conversation whose KV is being extended with its answer in the background, so
@@ -176,25 +161,6 @@ fn sampler_for(request: &GenerateRequest) -> LlamaSampler {
             LlamaSampler::dist(s.seed),
         ])
     }
-}
-
-/// Send one parsed piece to the client: reasoning as is, answer text through the stop
-/// matcher. True when a stop sequence ended the answer.
-fn emit(s: &mut Seq, piece: Piece) -> bool {
-    let event = match piece {
-        Piece::Thought(t) => EngineEvent::Thought(t),
-        Piece::ThoughtEnd => EngineEvent::ThoughtEnd,
-        Piece::Call { name, arguments } => EngineEvent::Call { name, arguments },
-        Piece::Text(t) => {
-            let out = s.stop.push(&t);
-            if !out.emit.is_empty() {
-                let _ = s.tx.send(EngineEvent::Text(out.emit));
-            }
-            return out.stopped;
-        }
-    };
-    let _ = s.tx.send(event);
-    false
 }
 
 /// Sample under a grammar: the token the ordinary sampler picks is kept when the grammar
@@ -310,35 +276,9 @@ pub(crate) fn run(
     let arch = model
         .meta_val_str("general.architecture")
         .unwrap_or_default();
-    let vocab = model.vocab();
-    let piece =
-        |t: LlamaToken| String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned();
-    let gguf_template = model
-        .chat_template(None)
-        .ok()
-        .and_then(|t| t.to_string().ok());
-    let (template_src, source) = match config.chat_template.clone() {
-        Some(t) => (Some(t), "file"),
-        None => (gguf_template, "gguf"),
-    };
-    let template = match ChatTemplate::with_source(
-        template_src,
-        source,
-        &arch,
-        &piece(vocab.bos()),
-        &piece(vocab.eos()),
-    ) {
+    let template = match template_for(&model, config.chat_template.clone()) {
         Ok(t) => t,
-        Err(e) => {
-            return fail(format!(
-                "chat template of {} does not compile: {e}",
-                path.display()
-            ))
-        }
-    };
-    let template = match special_texts(&model) {
-        Ok(specials) => Arc::new(template.with_specials(specials)),
-        Err(e) => return fail(e),
+        Err(e) => return fail(format!("{}: {e}", path.display())),
     };
     let _ = prompter.set(Arc::new(Prompter::new(
         model.clone(),
@@ -896,19 +836,14 @@ impl Worker<'_> {
                 self.metrics.evictions.increment(1);
             }
             let think = self.template.think_tags().cloned();
-            let has_tools = !p.request.tools.is_empty();
             self.active.push(Seq {
                 slot,
                 scope,
-                parser: OutputParser::new(think, p.in_thought, has_tools),
+                out: Output::new(&p.request, think, p.in_thought, p.tx),
                 matcher: p.matcher,
                 closer: Closer::default(),
                 forced: VecDeque::new(),
-                thought_tokens: 0,
-                budget: p.request.thinking.budget.unwrap_or(DEFAULT_THOUGHT_BUDGET),
                 sampler: sampler_for(&p.request),
-                stop: StopMatcher::new(&p.request.stop_sequences),
-                max_output: p.request.max_output_tokens.max(1),
                 prompt: p.prompt,
                 media: p.media,
                 prepared: p.prepared,
@@ -916,9 +851,6 @@ impl Worker<'_> {
                 fed: reused,
                 n_past: reused as i32,
                 next: None,
-                tx: p.tx,
-                utf8: Utf8Buffer::default(),
-                generated: 0,
                 output: Vec::new(),
             });
         }
@@ -931,7 +863,7 @@ impl Worker<'_> {
         // Cancelled sequences free their slot before anything is computed for them.
         let mut i = 0;
         while i < self.active.len() {
-            if self.active[i].tx.is_closed() {
+            if self.active[i].out.tx.is_closed() {
                 let s = self.active.swap_remove(i);
                 self.discard(ctx, s.slot);
             } else {
@@ -1061,12 +993,14 @@ impl Worker<'_> {
                         // Tokens left counting this one: to the output cap, and to the end
                         // of the context (see the `ContextFull` check below).
                         let room = s
+                            .out
                             .max_output
-                            .saturating_sub(s.generated - s.thought_tokens)
+                            .saturating_sub(s.out.answer_tokens())
                             .min(self.per_seq.saturating_sub(s.n_past as u32))
                             .max(1) as usize;
                         // A quarter of what the answer could have had at most.
                         let most = s
+                            .out
                             .max_output
                             .min(self.per_seq.saturating_sub(s.prompt.len() as u32));
                         let margin = CLOSE_MARGIN.min(most / 4) as usize;
@@ -1102,35 +1036,20 @@ impl Worker<'_> {
                 finished.push((i, FinishReason::Stop, false));
                 continue;
             }
-            s.generated += 1;
-            let was_thinking = s.parser.thinking();
-            if was_thinking {
-                s.thought_tokens += 1;
-            }
-            let text = s.utf8.push(&vocab.token_to_piece(tok, false, None));
-            let mut stopped = false;
-            for piece in s.parser.push(&text) {
-                if emit(s, piece) {
-                    stopped = true;
-                    break;
-                }
-            }
+            let stopped = s.out.token(&vocab.token_to_piece(tok, false, None));
             // A spent budget closes the thought: its closing tag is fed instead of sampled
             // tokens.
-            if s.parser.thinking() && s.forced.is_empty() && s.thought_tokens >= s.budget {
-                if let Some(close) = s.parser.close_tag() {
-                    let forced = vocab.tokenize(format!("\n{close}\n\n").as_bytes(), false, true);
-                    s.forced.extend(forced);
+            if s.forced.is_empty() {
+                if let Some(close) = s.out.thought_spent() {
+                    s.forced
+                        .extend(vocab.tokenize(close.as_bytes(), false, true));
                 }
             }
-            let answer_tokens = s.generated - s.thought_tokens;
             if stopped {
                 finished.push((i, FinishReason::Stop, true));
             } else if s.matcher.as_ref().is_some_and(Matcher::is_stopped) {
                 finished.push((i, FinishReason::Stop, false));
-            } else if answer_tokens >= s.max_output
-                || s.generated >= s.max_output.saturating_add(s.budget)
-            {
+            } else if s.out.capped() {
                 finished.push((i, FinishReason::MaxTokens, false));
             } else if s.n_past as u32 + 1 >= self.per_seq {
                 finished.push((i, FinishReason::ContextFull, false));
@@ -1142,33 +1061,8 @@ impl Worker<'_> {
         finished.sort_by_key(|f| std::cmp::Reverse(f.0));
         for (i, reason, stopped) in finished {
             let mut s = self.active.swap_remove(i);
-            if !stopped {
-                let rest = s.utf8.finish();
-                let mut pieces = s.parser.push(&rest);
-                pieces.extend(s.parser.finish());
-                let mut ended = false;
-                for piece in pieces {
-                    if emit(&mut s, piece) {
-                        ended = true;
-                        break;
-                    }
-                }
-                if !ended {
-                    let tail = s.stop.finish();
-                    if !tail.is_empty() {
-                        let _ = s.tx.send(EngineEvent::Text(tail));
-                    }
-                }
-            }
-            let _ = s.tx.send(EngineEvent::Finished {
-                reason,
-                usage: TokenUsage {
-                    input_tokens: s.prompt.len() as u64,
-                    output_tokens: u64::from(s.generated - s.thought_tokens),
-                    cached_tokens: s.reused as u64,
-                    thought_tokens: u64::from(s.thought_tokens),
-                },
-            });
+            s.out
+                .finish(reason, stopped, s.prompt.len() as u64, s.reused as u64);
             // What stays in the slot. By default only the prompt's KV: the generated tokens'
             // K/V were written by one-token decodes, which round differently from the batched
             // prefill a fresh request would do (`examples/kv_probe.rs`, case G), so reusing
@@ -1265,7 +1159,7 @@ impl Worker<'_> {
         for (i, why) in failed.into_iter().rev() {
             let s = self.active.swap_remove(i);
             tracing::warn!(slot = s.slot, "{why}");
-            let _ = s.tx.send(EngineEvent::Failed(why));
+            s.out.fail(why);
             self.discard(ctx, s.slot);
         }
         self.active.sort_by_key(|s| s.slot);
@@ -1432,7 +1326,7 @@ impl Worker<'_> {
             self.discard(ctx, e.slot);
         }
         for s in std::mem::take(&mut self.active) {
-            let _ = s.tx.send(EngineEvent::Failed(why.to_owned()));
+            s.out.fail(why);
             self.discard(ctx, s.slot);
         }
     }
