@@ -3,8 +3,8 @@
 # (both bundled models), schemathesis against the server's OpenAPI document, and the
 # conformance suite that runs every seed example with the
 # official Python (3.x and 2.x) and JavaScript SDKs and curl against a live server, and the
-# Rust client's examples against a live server, and the scale test (PostgreSQL, two
-# replicas, HAProxy).
+# Rust client's examples against a live server, the scale test (PostgreSQL, two
+# replicas, HAProxy), and the remote-engine test (localgem over two upstream llama-servers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export LOCALGEM_CACHE="${LOCALGEM_CACHE:-$HOME/.cache/localgem}"
@@ -48,6 +48,10 @@ LOCALGEM_BIN="$BIN" LOCALGEM_VISION_ARGS="--model gemma-3-270m --mmproj gemma-3-
 echo "== scale (PostgreSQL + two replicas + HAProxy: seed examples through the load balancer,"
 echo "   round-robin chains, SIGKILL and resume, cancel/DELETE elsewhere, PostgreSQL restart)"
 LOCALGEM_BIN="$BIN" bash tests/scale/run.sh
+
+echo "== remote engines (localgem over two llama-servers built from llama-cpp-python's llama.cpp:"
+echo "   seed examples, same text as in process, constrained output, chain affinity, failures)"
+LOCALGEM_BIN="$BIN" bash tests/remote/run.sh
 
 echo "== rust client examples (crates/client/examples and tests/live.rs against a live server)"
 LOCALGEM_BIN="$BIN" LOCALGEM_VISION_ARGS="--model gemma-3-270m --mmproj gemma-3-270m=$MMPROJ" \

@@ -4,10 +4,12 @@ localgem serving that model through them, and one localgem serving the same GGUF
 for comparison.
 
     python remote.py            the checks (PASS/FAIL lines; exit 1 on a failure)
-    python remote.py --bench    localgem-over-llama-server vs llama-server directly
+
+(bench/remote.py measures localgem over llama-server against llama-server directly.)
 
 Environment: LOCALGEM_BIN, LOCALGEM_MODELS_DIR, LLAMA_SERVER (the llama-server binary),
-REMOTE_KEEP=1 keeps the work dir.
+REMOTE_KEEP=1 keeps the work dir, REMOTE_NO_SEEDS=1 skips the
+seed examples, REMOTE_ONLY (a regex) runs only the checks it matches.
 """
 
 import json
@@ -18,7 +20,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -97,13 +98,7 @@ class Setup:
         return out
 
     def close(self):
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        scale.stop_all(self.procs.values())
 
 
 def create(port, body):
@@ -326,8 +321,4 @@ def main():
 
 
 if __name__ == "__main__":
-    if "--bench" in sys.argv:
-        import bench_remote  # noqa: E402
-        bench_remote.main(sys.argv[1:])
-    else:
-        main()
+    main()

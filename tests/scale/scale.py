@@ -96,6 +96,17 @@ def check(name, fn):
         print(f"FAIL {name}: {type(e).__name__}: {e}", flush=True)
 
 
+def stop_all(procs):
+    """Terminate processes (killed when they do not stop within 20 s)."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
 def until(what, limit_s, ok, every=0.05):
     began = time.time()
     while True:
@@ -176,13 +187,7 @@ class Cluster:
         ).strip()
 
     def close(self):
-        for p in [*self.procs.values(), self.haproxy]:
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        stop_all([*self.procs.values(), self.haproxy])
         subprocess.run(["bash", os.path.join(REPO, "scripts/pg.sh"), "stop", self.pg_dir])
 
 

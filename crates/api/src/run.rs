@@ -340,7 +340,7 @@ async fn drive(run: Run, generation: Generation) {
     let created = record.created;
     let image_tokens = generation.image_tokens;
     let copy_stop = Arc::new(tokio::sync::Notify::new());
-    let copier = store.then(|| {
+    let copier = (store && st.runs.config().share_events).then(|| {
         tokio::spawn(copy_log(
             st.clone(),
             record.id.clone(),

@@ -30,6 +30,10 @@ pub struct ReplicaConfig {
     pub lease: Duration,
     /// How often the owner renews leases and looks for cancel requests.
     pub tick: Duration,
+    /// Copy running interactions' events to the store, so that other replicas can stream
+    /// them live. Only worth its cost (a small write every 25 ms per run) when other
+    /// replicas share the store.
+    pub share_events: bool,
 }
 
 impl Default for ReplicaConfig {
@@ -38,6 +42,7 @@ impl Default for ReplicaConfig {
             id: "local".into(),
             lease: Duration::from_secs(10),
             tick: Duration::from_millis(250),
+            share_events: true,
         }
     }
 }

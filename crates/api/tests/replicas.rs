@@ -411,3 +411,34 @@ async fn a_conversation_keeps_its_key_on_every_replica_and_outlives_its_uploads(
     .await;
     assert_eq!(s, 400, "{text}");
 }
+
+#[tokio::test]
+async fn events_go_to_the_store_only_when_replicas_share_it() {
+    for share in [true, false] {
+        let (a, _b) = pair(
+            ReplicaConfig {
+                share_events: share,
+                ..ReplicaConfig::default()
+            },
+            Duration::from_millis(15),
+        );
+        let id = background(&a, &words(40)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let logged = a.store.events_after(&id, None, 100).await.unwrap();
+        assert_eq!(
+            !logged.is_empty(),
+            share,
+            "share_events {share}: {logged:?}"
+        );
+        // Either way the run's own replica streams it live.
+        let (s, body) = raw(
+            &a,
+            "GET",
+            &format!("/v1beta/interactions/{id}?stream=true"),
+            None,
+        )
+        .await;
+        assert_eq!(s, 200);
+        assert!(body.contains("interaction.completed"), "{body}");
+    }
+}

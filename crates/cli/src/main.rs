@@ -453,6 +453,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
             format!("{host}:{}", args.addr.port())
         }),
         lease: Duration::from_secs(args.lease_secs.max(1)),
+        // Other replicas read live events from a shared PostgreSQL; one SQLite serves one
+        // process, which streams its own runs from memory.
+        share_events: args.database_url.is_some(),
         ..Default::default()
     };
     // This replica's runs from before a restart are over; other replicas' runs are theirs

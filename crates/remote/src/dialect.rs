@@ -159,9 +159,10 @@ impl Dialect {
                     "xtc_probability": 0.0,
                     "samplers": ["top_p", "temperature"],
                     "seed": job.seed,
-                    // Timings (with the cached prompt tokens) on every chunk, not only the
-                    // last: a generation that ends on our side never sees the last.
-                    "timings_per_token": true,
+                    // Prompt progress chunks, the first of which says how many prompt tokens
+                    // were cached (the last chunk says it too, but a generation that ends on
+                    // our side, at a stop sequence or a cap, never reads the last).
+                    "return_progress": true,
                 });
                 if let Some(s) = &job.json_schema {
                     body["json_schema"] = s.clone();
@@ -235,6 +236,13 @@ impl Dialect {
         }
         match self {
             Dialect::LlamaServer => {
+                if let Some(p) = v.get("prompt_progress") {
+                    // Its `tokens` hold a placeholder id, not a generated token.
+                    return Ok(Chunk {
+                        cached_tokens: p.get("cache").and_then(Value::as_u64),
+                        ..Chunk::default()
+                    });
+                }
                 let tokens = ids(v.get("tokens"))?;
                 let stop = v.get("stop").and_then(Value::as_bool).unwrap_or(false);
                 let end = stop.then(|| match v.get("stop_type").and_then(Value::as_str) {

@@ -45,23 +45,28 @@ fn llama_server_request_and_stream() {
         "llama-server has no cache salt"
     );
 
+    assert_eq!(b["return_progress"], true);
     let chunks = run(
         Dialect::LlamaServer,
         &[
-            r#"{"index":0,"content":" Hello","tokens":[15043],"stop":false,"id_slot":-1,"tokens_predicted":1,"tokens_evaluated":12,"timings":{"cache_n":9,"prompt_n":3}}"#,
+            // Prompt progress (`return_progress`): the placeholder token is no token.
+            r#"{"index":0,"content":"","tokens":[0],"stop":false,"id_slot":0,"tokens_predicted":0,"tokens_evaluated":12,"prompt_progress":{"total":12,"cache":9,"processed":0,"time_ms":0}}"#,
+            r#"{"index":0,"content":" Hello","tokens":[15043],"stop":false,"id_slot":-1,"tokens_predicted":1,"tokens_evaluated":12}"#,
             // A token that ends inside a UTF-8 character got no chunk: its bytes lead the next.
             r#"{"index":0,"content":"\u00e9t","tokens":[83],"stop":false,"id_slot":-1,"tokens_predicted":3,"tokens_evaluated":12}"#,
             r#"{"index":0,"content":"","tokens":[],"id_slot":0,"stop":true,"model":"m","tokens_predicted":3,"tokens_evaluated":12,"generation_settings":{},"prompt":"","has_new_line":false,"truncated":false,"stop_type":"eos","stopping_word":"","tokens_cached":15,"timings":{"cache_n":9,"prompt_n":3,"predicted_n":3}}"#,
         ],
     );
-    assert_eq!(chunks[0].tokens, vec![15043]);
+    assert!(chunks[0].tokens.is_empty());
     assert_eq!(chunks[0].cached_tokens, Some(9));
-    assert_eq!(chunks[0].generated, Some(1));
-    assert_eq!(chunks[1].text.as_deref(), Some("ét"));
-    assert_eq!(chunks[1].generated, Some(3));
-    assert_eq!(chunks[2].end, Some(EndReason::Eos));
-    assert!(chunks[2].last);
-    assert!(!chunks[1].last && chunks[1].end.is_none());
+    assert_eq!(chunks[1].tokens, vec![15043]);
+    assert_eq!(chunks[1].generated, Some(1));
+    assert_eq!(chunks[2].text.as_deref(), Some("ét"));
+    assert_eq!(chunks[2].generated, Some(3));
+    assert_eq!(chunks[3].end, Some(EndReason::Eos));
+    assert_eq!(chunks[3].cached_tokens, Some(9));
+    assert!(chunks[3].last);
+    assert!(!chunks[2].last && chunks[2].end.is_none());
     let limit = Dialect::LlamaServer
         .chunk(
             r#"{"content":"","tokens":[],"stop":true,"stop_type":"limit","truncated":true}"#,
