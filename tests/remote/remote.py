@@ -222,6 +222,60 @@ def chain_on_one_upstream(st):
     return f"6 turns on one upstream {delta}; cached tokens of turns 2-6: {cached}"
 
 
+# A ChatML template that reasons in `<think>` tags (as crates/cli/tests/real_model.rs uses):
+# SmolLM2 never closes the thought itself, so the thinking budget has to.
+THINKING_TEMPLATE = (
+    "{%- for m in messages -%}<|im_start|>{{ m.role }}\n{% if m.reasoning_content %}<think>\n"
+    "{{ m.reasoning_content }}\n</think>\n\n{% endif %}{{ m.content }}<|im_end|>\n{% endfor -%}"
+    "{%- if add_generation_prompt %}<|im_start|>assistant\n{% if enable_thinking %}<think>\n"
+    "{% else %}<think>\n\n</think>\n\n{% endif %}{% endif -%}")
+
+
+def thinking_budget(st):
+    tpl = os.path.join(st.work, "thinking.jinja")
+    with open(tpl, "w") as f:
+        f.write(THINKING_TEMPLATE)
+    port = free_port()
+    urls = ",".join(f"http://127.0.0.1:{p}" for p in st.up.values())
+    st.spawn("thinking", [
+        BIN, "serve", "--addr", f"127.0.0.1:{port}", "--data-dir", os.path.join(st.work, "thinking"),
+        "--models-dir", MODELS, "--model", f"{MODEL}=llama-server+{urls}", "--chat-template-file", tpl,
+    ])
+    until("thinking server up", 60, lambda: st.healthy(port), every=0.2)
+    v = create(port, {"input": "Explain step by step, thinking carefully, why the sky is blue.",
+                      "generation_config": {"thinking_level": "low", "thinking_summaries": "auto",
+                                            "temperature": 0, "max_output_tokens": 30}})
+    steps = v["steps"]
+    assert [s["type"] for s in steps[:2]] == ["thought", "model_output"], steps
+    thought = steps[0]["summary"][0]["text"]
+    assert "<think>" not in thought and "</think>" not in thought, thought
+    assert "</think>" not in answer(v), v
+    u = v["usage"]
+    # The budget (256 for `low`) and the closing tag, sent as a continuation.
+    assert 256 <= u["total_thought_tokens"] <= 262, u
+    assert u["total_output_tokens"] <= 30, u
+    assert u["total_cached_tokens"] <= u["total_input_tokens"], u
+    return f"thought {u['total_thought_tokens']} tokens, then {u['total_output_tokens']} of answer"
+
+
+def refusals(st):
+    # A 1x1 PNG.
+    import base64
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)) + \
+        chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00")) + chunk(b"IEND", b"")
+    s, v = call(st.remote, "POST", "/v1beta/interactions", {
+        "model": MODEL, "input": [{"type": "text", "text": "What is this?"},
+                                  {"type": "image", "data": base64.b64encode(png).decode(),
+                                   "mime_type": "image/png"}]})
+    assert s == 400 and "image" in v["error"]["message"], (s, v)
+    return f"an image: 400 ({v['error']['message'][:70]})"
+
+
 def cancel_on_disconnect(st):
     body = {"model": MODEL, "input": "Tell me a very long story about a lighthouse keeper.", "stream": True,
             "generation_config": {"temperature": 0, "max_output_tokens": 2000}}
@@ -307,6 +361,8 @@ def main():
         check("temperature 0: the same text through llama-server as in process", lambda: same_as_in_process(st))
         check("JSON schema and tool_choice any through llama-server", lambda: constrained(st))
         check("a 6-turn chain stays on one upstream and reuses its cache", lambda: chain_on_one_upstream(st))
+        check("a thinking budget closes the thought through a continuation", lambda: thinking_budget(st))
+        check("what a remote model cannot take is refused with 400", lambda: refusals(st))
         check("a client that leaves closes the upstream request", lambda: cancel_on_disconnect(st))
         check("upstreams killed: failed run, failover, 503 within 2 s, recovery", lambda: kill_upstreams(st))
     finally:
