@@ -15,7 +15,6 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use llama_cpp_2::model::params::LlamaModelParams;
@@ -108,20 +107,6 @@ impl RemoteEngine {
             );
         }
         Ok(RemoteEngine { models })
-    }
-
-    /// Wait (at most `timeout`) until every model has an upstream serving; whether they do.
-    pub async fn wait_ready(&self, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if self.models.values().all(|m| m.pool.ready()) {
-                return true;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
     }
 
     fn model(&self, id: &str) -> Result<&RemoteModel, EngineError> {
@@ -256,7 +241,6 @@ impl Engine for RemoteEngine {
                 prompter: m.prompter.clone(),
                 engine,
                 scope: request.cache_scope,
-                prompt_len: job.prompt.len(),
                 job,
                 out,
                 context,
@@ -295,7 +279,6 @@ struct Drive {
     scope: String,
     /// The first request (its prompt is the conversation's).
     job: Job,
-    prompt_len: usize,
     out: Output,
     context: u64,
     /// `tool_choice: any`: the prompt opened a call, the output is its JSON.
@@ -479,7 +462,7 @@ impl Drive {
         if self.out.capped() {
             return Verdict::Finish(FinishReason::MaxTokens, false);
         }
-        if (self.prompt_len as u64 + u64::from(self.out.generated)) + 1 >= self.context {
+        if (self.job.prompt.len() as u64 + u64::from(self.out.generated)) + 1 >= self.context {
             return Verdict::Finish(FinishReason::ContextFull, false);
         }
         let Some(close) = self.out.thought_spent() else {
@@ -519,7 +502,7 @@ impl Drive {
         match reason {
             EndReason::Eos => self.finish(FinishReason::Stop, false),
             EndReason::Length => {
-                let used = self.prompt_len as u64 + u64::from(self.out.generated);
+                let used = self.job.prompt.len() as u64 + u64::from(self.out.generated);
                 if used + 1 >= self.context {
                     self.finish(FinishReason::ContextFull, false);
                 } else {

@@ -219,8 +219,12 @@ impl Pool {
                     let mut c = self.context.lock().unwrap_or_else(|p| p.into_inner());
                     *c = Some(c.map_or(n, |old| old.min(n)));
                 }
-                let was = self.router().upstreams()[i].healthy;
-                self.router().recovered(i, props.slots);
+                let was = {
+                    let mut r = self.router();
+                    let was = r.upstreams()[i].healthy;
+                    r.recovered(i, props.slots);
+                    was
+                };
                 self.meters[i].healthy.set(1.0);
                 if !was {
                     tracing::info!(model = %self.config.model, upstream = %self.config.urls[i],
