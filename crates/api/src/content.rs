@@ -5,7 +5,6 @@
 //! other media are left for the model check, which names the model and the modality when
 //! the model cannot take them.
 
-use base64::Engine as _;
 use localgem_core::Image;
 use localgem_wire::{Content, Media, Step};
 use sha2::Digest as _;
@@ -84,8 +83,7 @@ async fn locate(
         return Ok((Source::Kept(path, sha.to_owned()), m.mime_type.clone()));
     }
     if let Some(data) = &m.data {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(data.trim())
+        let bytes = crate::signature::decode_base64(data)
             .map_err(|e| ApiError::bad_request(format!("{what}: `data` is not base64: {e}")))?;
         return Ok((Source::Inline(bytes), m.mime_type.clone()));
     }

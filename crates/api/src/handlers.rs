@@ -74,7 +74,11 @@ fn check_revision(headers: &HeaderMap) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     let declared = headers
         .get("content-length")
         .and_then(|v| v.to_str().ok())
@@ -287,7 +291,12 @@ fn wire_model(name: &str, info: &localgem_core::ModelInfo) -> Model {
         input_token_limit: info.context_tokens,
         // An answer can fill what the prompt leaves of the context.
         output_token_limit: info.context_tokens,
-        supported_generation_methods: vec!["interactions".into()],
+        supported_generation_methods: vec![
+            "generateContent".into(),
+            "streamGenerateContent".into(),
+            "countTokens".into(),
+            "interactions".into(),
+        ],
     }
 }
 

@@ -3,8 +3,9 @@
 //! Layout: [`error`] (the error envelope), [`validate`] (wire → validated request),
 //! [`run`] (one generation: engine events in, steps and store writes out), [`sse`] (stream
 //! encoding), [`handlers`] (routes), [`models`] (model ids and aliases), [`tenant`] (API key →
-//! tenant). The layer sees only the `Engine` and `Store` traits.
+//! tenant), [`classic`] (`generateContent` and friends on the same engine). The layer sees only the `Engine` and `Store` traits.
 
+pub mod classic;
 pub mod content;
 pub mod error;
 pub mod events;
@@ -147,7 +148,10 @@ pub fn router(state: AppState) -> Router {
             get(files::get_file).delete(files::delete_file),
         )
         .route("/{v}/models", get(handlers::list_models))
-        .route("/{v}/models/{id}", get(handlers::get_model))
+        .route(
+            "/{v}/models/{id}",
+            get(handlers::get_model).post(classic::dispatch),
+        )
         .fallback(handlers::not_found)
         .layer(axum::middleware::map_response(error::envelope_plain_errors))
         .method_not_allowed_fallback(handlers::method_not_allowed)

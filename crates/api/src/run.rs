@@ -208,6 +208,73 @@ fn with_images(mut u: Usage, image_tokens: u64) -> Usage {
     u
 }
 
+/// A request's conversation, resolved and rendered as the engine takes it.
+pub struct Prepared {
+    /// The served model's id.
+    pub engine_model: String,
+    /// The conversation.
+    pub messages: Vec<localgem_core::ChatMessage>,
+    /// This turn's input as the model saw it, when that differs from what was sent.
+    pub resolved_input: Option<Vec<Step>>,
+    /// The engine's request (sampling, tools, format and limits from `req`).
+    pub request: GenerateRequest,
+}
+
+/// Resolve the model, load the conversation chain (one store read), resolve media and
+/// render the messages.
+///
+/// # Errors
+/// 4xx for an unknown model or chain, or content the model cannot take.
+pub async fn prepare(
+    state: &AppState,
+    tenant: &Tenant,
+    req: &ValidCreate,
+) -> Result<Prepared, ApiError> {
+    let served = state.engine.models();
+    let engine_model = state.config.aliases.resolve(&req.model, &served)?;
+    let mut timeline = match &req.previous_interaction_id {
+        Some(prev) => load_history(state, tenant, prev).await?,
+        None => Vec::new(),
+    };
+    let earlier = timeline.len();
+    timeline.extend(req.input.iter().cloned());
+    // The model must take the media; documents become text, images pixels.
+    let vision = served.iter().any(|m| m.id == engine_model && m.vision);
+    check_modalities(&timeline, &engine_model, vision)?;
+    let images = crate::content::resolve(state, tenant, &mut timeline, earlier, vision).await?;
+    // What this turn's input resolved to, kept for later turns when it differs.
+    let resolved_input = Some(timeline[earlier..].to_vec()).filter(|r| *r != req.input);
+    let messages = to_messages(
+        req.system_instruction.as_deref(),
+        &timeline,
+        &state.config.signer,
+        images,
+    )?;
+    let cap = output_cap(
+        req.max_output_tokens,
+        state.config.default_max_output_tokens,
+        served.iter().find(|m| m.id == engine_model),
+    );
+    let request = GenerateRequest {
+        model: engine_model.clone(),
+        messages: messages.clone(),
+        sampling: req.sampling,
+        stop_sequences: req.stop_sequences.clone(),
+        max_output_tokens: cap,
+        cache_scope: tenant.0.clone(),
+        tools: req.tools.clone(),
+        tool_mode: req.tool_mode,
+        format: req.format.clone(),
+        thinking: req.thinking,
+    };
+    Ok(Prepared {
+        engine_model,
+        messages,
+        resolved_input,
+        request,
+    })
+}
+
 /// Admit a validated request and start generating.
 ///
 /// # Errors
@@ -218,48 +285,16 @@ pub async fn start(
     tenant: Tenant,
     req: ValidCreate,
 ) -> Result<Running, ApiError> {
-    let served = state.engine.models();
-    let engine_model = state.config.aliases.resolve(&req.model, &served)?;
     let key_slot = state.runs.slot(&tenant.0)?;
-    let mut timeline = match &req.previous_interaction_id {
-        Some(prev) => load_history(state, &tenant, prev).await?,
-        None => Vec::new(),
-    };
-    let earlier = timeline.len();
-    timeline.extend(req.input.iter().cloned());
-    // The model must take the media; documents become text, images pixels.
-    let vision = served.iter().any(|m| m.id == engine_model && m.vision);
-    check_modalities(&timeline, &engine_model, vision)?;
-    let images = crate::content::resolve(state, &tenant, &mut timeline, earlier, vision).await?;
-    // What this turn's input resolved to, kept for later turns when it differs.
-    let resolved_input = Some(timeline[earlier..].to_vec()).filter(|r| *r != req.input);
-    let messages = to_messages(
-        req.system_instruction.as_deref(),
-        &timeline,
-        &state.config.signer,
-        images,
-    )?;
-    let model_label = engine_model.clone();
-    let cap = output_cap(
-        req.max_output_tokens,
-        state.config.default_max_output_tokens,
-        served.iter().find(|m| m.id == engine_model),
-    );
-    let generation = state
-        .engine
-        .generate(GenerateRequest {
-            model: engine_model,
-            messages,
-            sampling: req.sampling,
-            stop_sequences: req.stop_sequences.clone(),
-            max_output_tokens: cap,
-            cache_scope: tenant.0.clone(),
-            tools: req.tools.clone(),
-            tool_mode: req.tool_mode,
-            format: req.format.clone(),
-            thinking: req.thinking,
-        })
-        .await?;
+    let Prepared {
+        engine_model,
+        resolved_input,
+        request,
+        ..
+    } = prepare(state, &tenant, &req).await?;
+    let model_label = engine_model;
+    let surface = req.surface.as_str();
+    let generation = state.engine.generate(request).await?;
 
     let image_tokens = generation.image_tokens;
     let created = now();
@@ -297,6 +332,7 @@ pub async fn start(
         store: req.store,
         summaries: req.thinking_summaries,
         model_label,
+        surface,
         _key_slot: key_slot,
     };
     let span = tracing::info_span!("interaction", id = %id);
@@ -322,6 +358,7 @@ struct Run {
     store: bool,
     summaries: bool,
     model_label: String,
+    surface: &'static str,
     _key_slot: KeySlot,
 }
 
@@ -335,6 +372,7 @@ async fn drive(run: Run, generation: Generation) {
         store,
         summaries,
         model_label,
+        surface,
         _key_slot,
     } = run;
     let created = record.created;
@@ -363,10 +401,10 @@ async fn drive(run: Run, generation: Generation) {
     }
     let mut events = generation.events;
     let mut fragments = 0u64;
-    let ttft =
-        metrics::histogram!("localgem_time_to_first_token_seconds", "model" => model_label.clone());
-    let itl =
-        metrics::histogram!("localgem_inter_token_latency_seconds", "model" => model_label.clone());
+    let ttft = metrics::histogram!("localgem_time_to_first_token_seconds",
+        "model" => model_label.clone(), "surface" => surface);
+    let itl = metrics::histogram!("localgem_inter_token_latency_seconds",
+        "model" => model_label.clone(), "surface" => surface);
     let started = std::time::Instant::now();
     let mut last_token: Option<std::time::Instant> = None;
     let so_far = |fragments: u64| {
@@ -437,8 +475,9 @@ async fn drive(run: Run, generation: Generation) {
         }
     }
     w.close();
-    metrics::counter!("localgem_interactions_total", "model" => model_label, "status" => status.as_str())
-        .increment(1);
+    metrics::counter!("localgem_requests_total",
+        "model" => model_label, "surface" => surface, "status" => status.as_str())
+    .increment(1);
     record.status = status;
     record.usage = usage;
     record.error = error;

@@ -8,6 +8,25 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+/// Base64 as clients send it: the standard or the URL-safe alphabet, padded or not (the
+/// Python SDK writes bytes URL-safe; JSON from elsewhere uses the standard alphabet).
+///
+/// # Errors
+/// When the text is not base64 in either alphabet.
+pub fn decode_base64(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const LENIENT: GeneralPurposeConfig =
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    const STD: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::STANDARD, LENIENT);
+    const URL: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::URL_SAFE, LENIENT);
+    let text = text.trim();
+    if text.contains(['-', '_']) {
+        URL.decode(text)
+    } else {
+        STD.decode(text)
+    }
+}
+
 /// Marks a signature of this format.
 const MAGIC: &[u8; 4] = b"LGT1";
 /// Bytes of the HMAC tag kept.
@@ -56,7 +75,7 @@ impl Signer {
 
     /// The thought a signature carries, when it is one of ours and intact.
     pub fn verify(&self, signature: &str) -> Option<String> {
-        let raw = STANDARD.decode(signature.trim()).ok()?;
+        let raw = decode_base64(signature).ok()?;
         if raw.len() < MAGIC.len() + TAG || !raw.starts_with(MAGIC) {
             return None;
         }

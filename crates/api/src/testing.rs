@@ -43,6 +43,16 @@ impl FakeEngine {
     /// The id of the one model it serves.
     pub const MODEL: &'static str = "fake-model";
 
+    /// A prompt's size: its words, 2 per message, 16 per image, 8 per function offered.
+    pub fn prompt_tokens(req: &GenerateRequest) -> u64 {
+        let messages: u64 = req
+            .messages
+            .iter()
+            .map(|m| m.content.split_whitespace().count() as u64 + 2 + 16 * m.images.len() as u64)
+            .sum();
+        messages + 8 * req.tools.len() as u64
+    }
+
     /// A fake that pauses `delay` between words.
     pub fn with_delay(delay: Duration) -> Self {
         FakeEngine {
@@ -83,6 +93,16 @@ impl Engine for FakeEngine {
             .push(scope.to_owned());
     }
 
+    async fn count_tokens(&self, req: GenerateRequest) -> Result<u64, EngineError> {
+        if req.model != Self::MODEL {
+            return Err(EngineError::UnknownModel {
+                model: req.model,
+                available: Self::MODEL.into(),
+            });
+        }
+        Ok(Self::prompt_tokens(&req))
+    }
+
     async fn generate(&self, req: GenerateRequest) -> Result<Generation, EngineError> {
         if req.model != Self::MODEL {
             return Err(EngineError::UnknownModel {
@@ -91,11 +111,7 @@ impl Engine for FakeEngine {
             });
         }
         self.requests.lock().expect("poisoned").push(req.clone());
-        let prompt_tokens: u64 = req
-            .messages
-            .iter()
-            .map(|m| m.content.split_whitespace().count() as u64 + 2 + 16 * m.images.len() as u64)
-            .sum();
+        let prompt_tokens = Self::prompt_tokens(&req);
         if prompt_tokens > 1000 {
             return Err(EngineError::PromptTooLong {
                 model: req.model,

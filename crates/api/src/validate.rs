@@ -44,6 +44,28 @@ pub struct ValidCreate {
     pub thinking: Thinking,
     /// Return the reasoning text as the thought's summary.
     pub thinking_summaries: bool,
+    /// Which API the request came through (a label of its metrics).
+    pub surface: Surface,
+}
+
+/// The API surfaces that run generations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Surface {
+    /// `POST /{v}/interactions`.
+    #[default]
+    Interactions,
+    /// `models/{model}:generateContent` and `:streamGenerateContent`.
+    GenerateContent,
+}
+
+impl Surface {
+    /// The metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Surface::Interactions => "interactions",
+            Surface::GenerateContent => "generate_content",
+        }
+    }
 }
 
 /// Sampling used when a request leaves `temperature` or `top_p` out.
@@ -147,6 +169,7 @@ pub fn validate_create(
         format,
         thinking,
         thinking_summaries: cfg.thinking_summaries.as_deref() == Some("auto"),
+        surface: Surface::Interactions,
         model,
         input,
         system_instruction: req.system_instruction.filter(|s| !s.is_empty()),
@@ -514,6 +537,7 @@ fn validate_generation_config(
         Sampling {
             temperature,
             top_p,
+            top_k: 0,
             seed,
         },
         stops,

@@ -711,7 +711,7 @@ async fn metrics_endpoint_exposes_latency_and_outcomes() {
     for name in [
         "localgem_time_to_first_token_seconds",
         "localgem_inter_token_latency_seconds",
-        "localgem_interactions_total{model=\"fake-model\",status=\"completed\"}",
+        "localgem_requests_total{model=\"fake-model\",surface=\"interactions\",status=\"completed\"}",
     ] {
         assert!(body.contains(name), "{name} missing from:\n{body}");
     }

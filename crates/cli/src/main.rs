@@ -614,6 +614,7 @@ async fn run(args: RunArgs) -> Result<()> {
             sampling: Sampling {
                 temperature: args.temperature,
                 top_p: 0.95,
+                top_k: 0,
                 seed: args.seed.unwrap_or_else(rand_seed),
             },
             max_output_tokens: args.max_output_tokens,

@@ -179,6 +179,8 @@ pub struct Sampling {
     pub temperature: f32,
     /// Nucleus mass in (0, 1].
     pub top_p: f32,
+    /// Keep only the `top_k` likeliest tokens; 0 keeps them all.
+    pub top_k: u32,
     /// Seed of the sampler's random generator.
     pub seed: u32,
 }
@@ -218,6 +220,7 @@ impl GenerateRequest {
             sampling: Sampling {
                 temperature: 0.0,
                 top_p: 1.0,
+                top_k: 0,
                 seed: 0,
             },
             stop_sequences: Vec::new(),
@@ -390,6 +393,19 @@ pub trait Engine: Send + Sync + 'static {
     /// [`EngineError`] when the model is unknown or not ready, the prompt does not fit, or
     /// the queue is full. Nothing has been generated in that case.
     async fn generate(&self, request: GenerateRequest) -> Result<Generation, EngineError>;
+
+    /// The prompt's size in tokens as [`Engine::generate`] would render it (chat template
+    /// and tool declarations included), without generating. Prompts longer than the context
+    /// are counted too.
+    ///
+    /// # Errors
+    /// As [`Engine::generate`] before admission, but never for length or a full queue.
+    async fn count_tokens(&self, request: GenerateRequest) -> Result<u64, EngineError> {
+        Err(EngineError::Unsupported(format!(
+            "model {} cannot count tokens",
+            request.model
+        )))
+    }
 
     /// Drop every cached state of `scope` (KV kept in memory and on disk), as when its owner
     /// deletes a conversation. Live generations are not affected.

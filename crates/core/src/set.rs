@@ -22,6 +22,18 @@ impl EngineSet {
         }
     }
 
+    fn unknown(&self, model: String) -> EngineError {
+        EngineError::UnknownModel {
+            model,
+            available: self
+                .models()
+                .iter()
+                .map(|m| m.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+
     fn serving(&self, model: &str) -> Option<&Arc<dyn Engine>> {
         self.engines
             .iter()
@@ -44,15 +56,14 @@ impl Engine for EngineSet {
     async fn generate(&self, request: GenerateRequest) -> Result<Generation, EngineError> {
         match self.serving(&request.model) {
             Some(e) => e.generate(request).await,
-            None => Err(EngineError::UnknownModel {
-                model: request.model,
-                available: self
-                    .models()
-                    .iter()
-                    .map(|m| m.id.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            }),
+            None => Err(self.unknown(request.model)),
+        }
+    }
+
+    async fn count_tokens(&self, request: GenerateRequest) -> Result<u64, EngineError> {
+        match self.serving(&request.model) {
+            Some(e) => e.count_tokens(request).await,
+            None => Err(self.unknown(request.model)),
         }
     }
 

@@ -240,6 +240,36 @@ impl LlamaEngine {
         &self.default_model
     }
 
+    /// The model's prompter once it has loaded (a model still loading is waited for,
+    /// bounded, rather than refused).
+    async fn prompter_of(&self, w: &ModelWorker) -> Result<Arc<Prompter>, EngineError> {
+        let failed = {
+            let mut state = w.state.clone();
+            let loaded = tokio::time::timeout(
+                LOAD_WAIT,
+                state.wait_for(|s| !matches!(s, LoadState::Loading)),
+            )
+            .await;
+            match loaded {
+                Err(_) => return Err(EngineError::Loading(w.spec.id.clone())),
+                Ok(Err(_)) => {
+                    return Err(EngineError::Unavailable("the engine thread stopped".into()))
+                }
+                Ok(Ok(s)) => match &*s {
+                    LoadState::Failed(e) => Some(e.clone()),
+                    _ => None,
+                },
+            }
+        };
+        if let Some(e) = failed {
+            return Err(EngineError::Unavailable(e));
+        }
+        w.prompter
+            .get()
+            .cloned()
+            .ok_or_else(|| EngineError::Unavailable("the model is not loaded".into()))
+    }
+
     fn worker(&self, model: &str) -> Result<&ModelWorker, EngineError> {
         self.models
             .get(model)
@@ -289,37 +319,19 @@ impl Engine for LlamaEngine {
         }
     }
 
+    async fn count_tokens(&self, request: GenerateRequest) -> Result<u64, EngineError> {
+        let w = self.worker(&request.model)?;
+        let prompter = self.prompter_of(w).await?;
+        tokio::task::spawn_blocking(move || prompter.count(request))
+            .await
+            .map_err(|e| EngineError::Unavailable(format!("counting the prompt failed: {e}")))?
+    }
+
     async fn generate(&self, request: GenerateRequest) -> Result<Generation, EngineError> {
         let w = self.worker(&request.model)?;
-        // A model still loading is waited for (bounded), rather than refused.
-        let failed = {
-            let mut state = w.state.clone();
-            let loaded = tokio::time::timeout(
-                LOAD_WAIT,
-                state.wait_for(|s| !matches!(s, LoadState::Loading)),
-            )
-            .await;
-            match loaded {
-                Err(_) => return Err(EngineError::Loading(request.model.clone())),
-                Ok(Err(_)) => {
-                    return Err(EngineError::Unavailable("the engine thread stopped".into()))
-                }
-                Ok(Ok(s)) => match &*s {
-                    LoadState::Failed(e) => Some(e.clone()),
-                    _ => None,
-                },
-            }
-        };
-        if let Some(e) = failed {
-            return Err(EngineError::Unavailable(e));
-        }
+        let prompter = self.prompter_of(w).await?;
         // The template and the tokenizer run here, on the blocking pool, not on the engine
         // thread: a huge prompt costs its own request time, never the other requests'.
-        let prompter = w
-            .prompter
-            .get()
-            .cloned()
-            .ok_or_else(|| EngineError::Unavailable("the model is not loaded".into()))?;
         let rendered = tokio::task::spawn_blocking(move || prompter.render(request))
             .await
             .map_err(|e| EngineError::Unavailable(format!("preparing the prompt failed: {e}")))??;

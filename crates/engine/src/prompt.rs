@@ -179,7 +179,25 @@ impl Prompter {
     /// # Errors
     /// The template rejects the conversation, the images do not match their places, or the
     /// prompt is longer than the context allows.
-    pub fn render(&self, mut request: GenerateRequest) -> Result<Rendered, EngineError> {
+    pub fn render(&self, request: GenerateRequest) -> Result<Rendered, EngineError> {
+        self.render_with(request, true)
+    }
+
+    /// The prompt's text tokens (BOS included), whatever its length; images' positions are
+    /// not known before the engine thread encodes them and are not counted.
+    ///
+    /// # Errors
+    /// The template rejects the conversation, or the images do not match their places.
+    pub fn count(&self, request: GenerateRequest) -> Result<u64, EngineError> {
+        let rendered = self.render_with(request, false)?;
+        Ok(rendered.runs.iter().map(Vec::len).sum::<usize>() as u64)
+    }
+
+    fn render_with(
+        &self,
+        mut request: GenerateRequest,
+        check_limit: bool,
+    ) -> Result<Rendered, EngineError> {
         if request.tool_mode == ToolMode::None {
             request.tools.clear();
         }
@@ -225,7 +243,7 @@ impl Prompter {
             )));
         }
         let bytes: usize = parts.iter().flatten().map(|(s, _)| s.len()).sum();
-        if let Some(max) = self.max_token_bytes {
+        if let Some(max) = self.max_token_bytes.filter(|_| check_limit) {
             if bytes as u64 > self.limit().saturating_mul(max as u64) {
                 self.refused_untokenized.increment(1);
                 return Err(self.too_long(bytes.div_ceil(max) as u64));
@@ -252,7 +270,7 @@ impl Prompter {
         }
         // With images the engine thread adds their positions and checks the whole.
         let tokens: usize = runs.iter().map(Vec::len).sum();
-        if images == 0 && tokens as u64 > self.limit() {
+        if check_limit && images == 0 && tokens as u64 > self.limit() {
             return Err(self.too_long(tokens as u64));
         }
         Ok(Rendered {

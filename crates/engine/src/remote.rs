@@ -151,6 +151,14 @@ impl Engine for RemoteEngine {
         self.models.values().flat_map(|m| m.pool.health()).collect()
     }
 
+    async fn count_tokens(&self, request: GenerateRequest) -> Result<u64, EngineError> {
+        // The vocabulary is here: counting needs no upstream.
+        let prompter = self.model(&request.model)?.prompter.clone();
+        tokio::task::spawn_blocking(move || prompter.count(request))
+            .await
+            .map_err(|e| EngineError::Unavailable(format!("counting the prompt failed: {e}")))?
+    }
+
     async fn generate(&self, request: GenerateRequest) -> Result<Generation, EngineError> {
         let m = self.model(&request.model)?;
         let (id, engine) = (m.spec.id.clone(), m.spec.dialect.name());
@@ -222,6 +230,7 @@ impl Engine for RemoteEngine {
             prompt,
             temperature: request.sampling.temperature.max(0.0),
             top_p: request.sampling.top_p,
+            top_k: request.sampling.top_k,
             seed: request.sampling.seed,
             json_schema: schema,
             cache_salt: (!request.cache_scope.is_empty()).then(|| request.cache_scope.clone()),

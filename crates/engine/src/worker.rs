@@ -155,11 +155,17 @@ fn sampler_for(request: &GenerateRequest) -> LlamaSampler {
     if s.temperature <= 0.0 {
         LlamaSampler::greedy()
     } else {
-        LlamaSampler::chain_simple([
-            LlamaSampler::top_p(s.top_p.clamp(f32::MIN_POSITIVE, 1.0), 1),
-            LlamaSampler::temp(s.temperature),
-            LlamaSampler::dist(s.seed),
-        ])
+        let mut chain = Vec::with_capacity(4);
+        if s.top_k > 0 {
+            chain.push(LlamaSampler::top_k(s.top_k.min(i32::MAX as u32) as i32));
+        }
+        chain.push(LlamaSampler::top_p(
+            s.top_p.clamp(f32::MIN_POSITIVE, 1.0),
+            1,
+        ));
+        chain.push(LlamaSampler::temp(s.temperature));
+        chain.push(LlamaSampler::dist(s.seed));
+        LlamaSampler::chain_simple(chain)
     }
 }
 

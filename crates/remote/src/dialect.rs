@@ -33,6 +33,8 @@ pub struct Job {
     pub temperature: f32,
     /// Nucleus mass.
     pub top_p: f32,
+    /// The k likeliest tokens only; 0 is off.
+    pub top_k: u32,
     /// Sampler seed.
     pub seed: u32,
     /// JSON Schema the output must follow.
@@ -137,8 +139,16 @@ impl Dialect {
 
     /// The streaming request body for `job`.
     pub fn request(self, job: &Job) -> Value {
-        // Sampling the way the in-process engine samples: nucleus then temperature, nothing
-        // else (each engine's own defaults add top-k, min-p or penalties).
+        // Sampling the way the in-process engine samples: top-k when asked, nucleus, then
+        // temperature, nothing else (each engine's own defaults add top-k, min-p or
+        // penalties). Each engine writes "off" for top-k its own way.
+        let top_k = |off: i64| {
+            if job.top_k == 0 {
+                off
+            } else {
+                i64::from(job.top_k)
+            }
+        };
         match self {
             Dialect::LlamaServer => {
                 let mut body = json!({
@@ -149,7 +159,7 @@ impl Dialect {
                     "n_predict": job.max_tokens,
                     "temperature": job.temperature,
                     "top_p": job.top_p,
-                    "top_k": 0,
+                    "top_k": top_k(0),
                     "min_p": 0.0,
                     "typical_p": 1.0,
                     "repeat_penalty": 1.0,
@@ -157,7 +167,11 @@ impl Dialect {
                     "frequency_penalty": 0.0,
                     "dry_multiplier": 0.0,
                     "xtc_probability": 0.0,
-                    "samplers": ["top_p", "temperature"],
+                    "samplers": if job.top_k == 0 {
+                        json!(["top_p", "temperature"])
+                    } else {
+                        json!(["top_k", "top_p", "temperature"])
+                    },
                     "seed": job.seed,
                     // Prompt progress chunks, the first of which says how many prompt tokens
                     // were cached (the last chunk says it too, but a generation that ends on
@@ -178,7 +192,7 @@ impl Dialect {
                     "max_tokens": job.max_tokens,
                     "temperature": job.temperature,
                     "top_p": job.top_p,
-                    "top_k": -1,
+                    "top_k": top_k(-1),
                     "min_p": 0.0,
                     "seed": job.seed,
                     "skip_special_tokens": false,
@@ -196,7 +210,7 @@ impl Dialect {
                     "max_new_tokens": job.max_tokens,
                     "temperature": job.temperature,
                     "top_p": job.top_p,
-                    "top_k": -1,
+                    "top_k": top_k(-1),
                     "min_p": 0.0,
                     "sampling_seed": job.seed,
                     "skip_special_tokens": false,

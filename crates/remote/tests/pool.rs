@@ -86,6 +86,7 @@ fn job() -> Job {
         max_tokens: 8,
         temperature: 0.0,
         top_p: 1.0,
+        top_k: 0,
         seed: 0,
         json_schema: None,
         cache_salt: None,

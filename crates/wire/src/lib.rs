@@ -5,6 +5,8 @@
 //! `{"error":{"message","code"}}` envelope. They hold no behaviour, so a Rust client can share
 //! them with the server.
 
+pub mod classic;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;

@@ -12,6 +12,7 @@ fn job(schema: Option<Value>) -> Job {
         max_tokens: 64,
         temperature: 0.0,
         top_p: 0.95,
+        top_k: 0,
         seed: 7,
         json_schema: schema,
         cache_salt: Some("tenant-a".into()),
