@@ -2,7 +2,9 @@
 # The whole test suite: Rust unit and API tests, real-model integration tests over HTTP
 # (both bundled models), schemathesis against the server's OpenAPI document, and the
 # conformance suite that runs every seed example with the
-# official Python (3.x and 2.x) and JavaScript SDKs and curl against a live server, and the
+# official Python (3.x and 2.x) and JavaScript SDKs and curl against a live server (the
+# Interactions API and the classic generateContent API), real third-party clients (gemini-cli,
+# LangChain, Google ADK, pydantic-ai) against a live server, and the
 # Rust client's examples against a live server, the scale test (PostgreSQL, two
 # replicas, HAProxy), and the remote-engine test (localgem over two upstream llama-servers).
 set -euo pipefail
@@ -44,6 +46,10 @@ bash tests/fuzz.sh
 echo "== conformance (seed examples: Python SDK 3.x and 2.x, JavaScript SDK, curl)"
 LOCALGEM_BIN="$BIN" LOCALGEM_VISION_ARGS="--model gemma-3-270m --mmproj gemma-3-270m=$MMPROJ" \
   bash tests/conformance/run.sh
+
+echo "== clients (gemini-cli, LangChain, Google ADK, pydantic-ai: generateContent with only a base URL"
+echo "   and a key)"
+LOCALGEM_BIN="$BIN" bash tests/clients/run.sh
 
 echo "== scale (PostgreSQL + two replicas + HAProxy: seed examples through the load balancer,"
 echo "   round-robin chains, SIGKILL and resume, cancel/DELETE elsewhere, PostgreSQL restart)"

@@ -4,7 +4,8 @@
 # Runs the Python / JavaScript / REST examples of the user's seed documents
 # (shared/seeds/*.txt) UNCHANGED against a live localgem, with only
 # GOOGLE_GEMINI_BASE_URL and GEMINI_API_KEY set, plus extra SDK checks
-# (sdk_extra.py with google-genai 3.x, sdk_extra.mjs with @google/genai).
+# (sdk_extra.py with google-genai 3.x, sdk_extra.mjs with @google/genai), and the classic
+# API's checks (classic.py, classic.mjs, classic.sh: generateContent and friends).
 #
 #   bash tests/conformance/run.sh
 #
@@ -20,6 +21,7 @@
 #   CONFORMANCE_EXTRA_TIMEOUT whole-script timeout for each sdk_extra file (default 1200)
 #   CONFORMANCE_ONLY        regex: run only the checks whose name matches
 #   CONFORMANCE_NO_EXTRA=1  skip sdk_extra.py / sdk_extra.mjs
+#   CONFORMANCE_NO_CLASSIC=1 skip classic.py / classic.mjs / classic.sh (generateContent)
 #   CONFORMANCE_SKIP_SETUP=1 do not run setup.sh (SDKs must already be installed)
 #   CONFORMANCE_KEEP=1      keep the work dir (example files, outputs, server.log)
 #   LOCALGEM_VISION_ARGS    extra `serve` arguments for a second server whose default model
@@ -114,6 +116,7 @@ done
 # ESM ignores NODE_PATH: put node_modules next to the .mjs files instead.
 ln -s "$CACHE/node/node_modules" "$WORK/node_modules"
 cp "$HERE/sdk_extra.mjs" "$WORK/sdk_extra.mjs"
+cp "$HERE/classic.mjs" "$WORK/classic.mjs"
 # The image example uploads "path/to/organ.jpg" (relative to where it runs).
 mkdir -p "$WORK/path/to"
 cp "$REPO/tests/fixtures/organ.jpg" "$WORK/path/to/organ.jpg"
@@ -186,6 +189,15 @@ run_part seed-examples "$PYTHON" "$HERE/runner.py" --work "$WORK" --py3 "$PY3" -
 if [ "${CONFORMANCE_NO_EXTRA:-0}" != 1 ]; then
   run_part sdk_extra.py timeout "$EXTRA_TIMEOUT" "$PY3" "$HERE/sdk_extra.py"
   run_part sdk_extra.mjs bash -c 'cd "$1" && exec timeout "$2" node sdk_extra.mjs' _ "$WORK" "$EXTRA_TIMEOUT"
+fi
+
+if [ "${CONFORMANCE_NO_CLASSIC:-0}" != 1 ]; then
+  # The classic API (generateContent & co.): Python and JavaScript SDKs, and the REST
+  # quickstart with curl; images go to the vision server when there is one.
+  export CONFORMANCE_VISION_URL="$VISION_URL" CONFORMANCE_IMAGE="$WORK/path/to/organ.jpg"
+  run_part classic.py timeout "$EXTRA_TIMEOUT" "$PY3" "$HERE/classic.py"
+  run_part classic.mjs bash -c 'cd "$1" && exec timeout "$2" node classic.mjs' _ "$WORK" "$EXTRA_TIMEOUT"
+  run_part classic.sh timeout "$EXTRA_TIMEOUT" bash "$HERE/classic.sh"
 fi
 
 if grep -q '^FAIL ' "$LOG"; then

@@ -117,9 +117,41 @@ pub async fn dispatch(
     }
 }
 
-/// Parse a JSON body, naming an unknown field as the API does.
+/// `bytes` without the commas that end a list or an object (`[1, 2,]`), outside strings.
+fn without_trailing_commas(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for (i, &b) in bytes.iter().enumerate() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if b == b',' {
+            let next = bytes[i + 1..].iter().find(|c| !c.is_ascii_whitespace());
+            if matches!(next, Some(b'}' | b']')) {
+                continue;
+            }
+        }
+        out.push(b);
+    }
+    out
+}
+
+/// Parse a JSON body, naming an unknown field as the API does. Trailing commas are
+/// accepted, as the API accepts them (its own REST examples have them).
 fn parse<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| {
+    let parsed = match serde_json::from_slice(bytes) {
+        Err(e) if e.to_string().starts_with("trailing comma") => {
+            serde_json::from_slice(&without_trailing_commas(bytes))
+        }
+        other => other,
+    };
+    parsed.map_err(|e| {
         let msg = e.to_string();
         match msg
             .strip_prefix("unknown field `")
@@ -307,4 +339,20 @@ async fn count(
         }],
     })
     .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trailing_commas_go_but_commas_in_strings_stay() {
+        let body = br#"{"contents": [{"parts":[{"text": "a, }\", ]"},],},],}"#;
+        let v: serde_json::Value = parse(&Bytes::from_static(body)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"contents": [{"parts": [{"text": "a, }\", ]"}]}]})
+        );
+        assert!(parse::<serde_json::Value>(&Bytes::from_static(b"[1,,]")).is_err());
+    }
 }
