@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Bounded fuzzing with cargo fuzz (libFuzzer) of the request parser and validator and of the
+# Bounded fuzzing with cargo fuzz (libFuzzer) of the request parsers and validators (the
+# Interactions API's and generateContent's) and of the
 # SSE event encoding and resume logic: FUZZ_SECONDS (default 60) per target, starting from
 # the seeds in fuzz/seeds/. Needs a nightly toolchain beside the stable one (rustup); without
 # one it says so and skips.
@@ -19,7 +20,7 @@ cd fuzz
 cargo +nightly fuzz build -O
 failed=0
 passed=0
-for t in request sse; do
+for t in request classic sse; do
   corpus="$CACHE/fuzz-corpus/$t"
   mkdir -p "$corpus"
   seeds=()

@@ -6,7 +6,8 @@
 #
 #   bash tests/schemathesis/run.sh
 #
-# Environment: LOCALGEM_BIN (server binary), LOCALGEM_MODELS_DIR, SCHEMATHESIS_MAX_EXAMPLES
+# Environment: LOCALGEM_BIN (server binary), LOCALGEM_MODELS_DIR, SCHEMATHESIS_KEEP=1 (copy the
+# report to /tmp/schemathesis.out), SCHEMATHESIS_MAX_EXAMPLES
 # (per operation and phase, default 120), SCHEMATHESIS_SEED (default 1, for a reproducible
 # run; set another to explore), MIN_CASES (default 2000).
 set -euo pipefail
@@ -29,7 +30,7 @@ URL="http://127.0.0.1:$PORT"
 "$BIN" serve --addr "127.0.0.1:$PORT" --data-dir "$DATA" --default-max-output-tokens 8 \
   ${LOCALGEM_MODELS_DIR:+--models-dir "$LOCALGEM_MODELS_DIR"} >"$DATA/server.log" 2>&1 &
 PID=$!
-trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$DATA"' EXIT
+trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; [ -n "${SCHEMATHESIS_KEEP:-}" ] && cp "$DATA/schemathesis.out" /tmp/schemathesis.out; rm -rf "$DATA"' EXIT
 for _ in $(seq 1 300); do
   curl -fs -o /dev/null "$URL/healthz" && break
   kill -0 $PID 2>/dev/null || { tail -20 "$DATA/server.log"; echo "schemathesis: 0 passed, 1 failed"; exit 1; }

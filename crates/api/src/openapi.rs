@@ -1,13 +1,28 @@
 //! The OpenAPI 3.1 document of this server, generated from the wire types (`utoipa`) and
 //! served at `/openapi.json`. The path items below only describe routes; the handlers live in
-//! [`crate::handlers`] and [`crate::files`].
+//! [`crate::handlers`], [`crate::classic`] and [`crate::files`].
 #![allow(dead_code)] // the path functions exist for their annotations
 
+use localgem_wire::classic::{
+    CountTokensRequest, CountTokensResponse, GenerateContentRequest, GenerateContentResponse,
+};
 use localgem_wire::{
     CreateInteractionRequest, ErrorEnvelope, FileList, GoogleError, Interaction, Model, ModelList,
     UploadResponse,
 };
-use utoipa::OpenApi;
+use utoipa::{OpenApi, ToSchema};
+
+/// One server-sent event, as a stream's `text/event-stream` body carries it: the event's
+/// type (`event:`, Interactions streams only) and its JSON (`data:`).
+#[derive(ToSchema)]
+struct SseEvent {
+    /// The `event:` line.
+    event: Option<String>,
+    /// The `data:` line: a JSON document (`[DONE]` at the end of an Interactions stream).
+    data: String,
+    /// The `id:` line.
+    id: Option<String>,
+}
 
 /// Create an interaction: a JSON answer, or with `stream: true` a server-sent event stream
 /// (`interaction.created`, `interaction.status_update`, `step.start`/`step.delta`/`step.stop`,
@@ -17,7 +32,7 @@ use utoipa::OpenApi;
     request_body = CreateInteractionRequest,
     responses(
         (status = 200, description = "The interaction (or its event stream)",
-         content((Interaction = "application/json"), (String = "text/event-stream"))),
+         content((Interaction = "application/json"), (SseEvent = "text/event-stream"))),
         (status = 400, description = "Invalid request", body = ErrorEnvelope),
         (status = 401, description = "No API key", body = ErrorEnvelope),
         (status = 403, description = "Unknown API key", body = ErrorEnvelope),
@@ -37,7 +52,7 @@ fn create() {}
            ("include_input" = Option<bool>, Query)),
     responses(
         (status = 200, description = "The interaction (or its event stream)",
-         content((Interaction = "application/json"), (String = "text/event-stream"))),
+         content((Interaction = "application/json"), (SseEvent = "text/event-stream"))),
         (status = 400, description = "Invalid query", body = ErrorEnvelope),
         (status = 404, description = "Not found", body = ErrorEnvelope),
     ))]
@@ -75,6 +90,64 @@ fn list_models() {}
         (status = 404, description = "Not served", body = ErrorEnvelope),
     ))]
 fn get_model() {}
+
+/// Generate an answer (the classic API). `model` is a served id or an alias (`gemini-*`).
+#[utoipa::path(post, path = "/{v}/models/{model}:generateContent", tag = "generateContent",
+    params(("v" = String, Path, description = "API version, e.g. v1 or v1beta"),
+           ("model" = String, Path, pattern = "^gemini-[a-z0-9.-]{1,24}$",
+            description = "A served model id or an alias, e.g. gemini-2.5-flash")),
+    request_body = GenerateContentRequest,
+    responses(
+        (status = 200, description = "The answer", body = GenerateContentResponse),
+        (status = 400, description = "Invalid request", body = GoogleError),
+        (status = 401, description = "No API key", body = GoogleError),
+        (status = 403, description = "Unknown API key", body = GoogleError),
+        (status = 404, description = "Unknown model or method", body = GoogleError),
+        (status = 408, description = "The body stopped arriving", body = GoogleError),
+        (status = 413, description = "Body too large", body = GoogleError),
+        (status = 429, description = "Busy", body = GoogleError),
+        (status = 503, description = "Model loading or engine lost", body = GoogleError),
+    ))]
+fn generate_content() {}
+
+/// Stream an answer: with `alt=sse` server-sent events (`data: {GenerateContentResponse}`),
+/// else one JSON array of them, written as they are made. The last chunk has the finish
+/// reason and usage; a failure after the start is a chunk `{"error": …}`.
+#[utoipa::path(post, path = "/{v}/models/{model}:streamGenerateContent", tag = "generateContent",
+    params(("v" = String, Path),
+           ("model" = String, Path, pattern = "^gemini-[a-z0-9.-]{1,24}$"),
+           ("alt" = Option<String>, Query, description = "`sse` for server-sent events")),
+    request_body = GenerateContentRequest,
+    responses(
+        (status = 200, description = "The chunks",
+         content((Vec<GenerateContentResponse> = "application/json"), (SseEvent = "text/event-stream"))),
+        (status = 400, description = "Invalid request", body = GoogleError),
+        (status = 401, description = "No API key", body = GoogleError),
+        (status = 403, description = "Unknown API key", body = GoogleError),
+        (status = 404, description = "Unknown model or method", body = GoogleError),
+        (status = 408, description = "The body stopped arriving", body = GoogleError),
+        (status = 413, description = "Body too large", body = GoogleError),
+        (status = 429, description = "Busy", body = GoogleError),
+        (status = 503, description = "Model loading", body = GoogleError),
+    ))]
+fn stream_generate_content() {}
+
+/// Count a prompt's tokens as `generateContent` would send it to the model.
+#[utoipa::path(post, path = "/{v}/models/{model}:countTokens", tag = "generateContent",
+    params(("v" = String, Path),
+           ("model" = String, Path, pattern = "^gemini-[a-z0-9.-]{1,24}$")),
+    request_body = CountTokensRequest,
+    responses(
+        (status = 200, description = "The count", body = CountTokensResponse),
+        (status = 400, description = "Invalid request", body = GoogleError),
+        (status = 401, description = "No API key", body = GoogleError),
+        (status = 403, description = "Unknown API key", body = GoogleError),
+        (status = 404, description = "Unknown model", body = GoogleError),
+        (status = 408, description = "The body stopped arriving", body = GoogleError),
+        (status = 413, description = "Body too large", body = GoogleError),
+        (status = 503, description = "Model loading", body = GoogleError),
+    ))]
+fn count_tokens() {}
 
 /// Start a resumable upload (`X-Goog-Upload-Command: start`), or with `upload_id` send a
 /// chunk (`upload`, `upload, finalize`, `query`, `cancel`).
@@ -129,11 +202,14 @@ fn healthz() {}
 /// The document.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "localgem", description = "The Gemini Interactions API and Files API over local models"),
+    info(title = "localgem", description = "The Gemini Interactions API, the classic generateContent API and the Files API over local models"),
     paths(create, get_interaction, delete_interaction, cancel, list_models, get_model,
+          generate_content, stream_generate_content, count_tokens,
           upload, list_files, get_file, delete_file, healthz),
     components(schemas(CreateInteractionRequest, Interaction, ErrorEnvelope, ModelList, Model,
-                       localgem_wire::File, FileList, UploadResponse, GoogleError)),
+                       localgem_wire::File, FileList, UploadResponse, GoogleError,
+                       GenerateContentRequest, GenerateContentResponse, CountTokensRequest,
+                       CountTokensResponse, SseEvent)),
     modifiers(&ApiKey),
     security(("api_key" = []), ("bearer" = []))
 )]
@@ -180,6 +256,9 @@ mod tests {
             "/upload/{v}/files",
             "/{v}/files",
             "/{v}/files/{name}",
+            "/{v}/models/{model}:generateContent",
+            "/{v}/models/{model}:streamGenerateContent",
+            "/{v}/models/{model}:countTokens",
             "/healthz",
         ] {
             assert!(doc["paths"].get(path).is_some(), "{path} missing");
@@ -192,6 +271,10 @@ mod tests {
             "Content",
             "Usage",
             "File",
+            "GenerateContentRequest",
+            "GenerateContentResponse",
+            "Part",
+            "CountTokensRequest",
         ] {
             assert!(schemas.get(s).is_some(), "schema {s} missing");
         }

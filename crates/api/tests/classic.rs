@@ -684,3 +684,49 @@ async fn metrics_say_which_surface_a_request_came_through() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn a_key_past_its_running_limit_gets_429_in_googles_envelope() {
+    let engine = Arc::new(FakeEngine::with_delay(std::time::Duration::from_millis(
+        200,
+    )));
+    let state = AppState::new(
+        engine.clone(),
+        Arc::new(MemoryStore::new()),
+        ApiConfig {
+            aliases: ModelAliases::parse(&["gemini-*=default".into()], FakeEngine::MODEL).unwrap(),
+            max_running_per_key: 1,
+            ..ApiConfig::default()
+        },
+    );
+    let a = App { state, engine };
+    let slow = {
+        let router = router(a.state.clone());
+        tokio::spawn(async move {
+            let req = Request::post(GENERATE)
+                .header("x-goog-api-key", "k")
+                .body(Body::from(
+                    json!({"contents": [user("one two three")]}).to_string(),
+                ))
+                .unwrap();
+            router.oneshot(req).await.unwrap().status()
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let resp = router(a.state.clone())
+        .oneshot(
+            Request::post(GENERATE)
+                .header("x-goog-api-key", "k")
+                .body(Body::from(json!({"contents": [user("x")]}).to_string()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(resp.headers().contains_key("retry-after"));
+    let body: Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["error"]["code"], 429, "{body}");
+    assert_eq!(body["error"]["status"], "RESOURCE_EXHAUSTED");
+    assert_eq!(slow.await.unwrap(), StatusCode::OK);
+}

@@ -144,7 +144,7 @@ fn without_trailing_commas(bytes: &[u8]) -> Vec<u8> {
 
 /// Parse a JSON body, naming an unknown field as the API does. Trailing commas are
 /// accepted, as the API accepts them (its own REST examples have them).
-fn parse<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
+pub fn parse<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
     let parsed = match serde_json::from_slice(bytes) {
         Err(e) if e.to_string().starts_with("trailing comma") => {
             serde_json::from_slice(&without_trailing_commas(bytes))
