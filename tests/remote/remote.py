@@ -160,6 +160,41 @@ def same_as_in_process(st):
     return f"{same} prompts and a 2-turn chain: identical text and token counts"
 
 
+def classic(st):
+    """generateContent, countTokens and streamGenerateContent on a remote model."""
+    base = "/v1beta/models/gemini-2.5-flash:"
+
+    def gen(port, contents):
+        s, v = call(port, "POST", base + "generateContent",
+                    {"contents": contents, "generationConfig": {"temperature": 0, "maxOutputTokens": 48}},
+                    timeout=300)
+        assert s == 200, (s, v)
+        return v
+
+    def text(v):
+        return "".join(p.get("text", "") for p in v["candidates"][0]["content"]["parts"])
+
+    turn1 = [{"role": "user", "parts": [{"text": "I have 2 dogs in my house."}]}]
+    r, l = gen(st.remote, turn1), gen(st.local, turn1)
+    assert text(r) and text(r) == text(l), (text(r), text(l))
+    assert r["usageMetadata"]["promptTokenCount"] == l["usageMetadata"]["promptTokenCount"]
+    # The second turn resends the first, as the API does: the upstream's cache serves it.
+    turn2 = turn1 + [r["candidates"][0]["content"],
+                     {"role": "user", "parts": [{"text": "How many paws are in my house?"}]}]
+    r2, l2 = gen(st.remote, turn2), gen(st.local, turn2)
+    assert text(r2) == text(l2), (text(r2), text(l2))
+    cached = r2["usageMetadata"].get("cachedContentTokenCount", 0)
+    prompt = r2["usageMetadata"]["promptTokenCount"]
+    assert cached >= r["usageMetadata"]["promptTokenCount"], r2["usageMetadata"]
+    s, c = call(st.remote, "POST", base + "countTokens", {"contents": turn2})
+    assert s == 200 and c["totalTokens"] == prompt, (s, c, prompt)
+    chunks = stream(st.remote, "POST", base + "streamGenerateContent?alt=sse",
+                    {"contents": turn1, "generationConfig": {"temperature": 0, "maxOutputTokens": 48}})
+    assert "".join(text(ch) for ch in chunks) == text(r), chunks[-1]
+    assert chunks[-1]["candidates"][0]["finishReason"] in ("STOP", "MAX_TOKENS"), chunks[-1]
+    return f"same text as in process; turn 2 reused {cached} of {prompt} prompt tokens upstream; countTokens agrees"
+
+
 PERSON = {
     "type": "object",
     "properties": {
@@ -362,6 +397,8 @@ def main():
                   lambda: seed_examples(st))
         check("temperature 0: the same text through llama-server as in process", lambda: same_as_in_process(st))
         check("JSON schema and tool_choice any through llama-server", lambda: constrained(st))
+        check("generateContent through llama-server: same text, cached history, countTokens, SSE",
+              lambda: classic(st))
         check("a 6-turn chain stays on one upstream and reuses its cache", lambda: chain_on_one_upstream(st))
         check("a thinking budget closes the thought through a continuation", lambda: thinking_budget(st))
         check("what a remote model cannot take is refused with 400", lambda: refusals(st))

@@ -527,3 +527,39 @@ async fn images_reach_a_vision_model_decoded_in_place() {
         assert!(m.contains(needle), "{m}");
     }
 }
+
+/// `generateContent` with a text file of the Files API, as the Python SDK sends a File
+/// (fileData with snake_case inside).
+async fn generate_with_file(a: &App, key: &str, uri: &str) -> common::Reply {
+    let body = json!({"contents": [{"role": "user", "parts": [
+        {"fileData": {"file_uri": uri, "mime_type": "text/plain"}},
+        {"text": "What is the secret word?"}]}]});
+    a.send(
+        "POST",
+        "/v1beta/models/fake-model:generateContent",
+        &[
+            ("x-goog-api-key", key),
+            ("content-type", "application/json"),
+        ],
+        body.to_string().into_bytes(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn generate_content_reads_a_keys_own_uploads_and_no_one_elses() {
+    let a = app(1 << 20);
+    let f = a.upload("k", b"The secret word is pelican.", "notes").await;
+    let uri = f["uri"].as_str().unwrap();
+    let r = generate_with_file(&a, "k", uri).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let prompt = a.fake.requests.lock().unwrap().last().unwrap().messages[0]
+        .content
+        .clone();
+    assert!(prompt.contains("The secret word is pelican."), "{prompt}");
+    // Another key: not found, in Google's envelope, and nothing reached the engine.
+    let r = generate_with_file(&a, "other", uri).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{:?}", r.body);
+    assert_eq!(r.body["error"]["code"], 404);
+    assert_eq!(a.fake.requests.lock().unwrap().len(), 1);
+}
