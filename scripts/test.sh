@@ -4,7 +4,8 @@
 # conformance suite that runs every seed example with the
 # official Python (3.x and 2.x) and JavaScript SDKs and curl against a live server (the
 # Interactions API and the classic generateContent API), real third-party clients (gemini-cli,
-# LangChain, Google ADK, pydantic-ai) against a live server, and the
+# LangChain, Google ADK, pydantic-ai) against a live server, the playground in headless
+# Chromium, and the
 # Rust client's examples against a live server, the scale test (PostgreSQL, two
 # replicas, HAProxy), and the remote-engine test (localgem over two upstream llama-servers).
 set -euo pipefail
@@ -50,6 +51,10 @@ LOCALGEM_BIN="$BIN" LOCALGEM_VISION_ARGS="--model gemma-3-270m --mmproj gemma-3-
 echo "== clients (gemini-cli, LangChain, Google ADK, pydantic-ai: generateContent with only a base URL"
 echo "   and a key)"
 LOCALGEM_BIN="$BIN" bash tests/clients/run.sh
+
+echo "== playground (GET / in headless Chromium: stream, chain, image, stop, reload and resume,"
+echo "   stateless, function call, JSON schema, copy as code, errors, phone size, offline)"
+LOCALGEM_BIN="$BIN" bash tests/playground/run.sh
 
 echo "== scale (PostgreSQL + two replicas + HAProxy: seed examples through the load balancer,"
 echo "   round-robin chains, SIGKILL and resume, cancel/DELETE elsewhere, PostgreSQL restart)"

@@ -14,6 +14,7 @@ pub mod handlers;
 pub mod live;
 pub mod models;
 pub mod openapi;
+pub mod playground;
 pub mod remote;
 pub mod run;
 pub mod serve;
@@ -132,6 +133,8 @@ impl AppState {
 /// The whole API as a router.
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/", get(playground::index))
+        .route("/playground/{file}", get(playground::file))
         .route("/healthz", get(handlers::healthz))
         .route("/metrics", get(handlers::metrics))
         .route("/openapi.json", get(openapi::serve))

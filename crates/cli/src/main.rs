@@ -558,6 +558,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     println!("Point the Gemini SDKs and the curl examples at it with:");
     println!("  export GOOGLE_GEMINI_BASE_URL=http://{addr}");
     println!("  export GEMINI_API_KEY=anything");
+    println!("or open the playground: http://{addr}/");
     let _ = std::io::stdout().flush();
     let limits = ServeLimits {
         header_read_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
