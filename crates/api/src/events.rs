@@ -335,17 +335,25 @@ pub(crate) fn lost(message: &str) -> String {
     format!("{LOST}{message}")
 }
 
+/// What a failed run tells its client: `unavailable` when its engine was lost, else the
+/// generic internal error (the detail is logged).
+pub(crate) fn failure(r: &InteractionRecord) -> ApiError {
+    let detail = r.error.as_deref().unwrap_or("generation failed");
+    match detail.strip_prefix(LOST) {
+        Some(message) => ApiError::unavailable(message),
+        None => ApiError::internal(detail),
+    }
+}
+
 /// The last event of a finished interaction: `interaction.completed` (any terminal status
 /// but failed), or `error`.
 pub(crate) fn end_event(r: &InteractionRecord, ids: bool) -> StreamEvent {
     let event_id = ids.then(|| Cursor::END.id());
     if r.status == Status::Failed {
-        let detail = r.error.as_deref().unwrap_or("generation failed");
-        let error = match detail.strip_prefix(LOST) {
-            Some(message) => ApiError::unavailable(message).body(),
-            None => ApiError::internal(detail).body(),
+        return StreamEvent::Error {
+            error: failure(r).body(),
+            event_id,
         };
-        return StreamEvent::Error { error, event_id };
     }
     StreamEvent::Completed {
         interaction: to_wire(r, StepsView::Omit),

@@ -210,10 +210,6 @@ fn with_images(mut u: Usage, image_tokens: u64) -> Usage {
 
 /// A request's conversation, resolved and rendered as the engine takes it.
 pub struct Prepared {
-    /// The served model's id.
-    pub engine_model: String,
-    /// The conversation.
-    pub messages: Vec<localgem_core::ChatMessage>,
     /// This turn's input as the model saw it, when that differs from what was sent.
     pub resolved_input: Option<Vec<Step>>,
     /// The engine's request (sampling, tools, format and limits from `req`).
@@ -256,8 +252,8 @@ pub async fn prepare(
         served.iter().find(|m| m.id == engine_model),
     );
     let request = GenerateRequest {
-        model: engine_model.clone(),
-        messages: messages.clone(),
+        model: engine_model,
+        messages,
         sampling: req.sampling,
         stop_sequences: req.stop_sequences.clone(),
         max_output_tokens: cap,
@@ -268,8 +264,6 @@ pub async fn prepare(
         thinking: req.thinking,
     };
     Ok(Prepared {
-        engine_model,
-        messages,
         resolved_input,
         request,
     })
@@ -287,12 +281,10 @@ pub async fn start(
 ) -> Result<Running, ApiError> {
     let key_slot = state.runs.slot(&tenant.0)?;
     let Prepared {
-        engine_model,
         resolved_input,
         request,
-        ..
     } = prepare(state, &tenant, &req).await?;
-    let model_label = engine_model;
+    let model_label = request.model.clone();
     let surface = req.surface.as_str();
     let generation = state.engine.generate(request).await?;
 

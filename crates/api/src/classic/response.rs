@@ -84,7 +84,7 @@ pub fn usage_metadata(u: &Usage) -> UsageMetadata {
     }
 }
 
-/// The HTTP error of a failed run's `error` body.
+/// The HTTP error of a failed run's `error` event (a stream has only the event's body).
 fn failure(e: &ErrorBody) -> ApiError {
     match e.code.as_str() {
         "unavailable" => ApiError::unavailable(e.message.clone()),
@@ -106,9 +106,7 @@ pub fn from_record(
     record: &InteractionRecord,
 ) -> Result<GenerateContentResponse, ApiError> {
     if record.status == Status::Failed {
-        if let StreamEvent::Error { error, .. } = crate::events::end_event(record, false) {
-            return Err(failure(&error));
-        }
+        return Err(crate::events::failure(record));
     }
     let mut parts = Vec::new();
     let mut pending: Option<String> = None;
