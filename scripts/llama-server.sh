@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Build upstream llama.cpp's llama-server and llama-bench from the llama.cpp tree inside the
-# PyPI source package llama-cpp-python (the llama-cpp-sys-2 crate leaves the server out):
+# Build upstream llama.cpp's llama-server, llama-bench and llama-gguf-split (which makes the
+# split-GGUF test data of tests/hub) from the llama.cpp tree inside the PyPI source package
+# llama-cpp-python (the llama-cpp-sys-2 crate leaves the server out):
 # cmake, no UI, no curl/openssl, for this CPU (GGML_NATIVE, as localgem is built). Cached under
 # LOCALGEM_CACHE; prints the directory holding the binaries.
 #
@@ -14,7 +15,7 @@ VERSION="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
 CACHE="${LOCALGEM_CACHE:-$HOME/.cache/localgem}"
 WORK="$CACHE/bench/llama-cpp-python-$VERSION"
 BIN="$WORK/build/bin"
-if [ ! -x "$BIN/llama-server" ] || [ ! -x "$BIN/llama-bench" ]; then
+if [ ! -x "$BIN/llama-server" ] || [ ! -x "$BIN/llama-bench" ] || [ ! -x "$BIN/llama-gguf-split" ]; then
   command -v cmake >/dev/null || { echo "cmake is needed (apt-get install cmake)" >&2; exit 1; }
   mkdir -p "$WORK"
   [ -f "$WORK/llama_cpp_python-$VERSION.tar.gz" ] ||
@@ -26,7 +27,7 @@ if [ ! -x "$BIN/llama-server" ] || [ ! -x "$BIN/llama-bench" ]; then
     -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF \
     -DLLAMA_BUILD_EXAMPLES=OFF -DGGML_NATIVE=ON >"$WORK/build.log" 2>&1 ||
     { tail -30 "$WORK/build.log" >&2; exit 1; }
-  cmake --build "$WORK/build" -j"$(nproc)" --target llama-server llama-bench >>"$WORK/build.log" 2>&1 ||
+  cmake --build "$WORK/build" -j"$(nproc)" --target llama-server llama-bench llama-gguf-split >>"$WORK/build.log" 2>&1 ||
     { grep -m 20 -B2 -A5 "error" "$WORK/build.log" >&2; exit 1; }
 fi
 echo "$BIN"

@@ -7,7 +7,8 @@
 # LangChain, Google ADK, pydantic-ai) against a live server, the playground in headless
 # Chromium, and the
 # Rust client's examples against a live server, the scale test (PostgreSQL, two
-# replicas, HAProxy), and the remote-engine test (localgem over two upstream llama-servers).
+# replicas, HAProxy), the remote-engine test (localgem over two upstream llama-servers), and
+# `pull` against a local stand-in for the Hugging Face Hub.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export LOCALGEM_CACHE="${LOCALGEM_CACHE:-$HOME/.cache/localgem}"
@@ -63,6 +64,10 @@ LOCALGEM_BIN="$BIN" bash tests/scale/run.sh
 echo "== remote engines (localgem over two llama-servers built from llama-cpp-python's llama.cpp:"
 echo "   seed examples, same text as in process, constrained output, chain affinity, failures)"
 LOCALGEM_BIN="$BIN" bash tests/remote/run.sh
+
+echo "== hub (localgem pull and serve --model OWNER/NAME:QUANT against a local stand-in for the"
+echo "   Hugging Face Hub: quantization, projector, split GGUF, resume, checksum, errors, seed example)"
+LOCALGEM_BIN="$BIN" bash tests/hub/run.sh
 
 echo "== rust client examples (crates/client/examples and tests/live.rs against a live server)"
 LOCALGEM_BIN="$BIN" LOCALGEM_VISION_ARGS="--model gemma-3-270m --mmproj gemma-3-270m=$MMPROJ" \

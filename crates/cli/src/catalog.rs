@@ -111,6 +111,14 @@ impl Bundled {
             && fs::read_to_string(marker).is_ok_and(|h| h.trim() == self.sha256)
     }
 
+    /// Delete the model file and its verification marker.
+    pub fn remove(&self, models_dir: &Path) -> Result<()> {
+        let path = self.path(models_dir);
+        fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+        let _ = fs::remove_file(marker_path(&path));
+        Ok(())
+    }
+
     /// Fetch, assemble and verify the model unless it is present. Returns its path.
     ///
     /// # Errors

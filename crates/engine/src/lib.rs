@@ -6,6 +6,8 @@
 //! streaming ([`text`]) are plain code with unit tests that need no model.
 
 pub mod constrain;
+mod device;
+pub mod fit;
 pub mod kv;
 pub mod media;
 mod output;
@@ -52,8 +54,10 @@ pub struct ModelSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineConfig {
     /// Total context (KV cells) per model, split evenly between the KV slots: each sequence
-    /// can hold `ctx_size / kv_slots` tokens (prompt and answer).
-    pub ctx_size: u32,
+    /// can hold `ctx_size / kv_slots` tokens (prompt and answer). `None`: chosen at load
+    /// ([`fit::context`]): [`fit::DEFAULT_CTX`], cut to the model's training context and to
+    /// memory.
+    pub ctx_size: Option<u32>,
     /// Sequences decoded together per step.
     pub parallel: u32,
     /// CPU threads for llama.cpp.
@@ -62,8 +66,9 @@ pub struct EngineConfig {
     pub batch_size: u32,
     /// Requests that may wait for a free sequence before new ones get 429.
     pub max_queue: usize,
-    /// Layers to offload to a GPU (0 on CPU builds).
-    pub gpu_layers: u32,
+    /// Layers to offload to a GPU; `None`: all of them when the build has a GPU backend that
+    /// found a device, else none.
+    pub gpu_layers: Option<u32>,
     /// Sequence slots in the KV buffer: live sequences plus finished ones kept for prefix
     /// reuse (at least `parallel`, at most 256).
     pub kv_slots: u32,
@@ -88,14 +93,14 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
-            ctx_size: 32_768,
+            ctx_size: None,
             parallel: 4,
             threads: std::thread::available_parallelism()
                 .map(|n| n.get() as i32)
                 .unwrap_or(2),
             batch_size: 512,
             max_queue: 64,
-            gpu_layers: 0,
+            gpu_layers: None,
             kv_slots: 8,
             min_reuse: 16,
             flash_attention: false,

@@ -33,6 +33,8 @@ use localgem_core::{EngineError, EngineEvent, FinishReason, GenerateRequest, Gen
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::constrain::{try_token, Closer, Grammars, Pick, Verdict};
+use crate::device::{cell_bytes, describe, gpu_device};
+use crate::fit;
 use crate::kv::KvManager;
 use crate::media::{self, MediaSpan};
 use crate::output::Output;
@@ -233,9 +235,11 @@ pub(crate) fn run(
         Ok(b) => b,
         Err(e) => return fail(e),
     };
+    let gpu = gpu_device();
+    let gpu_layers = fit::gpu_layers(config.gpu_layers, gpu.is_some());
     let mut mparams = LlamaModelParams::default();
-    if config.gpu_layers > 0 {
-        mparams = mparams.with_n_gpu_layers(config.gpu_layers);
+    if gpu_layers > 0 {
+        mparams = mparams.with_n_gpu_layers(gpu_layers);
     }
     // Shared with the request tasks, which render and tokenize prompts (`Prompter`).
     let model = match LlamaModel::load_from_file(backend, &path, &mparams) {
@@ -244,7 +248,19 @@ pub(crate) fn run(
     };
     let parallel = config.parallel.max(1);
     let kv_slots = config.kv_slots.clamp(parallel, 256);
-    let n_ctx = config.ctx_size.max(256 * kv_slots);
+    let plan = fit::context(
+        config.ctx_size,
+        kv_slots,
+        model.n_ctx_train(),
+        cell_bytes(&model),
+        fit::kv_budget(
+            gpu_device()
+                .filter(|_| gpu_layers > 0)
+                .map(|d| d.memory_free as u64),
+            fit::mem_available(),
+        ),
+    );
+    let n_ctx = plan.total;
     // One KV stream per slot (live sequences and finished ones kept for reuse), each
     // `n_ctx / kv_slots` cells. Exactness needs both choices below (`examples/kv_probe.rs`):
     // in a unified buffer a sequence whose cells do not start at cell 0 rounds differently,
@@ -273,7 +289,7 @@ pub(crate) fn run(
     };
     let per_seq = ctx.n_ctx() / kv_slots;
     let vision = match mmproj.as_deref() {
-        Some(p) => match Vision::load(p, &model, &config) {
+        Some(p) => match Vision::load(p, &model, &config, gpu_layers > 0) {
             Ok(v) => Some(v),
             Err(e) => return fail(e),
         },
@@ -293,6 +309,17 @@ pub(crate) fn run(
         u64::from(per_seq.saturating_sub(1)),
         vision.is_some(),
     )));
+    describe(
+        &model_id,
+        &model,
+        &template,
+        &plan,
+        per_seq,
+        kv_slots,
+        gpu.as_ref(),
+        gpu_layers,
+        vision.is_some(),
+    );
     tracing::info!(
         model = %model_id, arch = %arch, template = template.source, n_ctx = ctx.n_ctx(),
         per_seq, parallel, threads = config.threads, "model ready"
@@ -414,9 +441,14 @@ struct Vision {
 const MTMD_MARKER: &str = "<__media__>";
 
 impl Vision {
-    fn load(path: &Path, model: &LlamaModel, config: &EngineConfig) -> Result<Self, String> {
+    fn load(
+        path: &Path,
+        model: &LlamaModel,
+        config: &EngineConfig,
+        use_gpu: bool,
+    ) -> Result<Self, String> {
         let params = MtmdContextParams {
-            use_gpu: config.gpu_layers > 0,
+            use_gpu,
             print_timings: false,
             n_threads: config.threads,
             media_marker: std::ffi::CString::new(MTMD_MARKER).expect("no NUL"),
