@@ -247,6 +247,42 @@ def main():
         finally:
             subprocess.run(["umount", mnt])
 
+    @check("disk-fills-during-download-then-resumes")
+    def _():
+        mnt = os.path.join(A.work, "filling")
+        os.makedirs(mnt, exist_ok=True)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=112m", "tmpfs", mnt],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise AssertionError(f"cannot mount a small tmpfs to fill: {r.stderr.strip()}")
+        slow = Mirror("--throttle", "25000000")
+        try:
+            cache = {"HF_HUB_CACHE": os.path.join(mnt, "hub")}
+            env = dict(os.environ, HF_HOME=home, HF_ENDPOINT=slow.url, NO_COLOR="1", **cache)
+            env.pop("RUST_BACKTRACE", None)
+            proc = subprocess.Popen([A.bin, "pull", "test-org/SmolLM2-135M-Instruct-GGUF:Q4_1"],
+                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True)
+            deadline = time.time() + 60
+            while time.time() < deadline and not any(
+                    l.startswith("DONE") and "bytes=0-9999999" in l for l in slow.lines()):
+                time.sleep(0.05)
+            # Another program takes the rest of the disk while the pull is running.
+            st = os.statvfs(mnt)
+            filler = os.path.join(mnt, "filler")
+            subprocess.run(["fallocate", "-l", str(st.f_bavail * st.f_frsize - (1 << 20)), filler],
+                           check=True)
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode != 0, "the pull succeeded on a full disk"
+            assert "the disk is full" in err and "resumes" in err, err[-800:]
+            os.remove(filler)
+            p = pull("test-org/SmolLM2-135M-Instruct-GGUF:Q4_1", home, m.url, cache, check=True)
+            assert "resuming an interrupted download" in p.stderr, p.stderr[-600:]
+            assert sha256(p.stdout.split()[0]) == sha256(smol)
+        finally:
+            slow.stop()
+            subprocess.run(["umount", mnt])
+
     @check("models-list-and-rm")
     def _():
         env = dict(os.environ, HF_HOME=home, HF_ENDPOINT=m.url)

@@ -91,6 +91,11 @@ pub const BUNDLED: &[Bundled] = &[
 /// The default model's id.
 pub const DEFAULT_MODEL: &str = "smollm2-135m";
 
+/// The bundled ids, comma-separated (for messages).
+pub fn ids() -> String {
+    BUNDLED.iter().map(|b| b.id).collect::<Vec<_>>().join(", ")
+}
+
 /// Look up a bundled model.
 pub fn find(id: &str) -> Option<&'static Bundled> {
     BUNDLED.iter().find(|b| b.id == id)

@@ -757,11 +757,7 @@ fn pull(reference: &str, common: &Common) -> Result<()> {
     let r = hub::HubRef::parse(reference).with_context(|| {
         format!(
             "{reference:?} is neither a bundled id ({}) nor OWNER/NAME[:QUANT]",
-            catalog::BUNDLED
-                .iter()
-                .map(|b| b.id)
-                .collect::<Vec<_>>()
-                .join(", ")
+            catalog::ids()
         )
     })?;
     let pulled = models::pull_blocking(&r)?;

@@ -98,12 +98,9 @@ impl Models {
 fn bundled(id: &str, dir: &Path, python: &str) -> Result<ModelSpec> {
     let b = catalog::find(id).with_context(|| {
         format!(
-            "unknown model {id:?}: use a bundled id ({}) or ID=PATH.gguf",
-            catalog::BUNDLED
-                .iter()
-                .map(|b| b.id)
-                .collect::<Vec<_>>()
-                .join(", ")
+            "unknown model {id:?}: use a bundled id ({}), OWNER/NAME[:QUANT] from the Hugging \
+             Face Hub, or ID=PATH.gguf",
+            catalog::ids()
         )
     })?;
     Ok(ModelSpec {
