@@ -83,6 +83,17 @@ def sha256(path):
     return h.hexdigest()
 
 
+def small_tmpfs(name, size):
+    """A tmpfs of `size` under the work dir, to fill (the caller unmounts it)."""
+    mnt = os.path.join(A.work, name)
+    os.makedirs(mnt, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", mnt],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise AssertionError(f"cannot mount a small tmpfs to fill: {r.stderr.strip()}")
+    return mnt
+
+
 def check(name):
     def wrap(fn):
         try:
@@ -233,12 +244,7 @@ def main():
 
     @check("full-disk-refused-before-download")
     def _():
-        mnt = os.path.join(A.work, "small")
-        os.makedirs(mnt, exist_ok=True)
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", mnt],
-                           capture_output=True, text=True)
-        if r.returncode != 0:
-            raise AssertionError(f"cannot mount a small tmpfs to fill: {r.stderr.strip()}")
+        mnt = small_tmpfs("small", "32m")
         try:
             p = pull("test-org/SmolLM2-135M-Instruct-GGUF:Q4_1", home, m.url,
                      {"HF_HUB_CACHE": os.path.join(mnt, "hub")})
@@ -249,12 +255,7 @@ def main():
 
     @check("disk-fills-during-download-then-resumes")
     def _():
-        mnt = os.path.join(A.work, "filling")
-        os.makedirs(mnt, exist_ok=True)
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=112m", "tmpfs", mnt],
-                           capture_output=True, text=True)
-        if r.returncode != 0:
-            raise AssertionError(f"cannot mount a small tmpfs to fill: {r.stderr.strip()}")
+        mnt = small_tmpfs("filling", "112m")
         slow = Mirror("--throttle", "25000000")
         try:
             cache = {"HF_HUB_CACHE": os.path.join(mnt, "hub")}
