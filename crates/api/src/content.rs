@@ -5,12 +5,14 @@
 //! other media are left for the model check, which names the model and the modality when
 //! the model cannot take them.
 
-use localgem_core::Image;
+use localgem_core::Attachment;
 use localgem_wire::{Content, Media, Step};
 use sha2::Digest as _;
 
+use crate::cache::digest;
 use crate::error::ApiError;
 use crate::files::file_id;
+use crate::media::{self, decode_image, Expanded};
 use crate::tenant::Tenant;
 use crate::AppState;
 
@@ -28,7 +30,7 @@ enum Source {
 /// directory). Only turns read back from the store may use it.
 const KEPT: &str = "media/";
 
-/// Keep an uploaded image's bytes (whose SHA-256, checked on load, is `sha`) under that
+/// Keep an uploaded media part's bytes (whose SHA-256, checked on load, is `sha`) under that
 /// digest, apart from the upload (which may be
 /// deleted or expire while the conversation goes on); returns its `media/<sha256>` URI.
 async fn keep(
@@ -161,7 +163,7 @@ async fn load(
         Source::Kept(path, sha) => {
             let gone = || {
                 ApiError::bad_request(format!(
-                    "{what}: an image of an earlier turn is no longer on this server"
+                    "{what}: media of an earlier turn are no longer on this server"
                 ))
             };
             let bytes = tokio::fs::read(&path).await.map_err(|_| gone())?;
@@ -277,203 +279,49 @@ pub async fn document_text(bytes: Vec<u8>, mime: &str, what: &str) -> Result<Str
     }
 }
 
-/// What was made from a media part's bytes (decoded pixels, a document's text), by the
-/// SHA-256 of those bytes, so that the turns of a conversation that carry the same file
-/// decode it once. Bounded by the size of what it holds; the oldest entries go first.
-#[derive(Debug)]
-pub struct DigestCache<V> {
-    budget: usize,
-    size: fn(&V) -> usize,
-    inner: std::sync::Mutex<CacheInner<V>>,
+/// What the model can take, for [`resolve`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Takes {
+    /// Images and video frames.
+    pub vision: bool,
+    /// Audio and soundtracks, at this sample rate.
+    pub audio_rate: Option<u32>,
 }
 
-#[derive(Debug)]
-struct CacheInner<V> {
-    map: std::collections::HashMap<[u8; 32], V>,
-    order: std::collections::VecDeque<[u8; 32]>,
-    bytes: usize,
+/// Keep an uploaded part's bytes for later turns and point the part at them.
+async fn keep_part(
+    st: &AppState,
+    m: &mut Media,
+    from: Option<(std::path::PathBuf, String)>,
+    bytes: &[u8],
+    mime: Option<&String>,
+) -> Result<(), ApiError> {
+    if let (Some(from), Ok((cfg, _))) = (from, crate::files::enabled(st)) {
+        m.uri = Some(keep(&cfg.dir, &from, bytes).await?);
+        m.mime_type = mime.cloned();
+    }
+    Ok(())
 }
 
-impl<V: Clone> DigestCache<V> {
-    /// A cache holding at most `budget` bytes, as `size` measures its values.
-    pub fn new(budget: usize, size: fn(&V) -> usize) -> Self {
-        DigestCache {
-            budget,
-            size,
-            inner: std::sync::Mutex::new(CacheInner {
-                map: std::collections::HashMap::new(),
-                order: std::collections::VecDeque::new(),
-                bytes: 0,
-            }),
-        }
-    }
-
-    /// The value kept for this digest.
-    pub fn get(&self, key: &[u8; 32]) -> Option<V> {
-        self.inner.lock().expect("poisoned").map.get(key).cloned()
-    }
-
-    /// Keep a value (one larger than the whole budget is not kept).
-    pub fn put(&self, key: [u8; 32], value: V) {
-        let size = (self.size)(&value);
-        if size > self.budget {
-            return;
-        }
-        let mut c = self.inner.lock().expect("poisoned");
-        if c.map.contains_key(&key) {
-            return;
-        }
-        while c.bytes + size > self.budget {
-            let Some(old) = c.order.pop_front() else {
-                break;
-            };
-            if let Some(v) = c.map.remove(&old) {
-                c.bytes -= (self.size)(&v);
-            }
-        }
-        c.bytes += size;
-        c.order.push_back(key);
-        c.map.insert(key, value);
-    }
-
-    /// The value kept for `key`, else what `make` gives, kept.
-    ///
-    /// # Errors
-    /// What `make` fails with (nothing is kept then).
-    pub async fn get_or_make<E, Fut>(
-        &self,
-        key: [u8; 32],
-        make: impl FnOnce() -> Fut,
-    ) -> Result<V, E>
-    where
-        Fut: std::future::Future<Output = Result<V, E>>,
-    {
-        if let Some(v) = self.get(&key) {
-            return Ok(v);
-        }
-        let v = make().await?;
-        self.put(key, v.clone());
-        Ok(v)
-    }
-
-    /// Bytes held.
-    pub fn bytes(&self) -> usize {
-        self.inner.lock().expect("poisoned").bytes
-    }
-}
-
-/// Decoded images (256 MiB of pixels by default).
-pub type ImageCache = DigestCache<Image>;
-
-impl Default for ImageCache {
-    fn default() -> Self {
-        DigestCache::new(256 << 20, |i: &Image| i.rgb.len())
-    }
-}
-
-/// Documents' text (64 MiB by default), keyed by their bytes and MIME type.
-pub type TextCache = DigestCache<std::sync::Arc<str>>;
-
-impl Default for TextCache {
-    fn default() -> Self {
-        DigestCache::new(64 << 20, |t: &std::sync::Arc<str>| t.len())
-    }
-}
-
-fn digest(parts: &[&[u8]]) -> [u8; 32] {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    for p in parts {
-        h.update((p.len() as u64).to_le_bytes());
-        h.update(p);
-    }
-    h.finalize().into()
-}
-
-/// Largest side of an image, in pixels, and the memory its decoding may take.
-const MAX_IMAGE_SIDE: u32 = 16_384;
-const MAX_IMAGE_ALLOC: u64 = 512 << 20;
-
-/// Decode an image (JPEG, PNG, WebP, or a GIF's first frame) to RGB pixels. The format is
-/// read from the bytes; a MIME type that says otherwise is not trusted over them.
+/// Check every media part of `steps`, turn documents into text and decode the media the
+/// model takes (`takes`): returned in input order, one [`Expanded`] for each image, audio
+/// and video part. Uploaded media are kept under their digest and their part rewritten to
+/// it, so that the steps as resolved here serve later turns after the upload is gone. The
+/// first `trusted` steps come from the store (they may name kept media); the rest from the
+/// request.
 ///
 /// # Errors
-/// 400 naming the part: a format that is not supported, or bytes that do not decode (a
-/// truncated or damaged file, or one too large).
-pub async fn decode_image(
-    bytes: Vec<u8>,
-    mime: Option<&str>,
-    what: &str,
-) -> Result<Image, ApiError> {
-    use image::ImageFormat;
-    let format = image::guess_format(&bytes).ok();
-    let supported = [
-        ImageFormat::Jpeg,
-        ImageFormat::Png,
-        ImageFormat::WebP,
-        ImageFormat::Gif,
-    ];
-    let format = match format {
-        Some(f) if supported.contains(&f) => f,
-        Some(f) => {
-            return Err(ApiError::bad_request(format!(
-                "{what}: images in {} format are not supported; use JPEG, PNG, WebP or GIF",
-                f.extensions_str().first().unwrap_or(&"this").to_uppercase()
-            )))
-        }
-        None => {
-            let m = mime.unwrap_or("image");
-            return Err(ApiError::bad_request(format!(
-                "{what}: the data is not a JPEG, PNG, WebP or GIF image (declared {m}) and cannot be decoded"
-            )));
-        }
-    };
-    // The JPEG decoder fills in what a truncated file lacks: a file cut short (no
-    // end-of-image marker) is refused rather than shown to the model half grey.
-    if format == ImageFormat::Jpeg && !bytes.windows(2).any(|w| w == [0xFF, 0xD9]) {
-        return Err(ApiError::bad_request(format!(
-            "{what}: the image cannot be decoded: the JPEG data is truncated (no end-of-image marker)"
-        )));
-    }
-    let what = what.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let mut reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
-        let mut limits = image::Limits::default();
-        limits.max_image_width = Some(MAX_IMAGE_SIDE);
-        limits.max_image_height = Some(MAX_IMAGE_SIDE);
-        limits.max_alloc = Some(MAX_IMAGE_ALLOC);
-        reader.limits(limits);
-        let img = reader.decode().map_err(|e| {
-            ApiError::bad_request(format!("{what}: the image cannot be decoded: {e}"))
-        })?;
-        let rgb = img.to_rgb8();
-        let (w, h) = rgb.dimensions();
-        if w == 0 || h == 0 {
-            return Err(ApiError::bad_request(format!("{what}: the image is empty")));
-        }
-        Ok(Image::new(w, h, rgb.into_raw()))
-    })
-    .await
-    .map_err(|_| ApiError::bad_request("an image cannot be decoded"))?
-}
-
-/// Check every media part of `steps`, turn documents into text and, when the model takes
-/// images (`vision`), decode them: returned in input order. Uploaded images are kept under
-/// their digest and their part rewritten to it, so that the steps as resolved here serve
-/// later turns after the upload is gone. The first `trusted` steps come from the store (they
-/// may name kept media); the rest from the request.
-///
-/// # Errors
-/// 400 for malformed parts, foreign URIs, unreadable documents and images that do not
-/// decode; 404 for files that do not exist (or belong to another key).
+/// 400 for malformed parts, foreign URIs, unreadable documents and media that do not
+/// decode or pass a limit; 404 for files that do not exist (or belong to another key).
 pub async fn resolve(
     st: &AppState,
     tenant: &Tenant,
     steps: &mut [Step],
     trusted: usize,
-    vision: bool,
-) -> Result<Vec<Image>, ApiError> {
-    let mut images = Vec::new();
+    takes: Takes,
+) -> Result<Vec<Expanded>, ApiError> {
+    let limits = st.config.media;
+    let mut out = Vec::new();
     for (si, step) in steps.iter_mut().enumerate() {
         let Step::UserInput { content } = step else {
             continue;
@@ -503,18 +351,54 @@ pub async fn resolve(
                         text.trim()
                     ));
                 }
-                Content::Image(m) if vision => {
+                Content::Image(m) if takes.vision => {
                     let (bytes, mime, from) = load(st, tenant, m, &what, trusted).await?;
-                    if let (Some(from), Ok((cfg, _))) = (from, crate::files::enabled(st)) {
-                        m.uri = Some(keep(&cfg.dir, &from, &bytes).await?);
-                        m.mime_type.clone_from(&mime);
-                    }
+                    keep_part(st, m, from, &bytes, mime.as_ref()).await?;
                     let key = digest(&[&bytes]);
                     let image = st
                         .images
                         .get_or_make(key, || decode_image(bytes, mime.as_deref(), &what))
                         .await?;
-                    images.push(image);
+                    out.push(Expanded::one(Attachment::image(image)));
+                }
+                Content::Audio(m) if takes.audio_rate.is_some() => {
+                    let rate = takes.audio_rate.unwrap_or(16_000);
+                    let raw = media::raw_params(m);
+                    let (bytes, mime, from) = load(st, tenant, m, &what, trusted).await?;
+                    keep_part(st, m, from, &bytes, mime.as_ref()).await?;
+                    let key = digest(&[
+                        &bytes,
+                        mime.as_deref().unwrap_or("").as_bytes(),
+                        &rate.to_le_bytes(),
+                        &raw.sample_rate.unwrap_or(0).to_le_bytes(),
+                        &raw.channels.unwrap_or(0).to_le_bytes(),
+                    ]);
+                    let audio = st
+                        .audio
+                        .get_or_make(key, || {
+                            media::decode_audio(bytes, mime, raw, rate, limits, &what)
+                        })
+                        .await?;
+                    out.push(Expanded::one(Attachment::audio(audio)));
+                }
+                Content::Video(m) if takes.vision => {
+                    let side = media::frame_side(m)
+                        .map_err(|e| ApiError::bad_request(format!("{what}: {e}")))?;
+                    let (bytes, mime, from) = load(st, tenant, m, &what, trusted).await?;
+                    keep_part(st, m, from, &bytes, mime.as_ref()).await?;
+                    let rate = takes.audio_rate;
+                    let key = digest(&[
+                        &bytes,
+                        &side.to_le_bytes(),
+                        &rate.unwrap_or(0).to_le_bytes(),
+                    ]);
+                    let video = st
+                        .videos
+                        .get_or_make(key, || {
+                            media::decode_video(bytes, side, rate, limits, &what)
+                        })
+                        .await?;
+                    out.push((*video).clone());
                 }
                 Content::Image(m) | Content::Audio(m) | Content::Video(m) => {
                     // Checked only; the model check decides.
@@ -523,7 +407,7 @@ pub async fn resolve(
             }
         }
     }
-    Ok(images)
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -537,24 +421,6 @@ mod tests {
              <body><h1>Title</h1><p>Fish &amp; chips &lt;3</p><ul><li>one</li><li>two</li></ul></body></html>",
         );
         assert_eq!(t, "Title\nFish & chips <3\none\ntwo");
-    }
-
-    #[test]
-    fn the_image_cache_keeps_the_newest_within_its_budget() {
-        let img = |v: u8| Image::new(2, 2, vec![v; 12]);
-        let cache = ImageCache::new(30, |i: &Image| i.rgb.len());
-        cache.put([1; 32], img(1));
-        cache.put([2; 32], img(2));
-        assert_eq!(cache.bytes(), 24);
-        assert_eq!(cache.get(&[1; 32]), Some(img(1)));
-        cache.put([3; 32], img(3));
-        assert_eq!(cache.get(&[1; 32]), None, "the oldest goes first");
-        assert_eq!(cache.get(&[2; 32]), Some(img(2)));
-        assert_eq!(cache.get(&[3; 32]), Some(img(3)));
-        assert_eq!(cache.bytes(), 24);
-        cache.put([4; 32], Image::new(4, 4, vec![0; 48]));
-        assert_eq!(cache.get(&[4; 32]), None, "larger than the budget");
-        assert_eq!(cache.bytes(), 24);
     }
 
     #[tokio::test]

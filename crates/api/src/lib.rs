@@ -5,6 +5,8 @@
 //! encoding), [`handlers`] (routes), [`models`] (model ids and aliases), [`tenant`] (API key →
 //! tenant), [`classic`] (`generateContent` and friends on the same engine). The layer sees only the `Engine` and `Store` traits.
 
+pub mod audio;
+pub mod cache;
 pub mod classic;
 pub mod content;
 pub mod error;
@@ -12,6 +14,7 @@ pub mod events;
 pub mod files;
 pub mod handlers;
 pub mod live;
+pub mod media;
 pub mod models;
 pub mod openapi;
 pub mod playground;
@@ -25,6 +28,7 @@ pub mod tenant;
 pub mod testing;
 pub mod upload;
 pub mod validate;
+pub mod video;
 
 use std::sync::Arc;
 
@@ -53,6 +57,8 @@ pub struct ApiConfig {
     pub keys: Option<tenant::KeySet>,
     /// Interactions one key may have running at once (0: no limit); past it, 429.
     pub max_running_per_key: usize,
+    /// Bounds on audio and video parts.
+    pub media: media::MediaLimits,
 }
 
 impl Default for ApiConfig {
@@ -65,6 +71,7 @@ impl Default for ApiConfig {
             signer: signature::Signer::random(),
             keys: None,
             max_running_per_key: 32,
+            media: media::MediaLimits::default(),
         }
     }
 }
@@ -85,9 +92,13 @@ pub struct AppState {
     /// The Files API's storage and uploads in progress (absent: its routes answer 404).
     pub files: Option<(files::FilesConfig, Arc<files::Uploads>)>,
     /// Decoded images, so that later turns of a conversation do not decode them again.
-    pub images: Arc<content::ImageCache>,
+    pub images: Arc<media::ImageCache>,
+    /// Decoded audio, likewise.
+    pub audio: Arc<media::AudioCache>,
+    /// Decoded videos, likewise.
+    pub videos: Arc<media::VideoCache>,
     /// Documents' text, so that later turns do not extract it again.
-    pub documents: Arc<content::TextCache>,
+    pub documents: Arc<media::TextCache>,
 }
 
 /// Renders metrics in the Prometheus text format.
@@ -107,6 +118,8 @@ impl AppState {
             metrics: None,
             files: None,
             images: Arc::default(),
+            audio: Arc::default(),
+            videos: Arc::default(),
             documents: Arc::default(),
         }
     }

@@ -97,6 +97,7 @@ mod tests {
                 context_tokens: 4096,
                 ready: true,
                 vision: false,
+                audio_sample_rate: None,
                 default_max_output_tokens: None,
             })
             .collect()

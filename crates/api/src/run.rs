@@ -15,10 +15,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use localgem_core::{
-    EngineEvent, FinishReason, GenerateRequest, Generation, InteractionRecord, StoreError,
+    EngineEvent, FinishReason, GenerateRequest, Generation, InteractionRecord, MediaTokens,
+    StoreError,
 };
 use localgem_wire::{Status, Step, Usage};
 
+use crate::content::Takes;
 use crate::error::ApiError;
 use crate::events::{end_event, new_id, now, opening, with_id, Cursor};
 use crate::live::{CancelOnDrop, Live, OpenKind, Outcome, Running, StepWriter};
@@ -190,20 +192,29 @@ async fn load_history(
         .collect())
 }
 
-/// Count a prompt's image positions as `image` input rather than `text`.
-fn with_images(mut u: Usage, image_tokens: u64) -> Usage {
-    if image_tokens > 0 {
+/// Count a prompt's media positions as `image`, `audio` and `video` input rather than
+/// `text`.
+fn with_media(mut u: Usage, media: MediaTokens) -> Usage {
+    if media.total() > 0 {
         for m in &mut u.input_tokens_by_modality {
             if m.modality == "text" {
-                m.tokens = m.tokens.saturating_sub(image_tokens);
+                m.tokens = m.tokens.saturating_sub(media.total());
             }
         }
         u.input_tokens_by_modality.retain(|m| m.tokens > 0);
-        u.input_tokens_by_modality
-            .push(localgem_wire::ModalityTokens {
-                modality: "image".into(),
-                tokens: image_tokens,
-            });
+        for (modality, tokens) in [
+            ("image", media.image),
+            ("audio", media.audio),
+            ("video", media.video),
+        ] {
+            if tokens > 0 {
+                u.input_tokens_by_modality
+                    .push(localgem_wire::ModalityTokens {
+                        modality: modality.into(),
+                        tokens,
+                    });
+            }
+        }
     }
     u
 }
@@ -214,6 +225,26 @@ pub struct Prepared {
     pub resolved_input: Option<Vec<Step>>,
     /// The engine's request (sampling, tools, format and limits from `req`).
     pub request: GenerateRequest,
+}
+
+/// What a served model takes. Whether a model has an audio encoder is known once it is
+/// loaded; until then a model with a projector is taken to hear at 16 kHz (the rate of the
+/// Whisper-family encoders llama.cpp runs), and the engine refuses audio if it does not.
+fn takes(model: Option<&localgem_core::ModelInfo>) -> Takes {
+    match model {
+        Some(m) => Takes {
+            vision: m.vision,
+            audio_rate: if m.ready {
+                m.audio_sample_rate
+            } else {
+                m.vision.then_some(16_000)
+            },
+        },
+        None => Takes {
+            vision: false,
+            audio_rate: None,
+        },
+    }
 }
 
 /// Resolve the model, load the conversation chain (one store read), resolve media and
@@ -234,17 +265,17 @@ pub async fn prepare(
     };
     let earlier = timeline.len();
     timeline.extend(req.input.iter().cloned());
-    // The model must take the media; documents become text, images pixels.
-    let vision = served.iter().any(|m| m.id == engine_model && m.vision);
-    check_modalities(&timeline, &engine_model, vision)?;
-    let images = crate::content::resolve(state, tenant, &mut timeline, earlier, vision).await?;
+    // The model must take the media; documents become text, images pixels, audio samples.
+    let takes = takes(served.iter().find(|m| m.id == engine_model));
+    check_modalities(&timeline, &engine_model, takes)?;
+    let media = crate::content::resolve(state, tenant, &mut timeline, earlier, takes).await?;
     // What this turn's input resolved to, kept for later turns when it differs.
     let resolved_input = Some(timeline[earlier..].to_vec()).filter(|r| *r != req.input);
     let messages = to_messages(
         req.system_instruction.as_deref(),
         &timeline,
         &state.config.signer,
-        images,
+        media,
     )?;
     let cap = output_cap(
         req.max_output_tokens,
@@ -288,7 +319,7 @@ pub async fn start(
     let surface = req.surface.as_str();
     let generation = state.engine.generate(request).await?;
 
-    let image_tokens = generation.image_tokens;
+    let media_tokens = generation.media_tokens;
     let created = now();
     let record = InteractionRecord {
         id: if req.store {
@@ -304,7 +335,7 @@ pub async fn start(
         previous_interaction_id: req.previous_interaction_id.clone(),
         input: req.input,
         output: Vec::new(),
-        usage: with_images(Usage::text(generation.prompt_tokens, 0, 0), image_tokens),
+        usage: with_media(Usage::text(generation.prompt_tokens, 0, 0), media_tokens),
         error: None,
         resolved_input,
     };
@@ -368,7 +399,7 @@ async fn drive(run: Run, generation: Generation) {
         _key_slot,
     } = run;
     let created = record.created;
-    let image_tokens = generation.image_tokens;
+    let media_tokens = generation.media_tokens;
     let copy_stop = Arc::new(tokio::sync::Notify::new());
     let copier = (store && st.runs.config().share_events).then(|| {
         tokio::spawn(copy_log(
@@ -400,9 +431,9 @@ async fn drive(run: Run, generation: Generation) {
     let started = std::time::Instant::now();
     let mut last_token: Option<std::time::Instant> = None;
     let so_far = |fragments: u64| {
-        with_images(
+        with_media(
             Usage::text(generation.prompt_tokens, fragments, 0),
-            image_tokens,
+            media_tokens,
         )
     };
     let (status, usage, error) = loop {
@@ -434,9 +465,9 @@ async fn drive(run: Run, generation: Generation) {
                             FinishReason::Stop => Status::Completed,
                             FinishReason::MaxTokens | FinishReason::ContextFull => Status::Incomplete,
                         };
-                        let mut u = with_images(
+                        let mut u = with_media(
                             Usage::text(usage.input_tokens, usage.output_tokens, usage.cached_tokens),
-                            image_tokens,
+                            media_tokens,
                         );
                         u.total_thought_tokens = usage.thought_tokens;
                         u.total_tokens += usage.thought_tokens;
@@ -536,6 +567,7 @@ mod tests {
             context_tokens: 4096,
             ready: true,
             vision: false,
+            audio_sample_rate: None,
             default_max_output_tokens: default,
         }
     }

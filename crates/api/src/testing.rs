@@ -35,20 +35,23 @@ pub struct FakeEngine {
     pub live: Arc<AtomicUsize>,
     /// Scopes whose cached state was dropped (for assertions).
     pub forgotten: Arc<std::sync::Mutex<Vec<String>>>,
-    /// Whether its model takes images (each counts 16 prompt tokens).
+    /// Whether its model takes images (each piece of media counts 16 prompt tokens).
     pub vision: bool,
+    /// The sample rate at which its model takes audio, if it does.
+    pub audio_rate: Option<u32>,
 }
 
 impl FakeEngine {
     /// The id of the one model it serves.
     pub const MODEL: &'static str = "fake-model";
 
-    /// A prompt's size: its words, 2 per message, 16 per image, 8 per function offered.
+    /// A prompt's size: its words, 2 per message, 16 per piece of media, 8 per function
+    /// offered.
     pub fn prompt_tokens(req: &GenerateRequest) -> u64 {
         let messages: u64 = req
             .messages
             .iter()
-            .map(|m| m.content.split_whitespace().count() as u64 + 2 + 16 * m.images.len() as u64)
+            .map(|m| m.content.split_whitespace().count() as u64 + 2 + 16 * m.media.len() as u64)
             .sum();
         messages + 8 * req.tools.len() as u64
     }
@@ -78,6 +81,7 @@ impl Engine for FakeEngine {
             context_tokens: 1000,
             ready: true,
             vision: self.vision,
+            audio_sample_rate: self.audio_rate,
             default_max_output_tokens: None,
         }]
     }
@@ -237,12 +241,13 @@ impl Engine for FakeEngine {
         });
         Ok(Generation {
             prompt_tokens,
-            image_tokens: 16
-                * req
-                    .messages
-                    .iter()
-                    .map(|m| m.images.len() as u64)
-                    .sum::<u64>(),
+            media_tokens: {
+                let mut t = localgem_core::MediaTokens::default();
+                for m in req.messages.iter().flat_map(|m| &m.media) {
+                    t.add(m.modality, 16);
+                }
+                t
+            },
             events,
         })
     }

@@ -2,13 +2,15 @@
 //! the engine or the store see anything, and answered with a 400 that names the field.
 
 use localgem_core::{
-    ChatMessage, FunctionDecl, Image, OutputFormat, Role, Sampling, Thinking, ToolCall, ToolMode,
-    MEDIA_MARKER,
+    Attachment, ChatMessage, FunctionDecl, OutputFormat, Role, Sampling, Thinking, ToolCall,
+    ToolMode, MEDIA_MARKER,
 };
 use localgem_wire::{Content, CreateInteractionRequest, GenerationConfig, Step};
 use serde_json::{json, Value};
 
+use crate::content::Takes;
 use crate::error::ApiError;
+use crate::media::Expanded;
 use crate::signature::Signer;
 
 /// A create request that passed validation.
@@ -694,13 +696,13 @@ pub fn parse_input(input: Value) -> Result<Vec<Step>, ApiError> {
     }
 }
 
-/// Reject content the model cannot take, naming the model and the modality: images in
-/// user input need a model with a vision projector (`vision`); audio and video are never
-/// taken; model output is text.
+/// Reject content the model cannot take, naming the model and the modality: images and
+/// video in user input need a model with a vision encoder, audio one with an audio encoder;
+/// model output is text.
 ///
 /// # Errors
 /// 400 naming the model and the modality.
-pub fn check_modalities(steps: &[Step], model: &str, vision: bool) -> Result<(), ApiError> {
+pub fn check_modalities(steps: &[Step], model: &str, takes: Takes) -> Result<(), ApiError> {
     for step in steps {
         let (contents, user): (&[Content], bool) = match step {
             Step::UserInput { content } => (content, true),
@@ -710,7 +712,8 @@ pub fn check_modalities(steps: &[Step], model: &str, vision: bool) -> Result<(),
         for c in contents {
             let modality = match c {
                 Content::Text { .. } => continue,
-                Content::Image(_) if user && vision => continue,
+                Content::Image(_) | Content::Video(_) if user && takes.vision => continue,
+                Content::Audio(_) if user && takes.audio_rate.is_some() => continue,
                 // Documents in user input become text.
                 Content::Document(_) if user => continue,
                 Content::Image(_) => "image",
@@ -727,7 +730,7 @@ pub fn check_modalities(steps: &[Step], model: &str, vision: bool) -> Result<(),
     Ok(())
 }
 
-/// Text as the prompt may carry it: without [`MEDIA_MARKER`], which only marks images.
+/// Text as the prompt may carry it: without [`MEDIA_MARKER`], which only marks media.
 fn clean(text: &str) -> std::borrow::Cow<'_, str> {
     if text.contains(MEDIA_MARKER) {
         text.replace(MEDIA_MARKER, "").into()
@@ -741,24 +744,25 @@ fn text_of(content: &[Content]) -> String {
     user_text(content, &mut std::iter::empty()).0
 }
 
-/// A user turn's text, with a [`MEDIA_MARKER`] where each image goes, and its images (the
-/// next ones of `images`, which holds every decoded image of the timeline in order).
+/// A user turn's text, with a [`MEDIA_MARKER`] where each piece of media goes, and those
+/// pieces (from the next entries of `media`, which holds every decoded media part of the
+/// timeline in order).
 fn user_text(
     content: &[Content],
-    images: &mut impl Iterator<Item = Image>,
-) -> (String, Vec<Image>) {
+    media: &mut impl Iterator<Item = Expanded>,
+) -> (String, Vec<Attachment>) {
     let mut parts: Vec<std::borrow::Cow<'_, str>> = Vec::new();
     let mut taken = Vec::new();
     for c in content {
         match c {
             Content::Text { text, .. } => parts.push(clean(text)),
-            Content::Image(_) => {
-                if let Some(image) = images.next() {
-                    parts.push(MEDIA_MARKER.to_string().into());
-                    taken.push(image);
+            Content::Image(_) | Content::Audio(_) | Content::Video(_) => {
+                if let Some(e) = media.next() {
+                    parts.push(e.text.into());
+                    taken.extend(e.media);
                 }
             }
-            _ => {}
+            Content::Document(_) => {}
         }
     }
     (parts.join("\n"), taken)
@@ -794,9 +798,9 @@ pub fn to_messages(
     system: Option<&str>,
     steps: &[Step],
     signer: &Signer,
-    images: Vec<Image>,
+    media: Vec<Expanded>,
 ) -> Result<Vec<ChatMessage>, ApiError> {
-    let mut images = images.into_iter();
+    let mut media = media.into_iter();
     let mut out: Vec<ChatMessage> = Vec::new();
     if let Some(s) = system {
         out.push(ChatMessage::new(Role::System, clean(s)));
@@ -809,16 +813,16 @@ pub fn to_messages(
         match step {
             Step::UserInput { content } => {
                 model_open = false;
-                let (text, taken) = user_text(content, &mut images);
+                let (text, taken) = user_text(content, &mut media);
                 match out.last_mut() {
                     Some(last) if last.role == Role::User => {
                         last.content.push_str("\n\n");
                         last.content.push_str(&text);
-                        last.images.extend(taken);
+                        last.media.extend(taken);
                     }
                     _ => {
                         let mut m = ChatMessage::new(Role::User, text);
-                        m.images = taken;
+                        m.media = taken;
                         out.push(m);
                     }
                 }
@@ -1036,26 +1040,45 @@ mod tests {
 
     #[test]
     fn modalities_are_checked() {
+        let none = Takes {
+            vision: false,
+            audio_rate: None,
+        };
+        let vision = Takes {
+            vision: true,
+            audio_rate: None,
+        };
+        let hearing = Takes {
+            vision: false,
+            audio_rate: Some(16_000),
+        };
         let steps = parse_input(json!([{"type": "text", "text": "what"}, {"type": "image", "uri": "files/x", "mime_type": "image/png"}])).unwrap();
-        let e = check_modalities(&steps, "smollm2-135m", false).unwrap_err();
+        let e = check_modalities(&steps, "smollm2-135m", none).unwrap_err();
         assert_eq!(e.message, "model smollm2-135m cannot take image input");
-        assert!(check_modalities(&steps, "vlm", true).is_ok());
+        assert!(check_modalities(&steps, "vlm", vision).is_ok());
         let audio =
             parse_input(json!([{"type": "audio", "uri": "files/x", "mime_type": "audio/wav"}]))
                 .unwrap();
-        let e = check_modalities(&audio, "vlm", true).unwrap_err();
+        let e = check_modalities(&audio, "vlm", vision).unwrap_err();
         assert_eq!(e.message, "model vlm cannot take audio input");
+        assert!(check_modalities(&audio, "alm", hearing).is_ok());
+        let video =
+            parse_input(json!([{"type": "video", "uri": "files/x", "mime_type": "video/mp4"}]))
+                .unwrap();
+        let e = check_modalities(&video, "alm", hearing).unwrap_err();
+        assert_eq!(e.message, "model alm cannot take video input");
+        assert!(check_modalities(&video, "vlm", vision).is_ok());
         let doc =
             parse_input(json!([{"type": "document", "uri": "files/x", "mime_type": "text/plain"}]))
                 .unwrap();
-        assert!(check_modalities(&doc, "m", false).is_ok());
+        assert!(check_modalities(&doc, "m", none).is_ok());
         let history = parse_input(
             json!([{"type": "user_input", "content": [{"type": "text", "text": "hi"}]},
             {"type": "model_output", "content": [{"type": "image", "uri": "files/x"}]},
             {"type": "user_input", "content": [{"type": "text", "text": "and?"}]}]),
         )
         .unwrap();
-        let e = check_modalities(&history, "vlm", true).unwrap_err();
+        let e = check_modalities(&history, "vlm", vision).unwrap_err();
         assert_eq!(
             e.message,
             "model vlm cannot take image input in model_output steps"
@@ -1063,25 +1086,34 @@ mod tests {
     }
 
     #[test]
-    fn images_go_where_their_parts_are() {
+    fn media_go_where_their_parts_are() {
         let steps = parse_input(json!([
-            {"type": "user_input", "content": [{"type": "text", "text": "look\u{fffc}"}, {"type": "image", "uri": "files/a"}, {"type": "text", "text": "and"}, {"type": "image", "uri": "files/b"}]},
+            {"type": "user_input", "content": [{"type": "text", "text": "look\u{fffc}"}, {"type": "image", "uri": "files/a"}, {"type": "text", "text": "and"}, {"type": "audio", "uri": "files/b"}]},
             {"type": "model_output", "content": [{"type": "text", "text": "ok\u{fffc}"}]},
-            {"type": "user_input", "content": [{"type": "image", "uri": "files/c"}]},
+            {"type": "user_input", "content": [{"type": "video", "uri": "files/c"}]},
             {"type": "user_input", "content": [{"type": "text", "text": "same?"}]}])).unwrap();
-        let img = |v: u8| Image::new(1, 1, vec![v, v, v]);
+        let img = |v: u8| Attachment::image(localgem_core::Image::new(1, 1, vec![v, v, v]));
+        let clip = Attachment::audio(localgem_core::Audio::new(16_000, vec![0.5; 16]));
+        let video = Expanded {
+            text: "[video]\n00:00 \u{fffc}\n[soundtrack] \u{fffc}".into(),
+            media: vec![img(4).of_video(), clip.clone().of_video()],
+        };
         let msgs = to_messages(
             Some("sys\u{fffc}"),
             &steps,
             &Signer::random(),
-            vec![img(1), img(2), img(3)],
+            vec![
+                Expanded::one(img(1)),
+                Expanded::one(clip.clone()),
+                video.clone(),
+            ],
         )
         .unwrap();
         assert_eq!(msgs[0].content, "sys");
         assert_eq!(msgs[1].content, "look\n\u{fffc}\nand\n\u{fffc}");
-        assert_eq!(msgs[1].images, vec![img(1), img(2)]);
+        assert_eq!(msgs[1].media, vec![img(1), clip]);
         assert_eq!(msgs[2].content, "ok");
-        assert_eq!(msgs[3].content, "\u{fffc}\n\nsame?");
-        assert_eq!(msgs[3].images, vec![img(3)]);
+        assert_eq!(msgs[3].content, format!("{}\n\nsame?", video.text));
+        assert_eq!(msgs[3].media, video.media);
     }
 }

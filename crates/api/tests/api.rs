@@ -33,6 +33,7 @@ fn app_with(engine: FakeEngine, store: Arc<dyn Store>, max_body: usize) -> App {
             signer: localgem_api::signature::Signer::new(b"test-key".to_vec()),
             keys: None,
             max_running_per_key: 0,
+            media: Default::default(),
         },
     );
     App { state, engine }

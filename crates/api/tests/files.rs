@@ -426,6 +426,17 @@ fn encoded(format: image::ImageFormat, w: u32, h: u32) -> Vec<u8> {
     out.into_inner()
 }
 
+/// The images of a message.
+fn images(m: &localgem_core::ChatMessage) -> Vec<localgem_core::Image> {
+    m.media
+        .iter()
+        .filter_map(|a| match &a.data {
+            localgem_core::MediaData::Image(i) => Some(i.clone()),
+            localgem_core::MediaData::Audio(_) => None,
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn images_reach_a_vision_model_decoded_in_place() {
     use image::ImageFormat;
@@ -469,9 +480,9 @@ async fn images_reach_a_vision_model_decoded_in_place() {
         msg.content,
         "\u{fffc}\ncompare these\n\u{fffc}\n\u{fffc}\n\u{fffc}"
     );
-    let sizes: Vec<(u32, u32)> = msg.images.iter().map(|i| (i.width, i.height)).collect();
+    let sizes: Vec<(u32, u32)> = images(&msg).iter().map(|i| (i.width, i.height)).collect();
     assert_eq!(sizes, [(6, 4), (5, 3), (2, 2), (3, 7)]);
-    assert_eq!(msg.images[0].rgb.len(), 6 * 4 * 3);
+    assert_eq!(images(&msg)[0].rgb.len(), 6 * 4 * 3);
     // The fake counts 16 prompt tokens an image; usage reports them as image input.
     assert!(r.body["usage"]["total_input_tokens"].as_u64().unwrap() >= 64);
     let by = &r.body["usage"]["input_tokens_by_modality"];
@@ -485,14 +496,14 @@ async fn images_reach_a_vision_model_decoded_in_place() {
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     let req = a.engine_requests().last().unwrap().clone();
     assert_eq!(
-        req.messages.iter().map(|m| m.images.len()).sum::<usize>(),
+        req.messages.iter().map(|m| images(m).len()).sum::<usize>(),
         4
     );
     // ... without decoding them again: the same pixels, shared.
-    let first_png = &msg.images[0].rgb;
+    let first_png = &images(&msg)[0].rgb;
     assert!(std::sync::Arc::ptr_eq(
         first_png,
-        &req.messages[0].images[0].rgb
+        &images(&req.messages[0])[0].rgb
     ));
     assert_eq!(a.state.images.bytes(), (6 * 4 + 5 * 3 + 2 * 2 + 3 * 7) * 3);
 

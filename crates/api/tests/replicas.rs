@@ -379,7 +379,7 @@ async fn a_conversation_keeps_its_key_on_every_replica_and_outlives_its_uploads(
         let prompt: String = last.messages.iter().map(|m| m.content.clone()).collect();
         assert!(prompt.contains("cardamom"), "{prompt}");
         assert_eq!(
-            last.messages.iter().map(|m| m.images.len()).sum::<usize>(),
+            last.messages.iter().map(|m| m.media.len()).sum::<usize>(),
             1
         );
     }

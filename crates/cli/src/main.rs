@@ -196,6 +196,16 @@ struct ServeArgs {
     /// it, 429 with `Retry-After`. 0: no limit.
     #[arg(long, env = "LOCALGEM_MAX_RUNNING_PER_KEY", default_value_t = ApiConfig::default().max_running_per_key)]
     max_running_per_key: usize,
+    /// Longest audio part, in seconds; longer ones get 400.
+    #[arg(long, env = "LOCALGEM_MAX_AUDIO_SECONDS", default_value_t = 1800.0)]
+    max_audio_seconds: f64,
+    /// Longest video part, in seconds; longer ones get 400.
+    #[arg(long, env = "LOCALGEM_MAX_VIDEO_SECONDS", default_value_t = 1800.0)]
+    max_video_seconds: f64,
+    /// Most frames taken from one video part (one a second until then; a longer clip is
+    /// sampled evenly).
+    #[arg(long, env = "LOCALGEM_MAX_VIDEO_FRAMES", default_value_t = 32)]
+    max_video_frames: usize,
     /// Days a stored interaction is kept; older ones are deleted, and cached KV state on disk
     /// not written for as long goes too (Google keeps interactions 55 days on its paid tier).
     /// 0 keeps them forever.
@@ -332,8 +342,10 @@ fn engine_config(args: &EngineArgs, data_dir: Option<&Path>) -> Result<EngineCon
 }
 
 fn init_tracing(json: bool) {
+    // The audio decoder logs what is wrong with a user's file as errors; the user gets it as
+    // a 400, and the server's log is not the place for it.
     let filter = tracing_subscriber::EnvFilter::try_from_env("LOCALGEM_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,llama-cpp-2=warn,tower_http=warn")
+        tracing_subscriber::EnvFilter::new("info,llama-cpp-2=warn,tower_http=warn,symphonia=off")
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -518,6 +530,14 @@ async fn serve(args: ServeArgs) -> Result<()> {
             signer: Signer::new(signing_key(args.signing_key.as_deref(), &dir)?),
             keys: keys.clone(),
             max_running_per_key: args.max_running_per_key,
+            media: localgem_api::media::MediaLimits {
+                max_audio_seconds: args.max_audio_seconds.max(1.0),
+                video: localgem_api::video::VideoLimits {
+                    max_seconds: args.max_video_seconds.max(1.0),
+                    max_frames: args.max_video_frames.max(1),
+                    fps: 1.0,
+                },
+            },
         },
     );
     let state = state.with_replica(replica);

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-/// Marks, in a [`ChatMessage`]'s text, where the next of its [`ChatMessage::images`] goes
+/// Marks, in a [`ChatMessage`]'s text, where the next of its [`ChatMessage::media`] goes
 /// (U+FFFC OBJECT REPLACEMENT CHARACTER). Text from users never carries it: the API removes
 /// it from what it passes on.
 pub const MEDIA_MARKER: char = '\u{FFFC}';
@@ -63,6 +63,159 @@ impl std::fmt::Debug for Image {
     }
 }
 
+/// Decoded audio: mono samples in [-1, 1] at the rate the model's audio projector takes.
+#[derive(Clone)]
+pub struct Audio {
+    /// Samples per second.
+    pub sample_rate: u32,
+    /// The samples.
+    pub samples: Arc<[f32]>,
+    /// SHA-256 of the rate and samples: equal digests are the same audio.
+    pub digest: [u8; 32],
+}
+
+impl Audio {
+    /// Audio from mono samples, digested.
+    pub fn new(sample_rate: u32, samples: Vec<f32>) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"audio");
+        h.update(sample_rate.to_le_bytes());
+        for s in &samples {
+            h.update(s.to_le_bytes());
+        }
+        Audio {
+            sample_rate,
+            samples: samples.into(),
+            digest: h.finalize().into(),
+        }
+    }
+
+    /// Its length in seconds.
+    pub fn seconds(&self) -> f64 {
+        self.samples.len() as f64 / f64::from(self.sample_rate.max(1))
+    }
+}
+
+impl PartialEq for Audio {
+    fn eq(&self, other: &Self) -> bool {
+        self.digest == other.digest
+    }
+}
+
+impl std::fmt::Debug for Audio {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Audio({:.2} s at {} Hz, {:02x}{:02x}{:02x}{:02x})",
+            self.seconds(),
+            self.sample_rate,
+            self.digest[0],
+            self.digest[1],
+            self.digest[2],
+            self.digest[3]
+        )
+    }
+}
+
+/// What a user sent a piece of media as, for usage by modality (a video's frames and
+/// soundtrack count as `video`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Modality {
+    /// An image part.
+    Image,
+    /// An audio part.
+    Audio,
+    /// A video part.
+    Video,
+}
+
+/// Decoded media as a projector takes it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MediaData {
+    /// Pixels, for the vision projector.
+    Image(Image),
+    /// Samples, for the audio projector.
+    Audio(Audio),
+}
+
+/// One piece of media in a message: what the projector encodes, and what it was sent as.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attachment {
+    /// The decoded media.
+    pub data: MediaData,
+    /// The part it came from.
+    pub modality: Modality,
+}
+
+impl Attachment {
+    /// An image sent as an image.
+    pub fn image(image: Image) -> Self {
+        Attachment {
+            data: MediaData::Image(image),
+            modality: Modality::Image,
+        }
+    }
+
+    /// Audio sent as audio.
+    pub fn audio(audio: Audio) -> Self {
+        Attachment {
+            data: MediaData::Audio(audio),
+            modality: Modality::Audio,
+        }
+    }
+
+    /// The same media, counted as part of a video.
+    #[must_use]
+    pub fn of_video(mut self) -> Self {
+        self.modality = Modality::Video;
+        self
+    }
+
+    /// The digest of the decoded media.
+    pub fn digest(&self) -> &[u8; 32] {
+        match &self.data {
+            MediaData::Image(i) => &i.digest,
+            MediaData::Audio(a) => &a.digest,
+        }
+    }
+
+    /// `image` or `audio`: what the model needs to take it.
+    pub fn kind(&self) -> &'static str {
+        match self.data {
+            MediaData::Image(_) => "image",
+            MediaData::Audio(_) => "audio",
+        }
+    }
+}
+
+/// Prompt positions filled by media, by the modality they were sent as.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MediaTokens {
+    /// Image parts.
+    pub image: u64,
+    /// Audio parts.
+    pub audio: u64,
+    /// Video parts (frames and soundtrack).
+    pub video: u64,
+}
+
+impl MediaTokens {
+    /// Add `n` positions of `modality`.
+    pub fn add(&mut self, modality: Modality, n: u64) {
+        match modality {
+            Modality::Image => self.image += n,
+            Modality::Audio => self.audio += n,
+            Modality::Video => self.video += n,
+        }
+    }
+
+    /// All of them.
+    pub fn total(&self) -> u64 {
+        self.image + self.audio + self.video
+    }
+}
+
 /// Who said a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -109,10 +262,10 @@ pub struct ChatMessage {
     /// For [`Role::Tool`]: the function's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// Images in this message, in order: the n-th goes where the n-th [`MEDIA_MARKER`] is
+    /// Media in this message, in order: the n-th goes where the n-th [`MEDIA_MARKER`] is
     /// in `content`.
     #[serde(skip)]
-    pub images: Vec<Image>,
+    pub media: Vec<Attachment>,
 }
 
 impl ChatMessage {
@@ -295,8 +448,8 @@ pub enum EngineEvent {
 pub struct Generation {
     /// Prompt tokens after rendering the chat template.
     pub prompt_tokens: u64,
-    /// Of those, positions filled by images.
-    pub image_tokens: u64,
+    /// Of those, positions filled by media.
+    pub media_tokens: MediaTokens,
     /// Events; drop to cancel.
     pub events: mpsc::UnboundedReceiver<EngineEvent>,
 }
@@ -315,6 +468,10 @@ pub struct ModelInfo {
     /// Whether the model takes images (it has a vision projector).
     #[serde(default)]
     pub vision: bool,
+    /// The sample rate of the model's audio projector, when it has one (known once the
+    /// model is loaded): it takes audio.
+    #[serde(default)]
+    pub audio_sample_rate: Option<u32>,
     /// Output cap for requests that set none (a tiny model that rambles has one); without
     /// it an answer runs until the model stops or the context is full.
     #[serde(default)]

@@ -95,6 +95,7 @@ mod tests {
                 context_tokens: 100,
                 ready: self.1,
                 vision: false,
+                audio_sample_rate: None,
                 default_max_output_tokens: None,
             }]
         }
@@ -106,7 +107,7 @@ mod tests {
             tx.send(EngineEvent::Text(self.0.into())).unwrap();
             Ok(Generation {
                 prompt_tokens: 1,
-                image_tokens: 0,
+                media_tokens: crate::MediaTokens::default(),
                 events,
             })
         }

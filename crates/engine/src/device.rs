@@ -53,6 +53,7 @@ pub(crate) fn describe(
     gpu: Option<&LlamaBackendDevice>,
     gpu_layers: u32,
     vision: bool,
+    audio_rate: Option<u32>,
 ) {
     let vocab = model.vocab();
     let piece = |t| String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned();
@@ -81,13 +82,14 @@ pub(crate) fn describe(
     tracing::info!(
         model = %id,
         "{id}: {} parameters, {} on disk; chat template from {}; reasons: {reasons}; \
-         special tokens bos {:?} eos {:?}; images: {}",
+         special tokens bos {:?} eos {:?}; images: {}; audio: {}",
         fmt_params(model.n_params()),
         gib(model.size()),
         template.source,
         piece(vocab.bos()),
         piece(vocab.eos()),
         if vision { "yes" } else { "no" },
+        audio_rate.map_or_else(|| "no".to_owned(), |r| format!("yes ({r} Hz)")),
     );
     tracing::info!(
         model = %id,

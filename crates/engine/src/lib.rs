@@ -43,7 +43,8 @@ pub struct ModelSpec {
     pub path: PathBuf,
     /// Human-readable name.
     pub display_name: String,
-    /// A vision projector (mmproj GGUF) for the model: with one, it takes images.
+    /// A projector (mmproj GGUF) for the model: with a vision encoder it takes images and
+    /// video frames, with an audio encoder audio and soundtracks.
     pub mmproj: Option<PathBuf>,
     /// Output cap for requests that set none; `None`: until the model stops or the context
     /// is full.
@@ -296,12 +297,19 @@ impl Engine for LlamaEngine {
                     id: w.spec.id.clone(),
                     display_name: w.spec.display_name.clone(),
                     context_tokens: match state {
-                        LoadState::Ready { context_tokens } => context_tokens,
+                        LoadState::Ready { context_tokens, .. } => context_tokens,
                         _ => 0,
                     },
                     ready: matches!(state, LoadState::Ready { .. }),
                     // A projector that fails to load fails the model: never served text-only.
-                    vision: w.spec.mmproj.is_some(),
+                    vision: match state {
+                        LoadState::Ready { vision, .. } => vision,
+                        _ => w.spec.mmproj.is_some(),
+                    },
+                    audio_sample_rate: match state {
+                        LoadState::Ready { audio_rate, .. } => audio_rate,
+                        _ => None,
+                    },
                     default_max_output_tokens: w.spec.default_max_output_tokens,
                 }
             })

@@ -1,30 +1,29 @@
-//! Images in a prompt, as the scheduler and the KV manager see them.
+//! Media (images, audio) in a prompt, as the scheduler and the KV manager see them.
 //!
-//! A prompt with images is a token list in which each image occupies the positions its
-//! embeddings fill (the projector's wrapper tokens included), written as *synthetic* token
-//! ids: negative numbers derived from the image's digest and the position within the image.
-//! Everything that matches prompts by token (prefix reuse across turns, states kept on
-//! disk) then works unchanged: a later turn of the same conversation carries the same ids
-//! for the same image, so its KV is reused and the image is encoded only once. Two
-//! different images differ at their first position (but for a 2^-30 chance), and a
+//! A prompt with media is a token list in which each image or audio clip occupies the
+//! positions its embeddings fill (the projector's wrapper tokens included), written as
+//! *synthetic* token ids: negative numbers derived from the media's digest and the position
+//! within it. Everything that matches prompts by token (prefix reuse across turns, states
+//! kept on disk) then works unchanged: a later turn of the same conversation carries the
+//! same ids for the same media, so its KV is reused and it is encoded only once. Two
+//! different pieces differ at their first position (but for a 2^-30 chance), and a
 //! synthetic id never equals a real token, which are non-negative.
 //!
-//! Synthetic positions are never put into a token batch: a prefill stops at an image's
-//! first position, and the image is evaluated through the projector instead
-//! ([`MediaSpan`]).
+//! Synthetic positions are never put into a token batch: a prefill stops at a piece's
+//! first position, and it is evaluated through the projector instead ([`MediaSpan`]).
 
-use localgem_core::Image;
+use localgem_core::{Attachment, MediaTokens};
 use sha2::{Digest, Sha256};
 
-/// Where one image sits in a prompt.
+/// Where one piece of media sits in a prompt.
 #[derive(Debug, Clone)]
 pub struct MediaSpan {
     /// First position.
     pub start: usize,
     /// Positions it fills.
     pub len: usize,
-    /// The image.
-    pub image: Image,
+    /// The media.
+    pub media: Attachment,
 }
 
 impl MediaSpan {
@@ -34,7 +33,7 @@ impl MediaSpan {
     }
 }
 
-/// The synthetic ids of an image that fills `n` positions.
+/// The synthetic ids of media that fills `n` positions.
 pub fn synthetic_ids(digest: &[u8; 32], n: usize) -> Vec<i32> {
     (0..n as u32)
         .map(|k| {
@@ -48,8 +47,8 @@ pub fn synthetic_ids(digest: &[u8; 32], n: usize) -> Vec<i32> {
         .collect()
 }
 
-/// A reused prefix must not end inside an image (half an image's KV is no use): cut it back
-/// to the image's start.
+/// A reused prefix must not end inside an image or a clip (half of its KV is no use): cut
+/// it back to its start.
 pub fn align_reuse(spans: &[MediaSpan], reused: usize) -> usize {
     spans
         .iter()
@@ -57,13 +56,13 @@ pub fn align_reuse(spans: &[MediaSpan], reused: usize) -> usize {
         .map_or(reused, |s| s.start)
 }
 
-/// The index of the image that starts at `pos`, if one does.
+/// The index of the media that starts at `pos`, if one does.
 pub fn starting_at(spans: &[MediaSpan], pos: usize) -> Option<usize> {
     spans.iter().position(|s| s.start == pos)
 }
 
 /// How many of `n` planned prompt tokens from `fed` on can go into a token batch: all of
-/// them up to the next image.
+/// them up to the next image or clip.
 pub fn tokens_before_media(spans: &[MediaSpan], fed: usize, n: usize) -> usize {
     spans
         .iter()
@@ -73,14 +72,24 @@ pub fn tokens_before_media(spans: &[MediaSpan], fed: usize, n: usize) -> usize {
         .map_or(n, |gap| gap.min(n))
 }
 
-/// Every image of the messages, in prompt order.
-pub fn images_of(messages: &[localgem_core::ChatMessage]) -> Vec<Image> {
-    messages.iter().flat_map(|m| m.images.clone()).collect()
+/// Every piece of media of the messages, in prompt order.
+pub fn media_of(messages: &[localgem_core::ChatMessage]) -> Vec<Attachment> {
+    messages.iter().flat_map(|m| m.media.clone()).collect()
+}
+
+/// The positions the spans fill, by the modality each was sent as.
+pub fn tokens_by_modality(spans: &[MediaSpan]) -> MediaTokens {
+    let mut t = MediaTokens::default();
+    for s in spans {
+        t.add(s.media.modality, s.len as u64);
+    }
+    t
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use localgem_core::{Audio, Image};
 
     fn image(seed: u8) -> Image {
         Image::new(1, 1, vec![seed, 0, 0])
@@ -90,8 +99,33 @@ mod tests {
         MediaSpan {
             start,
             len,
-            image: image(0),
+            media: Attachment::image(image(0)),
         }
+    }
+
+    #[test]
+    fn positions_count_as_the_modality_they_were_sent_as() {
+        let clip = Attachment::audio(Audio::new(16_000, vec![0.0; 160]));
+        let spans = [
+            span(0, 10),
+            MediaSpan {
+                start: 10,
+                len: 50,
+                media: clip.clone(),
+            },
+            MediaSpan {
+                start: 60,
+                len: 7,
+                media: clip.of_video(),
+            },
+            MediaSpan {
+                start: 67,
+                len: 3,
+                media: Attachment::image(image(1)).of_video(),
+            },
+        ];
+        let t = tokens_by_modality(&spans);
+        assert_eq!((t.image, t.audio, t.video, t.total()), (10, 50, 10, 70));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::token_type::LlamaTokenAttr;
 use llguidance::api::TopLevelGrammar;
-use localgem_core::{EngineError, GenerateRequest, ToolMode, MEDIA_MARKER};
+use localgem_core::{EngineError, GenerateRequest, MediaData, ToolMode, MEDIA_MARKER};
 use metrics::{counter, Counter};
 
 use crate::constrain::grammar_for;
@@ -50,6 +50,8 @@ pub(crate) struct Prompter {
     max_token_bytes: Option<usize>,
     /// The model takes images.
     vision: bool,
+    /// The sample rate of its audio encoder, when it takes audio.
+    audio_rate: Option<u32>,
     refused_untokenized: Counter,
 }
 
@@ -131,6 +133,7 @@ impl Prompter {
         model_id: &str,
         limit: u64,
         vision: bool,
+        audio_rate: Option<u32>,
     ) -> Self {
         let max_token_bytes = max_token_bytes(&model);
         tracing::debug!(model = %model_id, ?max_token_bytes, "longest token");
@@ -141,6 +144,7 @@ impl Prompter {
             limit: AtomicU64::new(limit),
             max_token_bytes,
             vision,
+            audio_rate,
             refused_untokenized: counter!(
                 "localgem_prompts_refused_untokenized_total", "model" => model_id.to_owned()
             ),
@@ -177,17 +181,17 @@ impl Prompter {
     /// Render `request`'s prompt and tokenize its text.
     ///
     /// # Errors
-    /// The template rejects the conversation, the images do not match their places, or the
+    /// The template rejects the conversation, the media do not match their places, or the
     /// prompt is longer than the context allows.
     pub fn render(&self, request: GenerateRequest) -> Result<Rendered, EngineError> {
         self.render_with(request, true)
     }
 
-    /// The prompt's text tokens (BOS included), whatever its length; images' positions are
+    /// The prompt's text tokens (BOS included), whatever its length; media positions are
     /// not known before the engine thread encodes them and are not counted.
     ///
     /// # Errors
-    /// The template rejects the conversation, or the images do not match their places.
+    /// The template rejects the conversation, or the media do not match their places.
     pub fn count(&self, request: GenerateRequest) -> Result<u64, EngineError> {
         let rendered = self.render_with(request, false)?;
         Ok(rendered.runs.iter().map(Vec::len).sum::<usize>() as u64)
@@ -227,18 +231,26 @@ impl Prompter {
                 }
             }
         }
-        let images: usize = request.messages.iter().map(|m| m.images.len()).sum();
-        if images > 0 && !self.vision {
-            return Err(EngineError::Unsupported(format!(
-                "model {} cannot take image input",
-                self.model_id
-            )));
+        let media: usize = request.messages.iter().map(|m| m.media.len()).sum();
+        for m in request.messages.iter().flat_map(|m| &m.media) {
+            let takes = match m.data {
+                MediaData::Image(_) => self.vision,
+                MediaData::Audio(_) => self.audio_rate.is_some(),
+            };
+            if !takes {
+                return Err(EngineError::Unsupported(format!(
+                    "model {} cannot take {} input",
+                    self.model_id,
+                    m.kind()
+                )));
+            }
         }
         let parts: Vec<Vec<(&str, bool)>> = text.split(MEDIA_MARKER).map(pieces).collect();
-        if parts.len() != images + 1 {
+        if parts.len() != media + 1 {
             return Err(EngineError::InvalidPrompt(format!(
-                "the prompt places {} images but the request has {images}: text may not \
-                 contain U+FFFC (the object replacement character), which marks where images go",
+                "the prompt places {} pieces of media but the request has {media}: text may \
+                 not contain U+FFFC (the object replacement character), which marks where \
+                 media go",
                 parts.len() - 1,
             )));
         }
@@ -268,9 +280,9 @@ impl Prompter {
                 runs[0].insert(0, bos);
             }
         }
-        // With images the engine thread adds their positions and checks the whole.
+        // With media the engine thread adds their positions and checks the whole.
         let tokens: usize = runs.iter().map(Vec::len).sum();
-        if check_limit && images == 0 && tokens as u64 > self.limit() {
+        if check_limit && media == 0 && tokens as u64 > self.limit() {
             return Err(self.too_long(tokens as u64));
         }
         Ok(Rendered {

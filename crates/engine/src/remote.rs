@@ -85,6 +85,7 @@ impl RemoteEngine {
                 &spec.id,
                 u64::MAX,
                 false,
+                None,
             ));
             let pool = Pool::new(PoolConfig {
                 model: spec.id.clone(),
@@ -138,6 +139,7 @@ impl Engine for RemoteEngine {
                 context_tokens: m.pool.context_tokens().unwrap_or(0),
                 ready: m.pool.ready(),
                 vision: false,
+                audio_sample_rate: None,
                 default_max_output_tokens: m.spec.default_max_output_tokens,
             })
             .collect()
@@ -162,9 +164,10 @@ impl Engine for RemoteEngine {
     async fn generate(&self, request: GenerateRequest) -> Result<Generation, EngineError> {
         let m = self.model(&request.model)?;
         let (id, engine) = (m.spec.id.clone(), m.spec.dialect.name());
-        if request.messages.iter().any(|msg| !msg.images.is_empty()) {
+        if let Some(m) = request.messages.iter().find_map(|msg| msg.media.first()) {
+            let kind = m.kind();
             return Err(EngineError::Unsupported(format!(
-                "model {id} is served by {engine}, and images are not sent to remote engines"
+                "model {id} is served by {engine}, and {kind} input is not sent to remote engines"
             )));
         }
         if request.tool_mode == ToolMode::Validated && !request.tools.is_empty() {
@@ -265,7 +268,7 @@ impl Engine for RemoteEngine {
         );
         Ok(Generation {
             prompt_tokens,
-            image_tokens: 0,
+            media_tokens: localgem_core::MediaTokens::default(),
             events,
         })
     }

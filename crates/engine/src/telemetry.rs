@@ -23,6 +23,7 @@ pub(crate) struct EngineMetrics {
     pub tokens_restored: Counter,
     pub relocations: Counter,
     pub images_encoded: Counter,
+    pub audio_encoded: Counter,
     pub disk_states: Gauge,
     pub disk_bytes: Gauge,
 }
@@ -49,6 +50,7 @@ impl EngineMetrics {
             tokens_restored: counter!("localgem_kv_tokens_restored_total", "model" => m.clone()),
             relocations: counter!("localgem_kv_relocations_total", "model" => m.clone()),
             images_encoded: counter!("localgem_images_encoded_total", "model" => m.clone()),
+            audio_encoded: counter!("localgem_audio_clips_encoded_total", "model" => m.clone()),
             disk_states: gauge!("localgem_kv_disk_states", "model" => m.clone()),
             disk_bytes: gauge!("localgem_kv_disk_bytes", "model" => m),
         }

@@ -183,7 +183,7 @@ impl ChatTemplate {
                 .collect(),
             tool_call_id: m.tool_call_id.as_deref().map(d),
             name: m.name.as_deref().map(d),
-            images: m.images.clone(),
+            media: m.media.clone(),
         }
     }
 

@@ -29,7 +29,9 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
 use llguidance::Matcher;
-use localgem_core::{EngineError, EngineEvent, FinishReason, GenerateRequest, Generation};
+use localgem_core::{
+    Attachment, EngineError, EngineEvent, FinishReason, GenerateRequest, Generation, MediaData,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::constrain::{try_token, Closer, Grammars, Pick, Verdict};
@@ -63,7 +65,11 @@ pub(crate) enum Command {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum LoadState {
     Loading,
-    Ready { context_tokens: u64 },
+    Ready {
+        context_tokens: u64,
+        vision: bool,
+        audio_rate: Option<u32>,
+    },
     Failed(String),
 }
 
@@ -288,8 +294,8 @@ pub(crate) fn run(
         }
     };
     let per_seq = ctx.n_ctx() / kv_slots;
-    let vision = match mmproj.as_deref() {
-        Some(p) => match Vision::load(p, &model, &config, gpu_layers > 0) {
+    let projector = match mmproj.as_deref() {
+        Some(p) => match Projector::load(p, &model, &config, gpu_layers > 0) {
             Ok(v) => Some(v),
             Err(e) => return fail(e),
         },
@@ -307,7 +313,8 @@ pub(crate) fn run(
         template.clone(),
         &model_id,
         u64::from(per_seq.saturating_sub(1)),
-        vision.is_some(),
+        projector.as_ref().is_some_and(|p| p.ctx.support_vision()),
+        projector.as_ref().and_then(|p| p.audio_rate),
     )));
     describe(
         &model_id,
@@ -318,7 +325,8 @@ pub(crate) fn run(
         kv_slots,
         gpu.as_ref(),
         gpu_layers,
-        vision.is_some(),
+        projector.as_ref().is_some_and(|p| p.ctx.support_vision()),
+        projector.as_ref().and_then(|p| p.audio_rate),
     );
     tracing::info!(
         model = %model_id, arch = %arch, template = template.source, n_ctx = ctx.n_ctx(),
@@ -326,6 +334,8 @@ pub(crate) fn run(
     );
     let _ = state.send(LoadState::Ready {
         context_tokens: u64::from(per_seq),
+        vision: projector.as_ref().is_some_and(|p| p.ctx.support_vision()),
+        audio_rate: projector.as_ref().and_then(|p| p.audio_rate),
     });
 
     let metrics = EngineMetrics::new(&model_id);
@@ -360,7 +370,7 @@ pub(crate) fn run(
     let mut w = Worker {
         model_id,
         model: &model,
-        vision,
+        projector,
         grammars: Grammars::new(),
         forget_pending: Vec::new(),
         template,
@@ -429,18 +439,21 @@ pub(crate) fn run(
     tracing::info!(model = %w.model_id, "engine thread stopped");
 }
 
-/// A model's vision projector (llama.cpp's multimodal library).
-struct Vision {
+/// A model's projector (llama.cpp's multimodal library): a vision encoder, an audio
+/// encoder, or both.
+struct Projector {
     ctx: MtmdContext,
-    /// Positions each image fills, by digest: a later turn with the same image needs its
-    /// length but not its preprocessing.
+    /// Its audio encoder's sample rate, when it has one.
+    audio_rate: Option<u32>,
+    /// Positions each piece of media fills, by digest: a later turn with the same media
+    /// needs its length but not its preprocessing.
     positions: std::collections::HashMap<[u8; 32], usize>,
 }
 
-/// The marker the projector's tokenizer replaces with an image.
+/// The marker the projector's tokenizer replaces with a piece of media.
 const MTMD_MARKER: &str = "<__media__>";
 
-impl Vision {
+impl Projector {
     fn load(
         path: &Path,
         model: &LlamaModel,
@@ -458,24 +471,46 @@ impl Vision {
         let p = path.to_string_lossy();
         let ctx = MtmdContext::init_from_file(&p, model, &params).map_err(|e| {
             format!(
-                "cannot load the vision projector {} (is it made for this model?): {e}",
+                "cannot load the projector {} (is it made for this model?): {e}",
                 path.display()
             )
         })?;
-        if !ctx.support_vision() {
-            return Err(format!("{} has no vision encoder", path.display()));
+        let audio_rate = ctx
+            .support_audio()
+            .then(|| ctx.get_audio_sample_rate())
+            .flatten();
+        if !ctx.support_vision() && audio_rate.is_none() {
+            return Err(format!(
+                "{} has neither a vision nor an audio encoder",
+                path.display()
+            ));
         }
-        Ok(Vision {
+        Ok(Projector {
             ctx,
+            audio_rate,
             positions: std::collections::HashMap::new(),
         })
     }
 
-    /// An image as projector input: preprocessed (resized, sliced) and wrapped in the
-    /// model's image tokens.
-    fn chunks(&mut self, image: &localgem_core::Image) -> Result<MtmdInputChunks, String> {
-        let bitmap = MtmdBitmap::from_image_data(image.width, image.height, &image.rgb)
-            .map_err(|e| format!("the image cannot be prepared: {e}"))?;
+    /// Whether it takes this kind of media.
+    fn takes(&self, media: &Attachment) -> bool {
+        match &media.data {
+            MediaData::Image(_) => self.ctx.support_vision(),
+            MediaData::Audio(a) => self.audio_rate == Some(a.sample_rate),
+        }
+    }
+
+    /// Media as projector input: an image preprocessed (resized, sliced), audio turned
+    /// into mel frames, wrapped in the model's media tokens.
+    fn chunks(&mut self, media: &Attachment) -> Result<MtmdInputChunks, String> {
+        let what = media.kind();
+        let bitmap = match &media.data {
+            MediaData::Image(image) => {
+                MtmdBitmap::from_image_data(image.width, image.height, &image.rgb)
+            }
+            MediaData::Audio(audio) => MtmdBitmap::from_audio_data(&audio.samples),
+        }
+        .map_err(|e| format!("the {what} cannot be prepared: {e}"))?;
         let text = MtmdInputText {
             text: MTMD_MARKER.to_owned(),
             add_special: false,
@@ -484,25 +519,22 @@ impl Vision {
         let chunks = self
             .ctx
             .tokenize(text, &[&bitmap])
-            .map_err(|e| format!("the image cannot be prepared: {e}"))?;
+            .map_err(|e| format!("the {what} cannot be prepared: {e}"))?;
         if self.positions.len() >= 4096 {
             self.positions.clear();
         }
         self.positions
-            .insert(image.digest, chunks.total_positions().max(0) as usize);
+            .insert(*media.digest(), chunks.total_positions().max(0) as usize);
         Ok(chunks)
     }
 
-    /// Positions an image fills, with its projector input when that had to be prepared to
-    /// find them (an image seen before is prepared only if it has to be encoded again).
-    fn prepare(
-        &mut self,
-        image: &localgem_core::Image,
-    ) -> Result<(usize, Option<MtmdInputChunks>), String> {
-        match self.positions.get(&image.digest) {
+    /// Positions media fills, with its projector input when that had to be prepared to
+    /// find them (media seen before is prepared only if it has to be encoded again).
+    fn prepare(&mut self, media: &Attachment) -> Result<(usize, Option<MtmdInputChunks>), String> {
+        match self.positions.get(media.digest()) {
             Some(&n) => Ok((n, None)),
             None => self
-                .chunks(image)
+                .chunks(media)
                 .map(|c| (c.total_positions().max(0) as usize, Some(c))),
         }
     }
@@ -511,7 +543,7 @@ impl Vision {
 struct Worker<'m> {
     model_id: String,
     model: &'m LlamaModel,
-    vision: Option<Vision>,
+    projector: Option<Projector>,
     grammars: Grammars,
     /// Scopes whose cached states are to be dropped at the next step.
     forget_pending: Vec<String>,
@@ -665,7 +697,7 @@ impl Worker<'_> {
                         let prompt_tokens = p.prompt.len() as u64;
                         let gen = Generation {
                             prompt_tokens,
-                            image_tokens: p.media.iter().map(|m| m.len as u64).sum(),
+                            media_tokens: media::tokens_by_modality(&p.media),
                             events,
                         };
                         if admit.send(Ok(gen)).is_ok() {
@@ -741,7 +773,7 @@ impl Worker<'_> {
             tokens,
             media,
             prepared,
-        } = self.place_images(runs, &request.messages)?;
+        } = self.place_media(runs, &request.messages)?;
         let limit = u64::from(self.per_seq.saturating_sub(1));
         if tokens.len() as u64 > limit {
             return Err(EngineError::PromptTooLong {
@@ -760,43 +792,56 @@ impl Worker<'_> {
         })
     }
 
-    /// A prompt's tokens: its text runs (see [`Rendered::runs`]) with each image between
-    /// them, as the synthetic ids of the positions it fills.
-    fn place_images(
+    /// A prompt's tokens: its text runs (see [`Rendered::runs`]) with each piece of media
+    /// between them, as the synthetic ids of the positions it fills.
+    fn place_media(
         &mut self,
         runs: Vec<Vec<LlamaToken>>,
         messages: &[localgem_core::ChatMessage],
     ) -> Result<Tokenized, EngineError> {
-        let images = media::images_of(messages);
+        let all = media::media_of(messages);
         let mut runs = runs.into_iter();
         let mut tokens = runs.next().unwrap_or_default();
-        if images.is_empty() {
+        if all.is_empty() {
             return Ok(Tokenized {
                 tokens,
                 media: Vec::new(),
                 prepared: Vec::new(),
             });
         }
-        let Some(vision) = self.vision.as_mut() else {
-            return Err(EngineError::Unsupported(format!(
-                "model {} cannot take image input",
-                self.model_id
-            )));
+        let cannot = |kind: &str| {
+            EngineError::Unsupported(format!("model {} cannot take {kind} input", self.model_id))
+        };
+        let Some(projector) = self.projector.as_mut() else {
+            return Err(cannot(all[0].kind()));
         };
         let mut spans = Vec::new();
         let mut prepared = Vec::new();
-        for (i, (image, run)) in images.iter().zip(runs).enumerate() {
-            let (n, chunks) = vision
-                .prepare(image)
-                .map_err(|e| EngineError::InvalidPrompt(format!("image {}: {e}", i + 1)))?;
+        for (i, (piece, run)) in all.iter().zip(runs).enumerate() {
+            if !projector.takes(piece) {
+                return Err(match &piece.data {
+                    MediaData::Audio(a) if projector.audio_rate.is_some() => {
+                        EngineError::InvalidPrompt(format!(
+                            "audio {}: sampled at {} Hz, but the model's audio encoder takes {} Hz",
+                            i + 1,
+                            a.sample_rate,
+                            projector.audio_rate.unwrap_or_default()
+                        ))
+                    }
+                    _ => cannot(piece.kind()),
+                });
+            }
+            let (n, chunks) = projector.prepare(piece).map_err(|e| {
+                EngineError::InvalidPrompt(format!("{} {}: {e}", piece.kind(), i + 1))
+            })?;
             prepared.push(chunks);
             spans.push(MediaSpan {
                 start: tokens.len(),
                 len: n,
-                image: image.clone(),
+                media: piece.clone(),
             });
             tokens.extend(
-                media::synthetic_ids(&image.digest, n)
+                media::synthetic_ids(piece.digest(), n)
                     .into_iter()
                     .map(LlamaToken),
             );
@@ -805,7 +850,7 @@ impl Worker<'_> {
         if spans.last().is_some_and(|s| s.end() == tokens.len()) {
             // Its logits would be needed, and the projector's evaluation does not keep them.
             return Err(EngineError::InvalidPrompt(
-                "the chat template ends the prompt with an image".into(),
+                "the chat template ends the prompt with media".into(),
             ));
         }
         Ok(Tokenized {
@@ -919,8 +964,8 @@ impl Worker<'_> {
         // allows).
         self.active.sort_by_key(|s| s.slot);
         self.extensions.sort_by_key(|e| e.slot);
-        if self.vision.is_some() {
-            self.encode_images(ctx);
+        if self.projector.is_some() {
+            self.encode_media(ctx);
             if self.active.is_empty() && self.extensions.is_empty() {
                 return;
             }
@@ -1143,11 +1188,11 @@ impl Worker<'_> {
         }
     }
 
-    /// Run the images that live sequences have reached through the projector, into their
-    /// KV (each image is encoded here once; later turns find its KV by its synthetic ids).
+    /// Run the media that live sequences have reached through the projector, into their
+    /// KV (each piece is encoded here once; later turns find its KV by its synthetic ids).
     /// Other sequences wait meanwhile: the projector's evaluation is not batched.
-    fn encode_images(&mut self, ctx: &mut LlamaContext<'_>) {
-        let Some(vision) = self.vision.as_mut() else {
+    fn encode_media(&mut self, ctx: &mut LlamaContext<'_>) {
+        let Some(projector) = self.projector.as_mut() else {
             return;
         };
         let mut failed: Vec<(usize, String)> = Vec::new();
@@ -1156,23 +1201,23 @@ impl Worker<'_> {
                 continue;
             }
             while let Some(k) = media::starting_at(&s.media, s.fed) {
-                let (end, image) = (s.media[k].end(), s.media[k].image.clone());
+                let (end, piece) = (s.media[k].end(), s.media[k].media.clone());
                 let started = Instant::now();
                 let chunks = match s.prepared.get_mut(k).and_then(Option::take) {
                     Some(c) => Ok(c),
-                    None => vision.chunks(&image),
+                    None => projector.chunks(&piece),
                 };
                 let evaluated = chunks.and_then(|chunks| {
                     chunks
                         .eval_chunks(
-                            &mut vision.ctx,
+                            &mut projector.ctx,
                             ctx,
                             s.n_past,
                             s.slot,
                             self.batch_size as i32,
                             false,
                         )
-                        .map_err(|e| format!("the image could not be evaluated: {e}"))
+                        .map_err(|e| format!("the {} could not be evaluated: {e}", piece.kind()))
                 });
                 match evaluated {
                     Ok(n_past) => {
@@ -1180,9 +1225,13 @@ impl Worker<'_> {
                             slot = s.slot,
                             positions = end - s.fed,
                             secs = started.elapsed().as_secs_f64(),
-                            "encoded an image"
+                            kind = piece.kind(),
+                            "encoded media"
                         );
-                        self.metrics.images_encoded.increment(1);
+                        match piece.data {
+                            MediaData::Image(_) => self.metrics.images_encoded.increment(1),
+                            MediaData::Audio(_) => self.metrics.audio_encoded.increment(1),
+                        }
                         self.metrics.prefill_tokens.increment((end - s.fed) as u64);
                         s.fed = end;
                         s.n_past = n_past;
