@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages localgem needs to build (cmake, libclang for bindgen, a C++
-# compiler) and, with --test, the tools the test suite uses (jq, curl). Idempotent: does
-# nothing when everything is present.
+# compiler) and to serve (ffmpeg: video parts, and audio codecs such as Opus that the
+# built-in decoder does not read) and, with --test, the tools the test suite uses (jq,
+# curl). Idempotent: does nothing when everything is present.
 set -euo pipefail
 need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
@@ -11,6 +12,7 @@ command -v make >/dev/null 2>&1 || need+=(make)
 # images carry alone, does not do.
 ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 || need+=(libclang-dev)
 command -v python3 >/dev/null 2>&1 || need+=(python3 python3-pip python3-venv)
+{ command -v ffmpeg && command -v ffprobe; } >/dev/null 2>&1 || need+=(ffmpeg)
 if [ "${1:-}" = "--test" ]; then
   command -v jq >/dev/null 2>&1 || need+=(jq)
   command -v curl >/dev/null 2>&1 || need+=(curl)

@@ -208,6 +208,36 @@ def t_image_upload():
         raise Fail("a text-only model took an image")
 
 
+def t_audio_and_video():
+    """The audio-understanding and video-understanding calls of Google's docs: inline bytes
+    for audio, an upload for video; usage names the modality, and a text-only model refuses
+    both with a 400 that names it."""
+    if not VISION_URL or not IMAGE:
+        raise Skip("no vision server")
+    here = os.path.dirname(IMAGE)
+    mp3, mp4 = os.path.join(here, "organ.mp3"), os.path.join(here, "organ.mp4")
+    media = make_client(VISION_URL)
+    with open(mp3, "rb") as f:
+        sound = types.Part.from_bytes(data=f.read(), mime_type="audio/mp3")
+    r = media.models.generate_content(model=MODEL, contents=["Describe this audio clip", sound],
+                                      config=types.GenerateContentConfig(max_output_tokens=20))
+    details = {d.modality: d.token_count for d in r.usage_metadata.prompt_tokens_details}
+    check(details.get(types.MediaModality.AUDIO, 0) > 0, f"no audio tokens: {details}")
+    clip = media.files.upload(file=mp4)
+    r = media.models.generate_content(model=MODEL, contents=[clip, "Summarize this video."],
+                                      config=types.GenerateContentConfig(max_output_tokens=20))
+    details = {d.modality: d.token_count for d in r.usage_metadata.prompt_tokens_details}
+    check(details.get(types.MediaModality.VIDEO, 0) > 0, f"no video tokens: {details}")
+    for part, kind in ((sound, "audio"), (client.files.upload(file=mp4), "video")):
+        try:
+            client.models.generate_content(model=MODEL, contents=[part, "Describe it."])
+        except errors.ClientError as e:
+            check(e.code == 400 and f"cannot take {kind} input" in e.message,
+                  f"{e.code} {e.message}")
+        else:
+            raise Fail(f"a text-only model took {kind}")
+
+
 class Skip(Exception):
     pass
 
@@ -223,6 +253,7 @@ CHECKS = [
     ("errors", t_errors),
     ("models_list_get", t_models_list_get),
     ("image_upload", t_image_upload),
+    ("audio_and_video", t_audio_and_video),
 ]
 
 

@@ -4,7 +4,8 @@
 # key in x-goog-api-key) with the host replaced by $GOOGLE_GEMINI_BASE_URL.
 #
 # Needs GOOGLE_GEMINI_BASE_URL, GEMINI_API_KEY, curl and jq; CONFORMANCE_VISION_URL and
-# CONFORMANCE_IMAGE for the inline image example. Prints "PASS classic/rest/<name>" or
+# CONFORMANCE_IMAGE for the inline image example (and organ.mp3 next to it for the inline
+# audio one). Prints "PASS classic/rest/<name>" or
 # "FAIL classic/rest/<name>: reason"; exits 1 if any failed.
 set -uo pipefail
 BASE="${GOOGLE_GEMINI_BASE_URL:?}"
@@ -207,6 +208,18 @@ if [ -n "${CONFORMANCE_IMAGE:-}" ]; then
   example inline_image_text_model '.error.code == 400 and .error.status == "INVALID_ARGUMENT" and (.error.message | contains("image"))' \
     "$BASE/v1beta/models/gemini-2.5-flash:generateContent" \
     -H "x-goog-api-key: $GEMINI_API_KEY" -H 'Content-Type: application/json' -X POST -d "@$OUT/image.json"
+  # Inline audio (the organ chord next to the photo), likewise.
+  AUDIO_FILE="$(dirname "$CONFORMANCE_IMAGE")/organ.mp3"
+  printf '{"contents":[{"parts":[{"text":"Please describe this file."},{"inline_data":{"mime_type":"audio/mp3","data":"%s"}}]}]}' \
+    "$(base64 -w0 "$AUDIO_FILE")" >"$OUT/audio.json"
+  if [ -n "${CONFORMANCE_VISION_URL:-}" ]; then
+    example inline_audio "$TEXT and (.usageMetadata.promptTokensDetails | map(select(.modality == \"AUDIO\")) | length == 1)" \
+      "${CONFORMANCE_VISION_URL%/}/v1beta/models/gemini-2.5-flash:generateContent" \
+      -H "x-goog-api-key: $GEMINI_API_KEY" -H 'Content-Type: application/json' -X POST -d "@$OUT/audio.json"
+  fi
+  example inline_audio_text_model '.error.code == 400 and (.error.message | contains("cannot take audio input"))' \
+    "$BASE/v1beta/models/gemini-2.5-flash:generateContent" \
+    -H "x-goog-api-key: $GEMINI_API_KEY" -H 'Content-Type: application/json' -X POST -d "@$OUT/audio.json"
 fi
 
 example bad_request '.error.code == 400 and .error.status == "INVALID_ARGUMENT"' \

@@ -52,6 +52,23 @@ BASE_VAR = "$GOOGLE_GEMINI_BASE_URL"
 # vision server (and checks that the text-only server answers it with a 400).
 NEEDS_VISION = "vision"
 
+# The image example rewritten for the guide's other input modalities: the same code with an
+# audio file, and with a video file, in place of the photo (run against the vision server,
+# whose test projector also hears).
+MEDIA = {
+    "image": {"file": "path/to/organ.jpg", "mime": "image/jpeg"},
+    "audio": {"file": "path/to/organ.mp3", "mime": "audio/mpeg"},
+    "video": {"file": "path/to/organ.mp4", "mime": "video/mp4"},
+}
+
+
+def as_media(code: str, kind: str) -> str:
+    """The image example's code with a `kind` file: its path, MIME type and part type."""
+    m = MEDIA[kind]
+    code = code.replace(MEDIA["image"]["file"], m["file"])
+    code = code.replace(MEDIA["image"]["mime"], m["mime"])
+    return re.sub(r'(["\']?type["\']?\s*:\s*)"image"', rf'\1"{kind}"', code)
+
 
 def is_prose(line: str) -> bool:
     if not line.strip():
@@ -180,15 +197,21 @@ def main() -> int:
         slug = base if used[base] == 1 else f"{base}_{used[base]}"
         name = f"ex_{gi:02d}_{slug}"
         needs = NEEDS_VISION if base == "multimodal_image" else None
-        for lang, code, line_no in g["blocks"]:
-            if lang == "rest":
-                code = code.replace(GOOGLE_HOST, BASE_VAR)
-            examples.append({
-                "name": name, "group": gi, "slug": slug, "language": lang,
-                "section": section_title(g["context"]),
-                "seed": os.path.basename(seed), "seed_line": line_no,
-                "file": f"{name}.{EXT[lang]}", "skip": None, "needs": needs, "code": code,
-            })
+        kinds = list(MEDIA) if needs else [None]
+        for kind in kinds:
+            vname = name if kind in (None, "image") else name.replace("_image", f"_{kind}")
+            for lang, code, line_no in g["blocks"]:
+                if lang == "rest":
+                    code = code.replace(GOOGLE_HOST, BASE_VAR)
+                if kind:
+                    code = as_media(code, kind)
+                examples.append({
+                    "name": vname, "group": gi, "slug": slug, "language": lang,
+                    "section": section_title(g["context"]),
+                    "seed": os.path.basename(seed), "seed_line": line_no,
+                    "file": f"{vname}.{EXT[lang]}", "skip": None, "needs": needs,
+                    "media": dict(MEDIA[kind], kind=kind) if kind else None, "code": code,
+                })
 
     # Cross-check the other translation (cheap; warning unless --strict).
     rc = 0

@@ -277,13 +277,14 @@ def upload_file(base: str, key: str, path: str, mime: str, timeout: float) -> st
         return json.load(r)["file"]["uri"]
 
 
-def check_text_only_refusal(rc: int, out: str, err: str) -> None:
-    """The image example against a text-only model: it must fail with the API's 400 that
-    names the modality (not a 5xx the SDK would retry, not a silent answer)."""
+def check_text_only_refusal(rc: int, out: str, err: str, kind: str = "image") -> None:
+    """The image example (or its audio or video version) against a text-only model: it
+    must fail with the API's 400 that names the modality (not a 5xx the SDK would retry,
+    not a silent answer)."""
     if rc == 0:
-        raise CheckFailed(f"the text-only server answered an image request: {tail(out)}")
-    if "400" not in err or "cannot take image input" not in err:
-        raise CheckFailed(f"expected a 400 naming the image modality; stderr: {tail(err)}")
+        raise CheckFailed(f"the text-only server answered an {kind} request: {tail(out)}")
+    if "400" not in err or f"cannot take {kind} input" not in err:
+        raise CheckFailed(f"expected a 400 naming the {kind} modality; stderr: {tail(err)}")
 
 
 # --------------------------------------------------------------------------- main
@@ -306,7 +307,6 @@ def main() -> int:
                     help="regex; run only the examples whose name matches")
     ap.add_argument("--vision-url", default=os.environ.get("LOCALGEM_VISION_URL", ""),
                     help="a server whose default model takes images, for the image example")
-    ap.add_argument("--image", default="", help="the image the REST image example uploads")
     a = ap.parse_args()
 
     base = os.environ.get("GOOGLE_GEMINI_BASE_URL")
@@ -330,6 +330,8 @@ def main() -> int:
         else:
             runs = [("rest", None)]
         vision = ex.get("needs") == "vision"
+        media = ex.get("media") or {"kind": "image", "file": "path/to/organ.jpg",
+                                    "mime": "image/jpeg"}
         if vision and a.vision_url and ex["language"] == "python":
             runs.append(("python-sdk3-text-only-400", [a.py3, ex["file"]]))
         for flavour, cmd in runs:
@@ -348,11 +350,12 @@ def main() -> int:
                 note = ""
                 if flavour.endswith("text-only-400"):
                     rc, out, err = run(cmd, a.work, env, a.timeout, saver)
-                    check_text_only_refusal(rc, out, err)
-                    note = "the text-only model refused the image with 400"
+                    check_text_only_refusal(rc, out, err, media["kind"])
+                    note = f"the text-only model refused the {media['kind']} with 400"
                 elif flavour == "rest":
                     if "YOUR_FILE_URI" in code:
-                        uri = upload_file(a.vision_url, key, a.image, "image/jpeg", a.timeout)
+                        uri = upload_file(a.vision_url, key, os.path.join(a.work, media["file"]),
+                                          media["mime"], a.timeout)
                         path = os.path.join(a.work, ex["name"] + ".uploaded.sh")
                         with open(path, "w", encoding="utf-8") as f:
                             f.write(code.replace("YOUR_FILE_URI", uri))
