@@ -53,7 +53,7 @@ echo "== clients (gemini-cli, LangChain, Google ADK, pydantic-ai: generateConten
 echo "   and a key)"
 LOCALGEM_BIN="$BIN" bash tests/clients/run.sh
 
-echo "== playground (GET / in headless Chromium: stream, chain, image, stop, reload and resume,"
+echo "== playground (GET / in headless Chromium: stream, chain, image, audio, stop, reload and resume,"
 echo "   stateless, function call, JSON schema, copy as code, errors, phone size, offline)"
 LOCALGEM_BIN="$BIN" bash tests/playground/run.sh
 

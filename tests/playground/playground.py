@@ -184,6 +184,26 @@ def run(p, base):
         return f"{mods['image']} image tokens"
     check("an image uploaded through the Files API reaches the vision model", image)
 
+    def audio():
+        tone = os.path.join(SHOTS, "tone.wav")
+        subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i",
+                        "sine=frequency=440:duration=2", tone], check=True)
+        p.d.find_element(By.ID, "file").send_keys(tone)
+        p.until(lambda: "tone.wav" in p.js("return document.getElementById('attachments').textContent"), "upload")
+        p.send("What do you hear?")
+        n = p.turns() - 1
+        p.done(n)
+        user = p.js(f"return document.querySelector('[data-turn=\"{n}\"] .user').innerHTML")
+        assert "<audio" in user, f"no player: {user}"
+        it = api(base, f"/v1beta/interactions/{p.js(f'return window.playground.state.turns[{n}].id')}")
+        kinds = [c["type"] for s in it["steps"] if s["type"] == "user_input" for c in s["content"]]
+        assert "audio" in kinds, kinds
+        mods = {m["modality"]: m["tokens"] for m in it["usage"]["input_tokens_by_modality"]}
+        assert mods.get("audio", 0) > 0, mods
+        p.shot("04b-audio")
+        return f"{mods['audio']} audio tokens"
+    check("an audio file uploaded through the Files API reaches the audio encoder", audio)
+
     def stop():
         p.set("max-tokens", 2000)
         p.send("Write a very long story about the sea.")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The playground (GET /) driven in headless Chromium (Debian's chromium and chromedriver,
 # through Selenium from PyPI) against a live localgem serving the test vision model: a
-# streamed answer, a continued chain, an image upload, stop, reload mid-stream and resume,
+# streamed answer, a continued chain, an image and an audio upload, stop, reload mid-stream and resume,
 # stateless mode, copy as code, a 400 shown as the server wrote it, a phone-sized window, and
 # no request to anything but localgem. Screenshots of each state go to PLAYGROUND_SHOTS
 # (default: a temp dir that is kept and named at the end).

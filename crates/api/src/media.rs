@@ -235,17 +235,17 @@ pub async fn decode_audio(
 
 /// The longest side of a video's frames for the part's `resolution`.
 pub fn frame_side(m: &localgem_wire::Media) -> Result<u32, String> {
-    match m
-        .extra
-        .get("resolution")
-        .and_then(serde_json::Value::as_str)
-    {
-        None | Some("high") => Ok(768),
-        Some("low") => Ok(256),
-        Some("medium") => Ok(512),
-        Some("ultra_high") => Ok(1024),
-        Some(other) => Err(format!(
+    let r = m.extra.get("resolution");
+    match r.map(|v| v.as_str().ok_or(v)) {
+        None | Some(Ok("high")) => Ok(768),
+        Some(Ok("low")) => Ok(256),
+        Some(Ok("medium")) => Ok(512),
+        Some(Ok("ultra_high")) => Ok(1024),
+        Some(Ok(other)) => Err(format!(
             "`resolution` {other:?} is not one of low, medium, high, ultra_high"
+        )),
+        Some(Err(v)) => Err(format!(
+            "`resolution` must be one of low, medium, high, ultra_high, not {v}"
         )),
     }
 }
@@ -315,6 +315,7 @@ mod tests {
         assert_eq!(frame_side(&media("low".into())), Ok(256));
         assert_eq!(frame_side(&media("ultra_high".into())), Ok(1024));
         assert!(frame_side(&media("huge".into())).is_err());
+        assert!(frame_side(&media(5.into())).is_err());
     }
 
     #[test]

@@ -292,11 +292,6 @@ fn pdf_with(text: &str) -> Vec<u8> {
     out
 }
 
-impl App {
-    fn engine_requests(&self) -> Vec<localgem_core::GenerateRequest> {
-        self.fake.requests.lock().unwrap().clone()
-    }
-}
 
 #[tokio::test]
 async fn uploaded_documents_reach_the_prompt_as_text() {

@@ -63,6 +63,14 @@ function renderTurn(turn) {
       img.alt = a.name;
       img.onerror = () => img.replaceWith(el("span", "doc", `image: ${a.name}`));
       ub.append(img);
+    } else if ((a.kind === "audio" || a.kind === "video") && a.url) {
+      // Named beside the player: a browser that cannot play the format still shows which
+      // file went with the turn.
+      const player = el(a.kind);
+      player.src = a.url;
+      player.controls = true;
+      player.preload = "metadata";
+      ub.append(player, el("span", "doc", `${a.kind}: ${a.name}`), el("br"));
     }
     else ub.append(el("span", "doc", `${a.kind}: ${a.name}`), el("br"));
   }
@@ -344,7 +352,8 @@ async function upload(file) {
   });
   if (!done.ok) throw await apiError(done);
   const f = (await done.json()).file;
-  return { name: file.name, uri: f.uri, mime: f.mimeType, kind: f.mimeType.startsWith("image/") ? "image" : "document", url: URL.createObjectURL(file) };
+  const kind = ["image", "audio", "video"].find((k) => f.mimeType.startsWith(`${k}/`)) || "document";
+  return { name: file.name, uri: f.uri, mime: f.mimeType, kind, url: URL.createObjectURL(file) };
 }
 
 function showAttachments() {

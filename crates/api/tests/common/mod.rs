@@ -25,6 +25,30 @@ pub struct App {
     _tmp: tempfile::TempDir,
 }
 
+impl App {
+    /// An app from its parts.
+    pub fn new(
+        state: AppState,
+        fake: Arc<FakeEngine>,
+        store: Arc<MemoryStore>,
+        dir: PathBuf,
+        tmp: tempfile::TempDir,
+    ) -> App {
+        App {
+            state,
+            fake,
+            store,
+            dir,
+            _tmp: tmp,
+        }
+    }
+
+    /// What reached the engine.
+    pub fn engine_requests(&self) -> Vec<localgem_core::GenerateRequest> {
+        self.fake.requests.lock().unwrap().clone()
+    }
+}
+
 pub fn app(max_file_bytes: u64) -> App {
     app_with(max_file_bytes, false)
 }
