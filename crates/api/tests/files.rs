@@ -292,7 +292,6 @@ fn pdf_with(text: &str) -> Vec<u8> {
     out
 }
 
-
 #[tokio::test]
 async fn uploaded_documents_reach_the_prompt_as_text() {
     let a = app(1 << 20);

@@ -124,7 +124,8 @@ async fn audio_reaches_the_model_resampled_in_place_and_is_counted_as_audio() {
     );
 
     // A later turn carries the clip again, decoded once: the very same samples.
-    let body = json!({"model": "fake-model", "input": "and?", "previous_interaction_id": r.body["id"]});
+    let body =
+        json!({"model": "fake-model", "input": "and?", "previous_interaction_id": r.body["id"]});
     let r2 = a.interact("k", &body).await;
     assert_eq!(r2.status, StatusCode::OK, "{:?}", r2.body);
     let again = a.engine_requests().last().unwrap().messages[0].clone();
@@ -136,10 +137,13 @@ async fn audio_reaches_the_model_resampled_in_place_and_is_counted_as_audio() {
     // ... after the upload is gone, too.
     let id = up["name"].as_str().unwrap();
     assert_eq!(
-        a.keyed("DELETE", &format!("/v1beta/{id}"), "k").await.status,
+        a.keyed("DELETE", &format!("/v1beta/{id}"), "k")
+            .await
+            .status,
         StatusCode::OK
     );
-    let body = json!({"model": "fake-model", "input": "still?", "previous_interaction_id": r2.body["id"]});
+    let body =
+        json!({"model": "fake-model", "input": "still?", "previous_interaction_id": r2.body["id"]});
     let r3 = a.interact("k", &body).await;
     assert_eq!(r3.status, StatusCode::OK, "{:?}", r3.body);
 }
@@ -285,7 +289,8 @@ async fn a_video_is_frames_between_timestamps_then_its_soundtrack() {
     let msg = a.engine_requests().last().unwrap().messages[0].clone();
     assert_eq!(msg.media.len(), 4);
     assert!(
-        msg.content.contains("00:00 \u{fffc}\n00:03 \u{fffc}\n00:06 \u{fffc}\n00:09 \u{fffc}"),
+        msg.content
+            .contains("00:00 \u{fffc}\n00:03 \u{fffc}\n00:06 \u{fffc}\n00:09 \u{fffc}"),
         "{}",
         msg.content
     );

@@ -17,6 +17,11 @@ use symphonia::core::formats::{FormatOptions, Track, TrackType};
 use symphonia::core::io::MediaSourceStream;
 use symphonia::core::meta::MetadataOptions;
 
+mod raw;
+
+use raw::decode_raw;
+pub use raw::raw_params;
+
 /// Raw PCM parameters a part may carry (`sample_rate`, `channels` fields, or `;rate=`/`;channels=` MIME parameters).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RawParams {
@@ -110,12 +115,7 @@ pub fn decode(
         .and_then(|m| m.split(';').next())
         .map(|m| m.trim().to_ascii_lowercase())
         .unwrap_or_default();
-    let raw_kind = match base.as_str() {
-        "audio/l16" | "audio/pcm" => Some(RawKind::L16),
-        "audio/alaw" | "audio/x-alaw" | "audio/pcma" => Some(RawKind::ALaw),
-        "audio/mulaw" | "audio/x-mulaw" | "audio/pcmu" | "audio/basic" => Some(RawKind::MuLaw),
-        _ => None,
-    };
+    let raw_kind = raw::kind_of(&base);
     let (mono, rate) = match raw_kind {
         Some(kind) => decode_raw(bytes, kind, raw_params(mime, raw), max_seconds)?,
         None => catch_unwind(AssertUnwindSafe(|| {
@@ -135,28 +135,6 @@ pub fn decode(
         sample_rate: target_rate,
         seconds,
     })
-}
-
-/// Parse `;rate=N` and `;channels=N` MIME parameters (case-insensitive) into RawParams, the
-/// explicit ones taking precedence. A value that is not a number becomes 0, which [`decode`]
-/// rejects with a message, rather than silently falling back to a default.
-pub fn raw_params(mime: Option<&str>, explicit: RawParams) -> RawParams {
-    let mut parsed = RawParams::default();
-    for param in mime.unwrap_or_default().split(';').skip(1) {
-        let Some((key, value)) = param.split_once('=') else {
-            continue;
-        };
-        let value = value.trim().trim_matches('"').parse::<u32>().unwrap_or(0);
-        match key.trim().to_ascii_lowercase().as_str() {
-            "rate" => parsed.sample_rate = Some(value),
-            "channels" => parsed.channels = Some(value),
-            _ => {}
-        }
-    }
-    RawParams {
-        sample_rate: explicit.sample_rate.or(parsed.sample_rate),
-        channels: explicit.channels.or(parsed.channels),
-    }
 }
 
 /// Resample mono f32 from `from` Hz to `to` Hz with rubato's FFT resampler (synchronous,
@@ -183,86 +161,6 @@ pub fn resample(samples: &[f32], from: u32, to: u32) -> Result<Vec<f32>, AudioEr
     let mut out = output.take_data();
     out.iter_mut().for_each(|s| *s = s.clamp(-1.0, 1.0));
     Ok(out)
-}
-
-#[derive(Clone, Copy)]
-enum RawKind {
-    L16,
-    ALaw,
-    MuLaw,
-}
-
-fn decode_raw(
-    bytes: &[u8],
-    kind: RawKind,
-    params: RawParams,
-    max_seconds: f64,
-) -> Result<(Vec<f32>, u32), AudioError> {
-    let (default_rate, width) = match kind {
-        RawKind::L16 => (16_000, 2),
-        RawKind::ALaw | RawKind::MuLaw => (8_000, 1),
-    };
-    let rate = params.sample_rate.unwrap_or(default_rate);
-    let channels = params.channels.unwrap_or(1);
-    if !RATES.contains(&rate) {
-        return Err(corrupt(format!(
-            "the sample rate must be between 1000 and 384000 Hz, not {rate}"
-        )));
-    }
-    if !CHANNELS.contains(&channels) {
-        return Err(corrupt(format!(
-            "the channel count must be between 1 and 16, not {channels}"
-        )));
-    }
-    let frame = width * channels as usize;
-    if !bytes.len().is_multiple_of(frame) {
-        return Err(corrupt(format!(
-            "the raw audio is {} bytes, not a whole number of {frame}-byte frames ({width} byte(s) per sample, {channels} channel(s))",
-            bytes.len()
-        )));
-    }
-    let frames = bytes.len() / frame;
-    if frames == 0 {
-        return Err(corrupt("the raw audio contains no audio samples"));
-    }
-    let seconds = frames as f64 / f64::from(rate);
-    if seconds > max_seconds {
-        return Err(AudioError::TooLong {
-            seconds,
-            limit: max_seconds,
-        });
-    }
-    let sample = |b: &[u8]| -> f32 {
-        let v = match kind {
-            RawKind::L16 => i16::from_le_bytes([b[0], b[1]]),
-            RawKind::ALaw => alaw_to_linear(b[0]),
-            RawKind::MuLaw => mulaw_to_linear(b[0]),
-        };
-        f32::from(v) / 32768.0
-    };
-    let mono = bytes
-        .chunks_exact(frame)
-        .map(|f| f.chunks_exact(width).map(sample).sum::<f32>() / channels as f32)
-        .collect();
-    Ok((mono, rate))
-}
-
-/// G.711 mu-law expansion to 16-bit linear (ITU-T G.711).
-fn mulaw_to_linear(byte: u8) -> i16 {
-    let u = !byte;
-    let magnitude = (((i32::from(u & 0x0F) << 3) + 0x84) << ((u >> 4) & 0x07)) - 0x84;
-    (if u & 0x80 != 0 { -magnitude } else { magnitude }) as i16
-}
-
-/// G.711 A-law expansion to 16-bit linear (ITU-T G.711).
-fn alaw_to_linear(byte: u8) -> i16 {
-    let a = byte ^ 0x55;
-    let mantissa = i32::from(a & 0x0F) << 4;
-    let magnitude = match (a >> 4) & 0x07 {
-        0 => mantissa + 8,
-        seg => (mantissa + 0x108) << (seg - 1),
-    };
-    (if a & 0x80 != 0 { magnitude } else { -magnitude }) as i16
 }
 
 /// A file extension for the probe hint.
@@ -786,14 +684,14 @@ mod tests {
 
     #[test]
     fn g711_expands_to_known_values() {
-        assert_eq!(mulaw_to_linear(0xFF), 0);
-        assert_eq!(mulaw_to_linear(0x7F), 0);
-        assert_eq!(mulaw_to_linear(0x00), -32124);
-        assert_eq!(mulaw_to_linear(0x80), 32124);
-        assert_eq!(alaw_to_linear(0xD5), 8);
-        assert_eq!(alaw_to_linear(0x55), -8);
-        assert_eq!(alaw_to_linear(0xAA), 32256);
-        assert_eq!(alaw_to_linear(0x2A), -32256);
+        assert_eq!(raw::mulaw_to_linear(0xFF), 0);
+        assert_eq!(raw::mulaw_to_linear(0x7F), 0);
+        assert_eq!(raw::mulaw_to_linear(0x00), -32124);
+        assert_eq!(raw::mulaw_to_linear(0x80), 32124);
+        assert_eq!(raw::alaw_to_linear(0xD5), 8);
+        assert_eq!(raw::alaw_to_linear(0x55), -8);
+        assert_eq!(raw::alaw_to_linear(0xAA), 32256);
+        assert_eq!(raw::alaw_to_linear(0x2A), -32256);
 
         let decoded = decode(
             &[0x00; 800],
