@@ -9,35 +9,25 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use common::App;
-use localgem_api::files::FilesConfig;
 use localgem_api::media::MediaLimits;
 use localgem_api::testing::FakeEngine;
 use localgem_api::video::VideoLimits;
-use localgem_api::{ApiConfig, AppState};
+use localgem_api::ApiConfig;
 use localgem_core::{ChatMessage, MediaData, Modality};
-use localgem_store::MemoryStore;
 use serde_json::{json, Value};
 
 /// An app whose model sees (`vision`) and hears at `audio_rate`, with these limits.
 fn app(vision: bool, audio_rate: Option<u32>, media: MediaLimits) -> App {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("files");
-    localgem_api::files::prepare_dir(&dir).unwrap();
-    let store = Arc::new(MemoryStore::new());
-    let fake = Arc::new(FakeEngine {
+    let fake = FakeEngine {
         vision,
         audio_rate,
         ..FakeEngine::default()
-    });
+    };
     let config = ApiConfig {
         media,
         ..ApiConfig::default()
     };
-    let state = AppState::new(fake.clone(), store.clone(), config).with_files(FilesConfig {
-        dir: dir.clone(),
-        max_file_bytes: 64 << 20,
-    });
-    App::new(state, fake, store, dir, tmp)
+    common::app_of(fake, config, 64 << 20)
 }
 
 /// A 16-bit PCM WAV of a 440 Hz tone.

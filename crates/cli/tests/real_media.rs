@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use base64::Engine as _;
@@ -16,16 +16,6 @@ use serde_json::{json, Value};
 
 const AUDIO_ENCODED: &str = "localgem_audio_clips_encoded_total{model=\"gemma-3-270m\"}";
 const IMAGES_ENCODED: &str = "localgem_images_encoded_total{model=\"gemma-3-270m\"}";
-
-fn mmproj(model: &str) -> PathBuf {
-    let p = models_dir().join(format!("test-vision/mmproj-{model}-test.gguf"));
-    assert!(
-        p.is_file(),
-        "{} is missing: run tests/vision/make.sh (scripts/test.sh does)",
-        p.display()
-    );
-    p
-}
 
 /// Run ffmpeg to make `out` in `dir` (quietly; the test fails if it cannot).
 fn ffmpeg(dir: &Path, args: &[&str], out: &str) -> Vec<u8> {
@@ -90,7 +80,7 @@ fn audio_in_every_container_is_encoded_once_and_follows_the_conversation() {
     let media = tempfile::tempdir().unwrap();
     let m = media.path();
     let dir = tempfile::tempdir().unwrap();
-    let proj = format!("gemma-3-270m={}", mmproj("gemma-3-270m").display());
+    let proj = format!("gemma-3-270m={}", test_mmproj("gemma-3-270m").display());
     let args = [
         "--model",
         "gemma-3-270m",
@@ -222,12 +212,7 @@ fn audio_in_every_container_is_encoded_once_and_follows_the_conversation() {
     assert_eq!(metric(&s.url, AUDIO_ENCODED), 8.0);
 
     // The conversation's KV, audio included, outlives the process.
-    let status = Command::new("kill")
-        .args(["-TERM", &s.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    assert!(s.child.wait().unwrap().success());
+    s.stop();
     let b = start(dir.path(), &args);
     let third = json!({"model": "gemini-3-flash-preview", "previous_interaction_id": second["id"],
         "input": "Is it loud?", "generation_config": {"temperature": 0, "max_output_tokens": 8}});
@@ -243,8 +228,8 @@ fn video_is_frames_with_timestamps_and_its_soundtrack() {
     let media = tempfile::tempdir().unwrap();
     let m = media.path();
     let dir = tempfile::tempdir().unwrap();
-    let gemma = format!("gemma-3-270m={}", mmproj("gemma-3-270m").display());
-    let smol = format!("smollm2-135m={}", mmproj("smollm2-135m").display());
+    let gemma = format!("gemma-3-270m={}", test_mmproj("gemma-3-270m").display());
+    let smol = format!("smollm2-135m={}", test_mmproj("smollm2-135m").display());
     let s = start(
         dir.path(),
         &[

@@ -6,7 +6,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -646,13 +646,7 @@ fn a_graceful_stop_puts_the_last_answer_on_disk_too() {
     let (_, one) = a.post(first);
     // SIGTERM right away: the answer's background prefill has not started yet (it waits for
     // the engine to be idle for a moment), so the drain on shutdown must do it.
-    let status = Command::new("kill")
-        .args(["-TERM", &a.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exited = a.child.wait().unwrap();
-    assert!(exited.success(), "{exited:?}");
+    a.stop();
 
     let b = start(dir.path(), &[]);
     let (_, two) = b.post(chained("And shelf 10?", &one, model, &system));
@@ -1209,18 +1203,6 @@ fn a_flood_past_the_queue_gets_429s_and_memory_stays_flat() {
     assert_eq!(st, 200);
 }
 
-/// The generated test projector for a bundled model (`tests/vision/make.sh`, run by
-/// `scripts/test.sh`).
-fn test_mmproj(model: &str) -> PathBuf {
-    let p = models_dir().join(format!("test-vision/mmproj-{model}-test.gguf"));
-    assert!(
-        p.is_file(),
-        "{} is missing: run tests/vision/make.sh (scripts/test.sh does)",
-        p.display()
-    );
-    p
-}
-
 fn organ_jpg() -> Vec<u8> {
     std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -1368,12 +1350,7 @@ fn an_image_goes_through_the_projector_once_and_its_kv_follows_the_conversation(
 
     // The conversation's KV, image included, outlives the process: after a restart the
     // next turn restores it from disk and encodes nothing.
-    let status = Command::new("kill")
-        .args(["-TERM", &s.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    assert!(s.child.wait().unwrap().success());
+    s.stop();
     let args = [
         "--model",
         "gemma-3-270m",

@@ -26,23 +26,6 @@ pub struct App {
 }
 
 impl App {
-    /// An app from its parts.
-    pub fn new(
-        state: AppState,
-        fake: Arc<FakeEngine>,
-        store: Arc<MemoryStore>,
-        dir: PathBuf,
-        tmp: tempfile::TempDir,
-    ) -> App {
-        App {
-            state,
-            fake,
-            store,
-            dir,
-            _tmp: tmp,
-        }
-    }
-
     /// What reached the engine.
     pub fn engine_requests(&self) -> Vec<localgem_core::GenerateRequest> {
         self.fake.requests.lock().unwrap().clone()
@@ -107,19 +90,24 @@ pub fn pair(
 }
 
 pub fn app_with(max_file_bytes: u64, vision: bool) -> App {
+    let fake = FakeEngine {
+        vision,
+        ..FakeEngine::default()
+    };
+    app_of(fake, ApiConfig::default(), max_file_bytes)
+}
+
+/// An app over this fake engine and configuration, with the Files API.
+pub fn app_of(fake: FakeEngine, config: ApiConfig, max_file_bytes: u64) -> App {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("files");
     localgem_api::files::prepare_dir(&dir).unwrap();
     let store = Arc::new(MemoryStore::new());
-    let fake = Arc::new(FakeEngine {
-        vision,
-        ..FakeEngine::default()
+    let fake = Arc::new(fake);
+    let state = AppState::new(fake.clone(), store.clone(), config).with_files(FilesConfig {
+        dir: dir.clone(),
+        max_file_bytes,
     });
-    let state =
-        AppState::new(fake.clone(), store.clone(), ApiConfig::default()).with_files(FilesConfig {
-            dir: dir.clone(),
-            max_file_bytes,
-        });
     App {
         state,
         fake,

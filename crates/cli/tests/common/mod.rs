@@ -22,6 +22,31 @@ impl Drop for Server {
     }
 }
 
+impl Server {
+    /// Stop it with SIGTERM, as a service manager does, and check it exits cleanly.
+    pub fn stop(&mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exited = self.child.wait().unwrap();
+        assert!(exited.success(), "{exited:?}");
+    }
+}
+
+/// The generated test projector for a bundled model (`tests/vision/make.sh`, run by
+/// `scripts/test.sh`).
+pub fn test_mmproj(model: &str) -> PathBuf {
+    let p = models_dir().join(format!("test-vision/mmproj-{model}-test.gguf"));
+    assert!(
+        p.is_file(),
+        "{} is missing: run tests/vision/make.sh (scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
 pub fn models_dir() -> PathBuf {
     PathBuf::from(std::env::var("LOCALGEM_MODELS_DIR").expect(
         "set LOCALGEM_MODELS_DIR to a dir holding the bundled models (scripts/test.sh does)",
