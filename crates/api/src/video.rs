@@ -110,9 +110,23 @@ struct Format {
     duration: Option<String>,
 }
 
+/// Tool runs at once, across all requests: one per core, so that ten videos arriving together
+/// queue for the CPU rather than fight over it (and over memory).
+fn slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+        tokio::sync::Semaphore::new(cores)
+    })
+}
+
 /// Run a tool to its end within the deadline: its standard output, or its last line of
 /// errors.
 async fn run(tool: &str, args: &[&str]) -> Result<Vec<u8>, VideoError> {
+    let _slot = slots()
+        .acquire()
+        .await
+        .map_err(|_| VideoError::Unavailable("the media decoder is shutting down".into()))?;
     let child = Command::new(tool)
         .args(args)
         .stdin(Stdio::null())
@@ -219,8 +233,8 @@ async fn spill(bytes: &[u8]) -> Result<tempfile::NamedTempFile, VideoError> {
     Ok(file)
 }
 
-/// A file's streams and length (1 s when the container does not say).
-async fn probe(path: &str) -> Result<(Probe, f64), VideoError> {
+/// A file's streams and length, when the container says.
+async fn probe(path: &str) -> Result<(Probe, Option<f64>), VideoError> {
     let probe = run(
         "ffprobe",
         &[
@@ -243,8 +257,7 @@ async fn probe(path: &str) -> Result<(Probe, f64), VideoError> {
         .into_iter()
         .chain(probe.streams.iter().filter_map(|s| s.duration.as_deref()))
         .filter_map(|d| d.parse::<f64>().ok())
-        .find(|d| d.is_finite() && *d > 0.0)
-        .unwrap_or(1.0);
+        .find(|d| d.is_finite() && *d > 0.0);
     Ok((probe, seconds))
 }
 
@@ -290,7 +303,8 @@ pub async fn decode_audio(
     if !probe.has("audio") {
         return Err(VideoError::Corrupt("the file has no audio stream".into()));
     }
-    if seconds > max_seconds {
+    // Without a declared length, decoding stops at the limit.
+    if let Some(seconds) = seconds.filter(|s| *s > max_seconds) {
         return Err(VideoError::TooLong {
             seconds,
             limit: max_seconds,
@@ -323,14 +337,20 @@ pub async fn decode(
             "the file has no video stream (send sound alone as an audio part)".into(),
         ));
     }
-    if seconds > limits.max_seconds {
+    if let Some(seconds) = seconds.filter(|s| *s > limits.max_seconds) {
         return Err(VideoError::TooLong {
             seconds,
             limit: limits.max_seconds,
         });
     }
 
-    let (n, every) = sampling(seconds, limits);
+    // A clip whose container does not say how long it is (a live recording's WebM) is sampled
+    // at the usual rate up to the frame limit, and read no further than the length limit.
+    let (n, every) = match seconds {
+        Some(s) => sampling(s, limits),
+        None => (limits.max_frames.max(1), 1.0 / limits.fps.max(1e-3)),
+    };
+    let limit = format!("{:.3}", limits.max_seconds);
     let filter = format!(
         "fps=1/{every:.6}:start_time=0,scale=w='min({side},iw)':h='min({side},ih)':\
          force_original_aspect_ratio=decrease"
@@ -350,6 +370,8 @@ pub async fn decode(
             &filter,
             "-frames:v",
             &frames,
+            "-t",
+            &limit,
             "-f",
             "image2pipe",
             "-c:v",
@@ -379,7 +401,7 @@ pub async fn decode(
         None => None,
     };
     Ok(Decoded {
-        seconds,
+        seconds: seconds.unwrap_or(frames.len() as f64 * every),
         frames,
         audio,
     })

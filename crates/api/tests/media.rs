@@ -286,6 +286,39 @@ async fn a_video_is_frames_between_timestamps_then_its_soundtrack() {
     );
     assert!(!msg.content.contains("soundtrack"));
 
+    // A WebM written to a pipe (as a live recording is) does not say how long it is: it is
+    // sampled once a second up to the frame limit.
+    let live = {
+        let out = std::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-nostdin", "-f", "lavfi", "-i"])
+            .args([
+                "testsrc=duration=10:size=96x64:rate=5",
+                "-c:v",
+                "libvpx",
+                "-f",
+                "webm",
+                "-",
+            ])
+            .output()
+            .expect("ffmpeg runs");
+        assert!(out.status.success());
+        out.stdout
+    };
+    let r = ask(
+        &a,
+        json!([{"type": "video", "data": b64(&live), "mime_type": "video/webm"}]),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let msg = a.engine_requests().last().unwrap().messages[0].clone();
+    assert_eq!(msg.media.len(), 4, "{}", msg.content);
+    assert!(
+        msg.content
+            .starts_with("[video, 00:04 long, 4 frames]\n00:00 \u{fffc}\n00:01"),
+        "{}",
+        msg.content
+    );
+
     // Too long, not a video, no picture, an unknown resolution: 400 naming the part.
     let wav = wav(16_000, 1, 1.0);
     for (part, needle) in [
