@@ -512,6 +512,15 @@ def main():
                  "SELECT count(*) FROM interactions WHERE status = 'in_progress'"], text=True).strip()
             assert out == "0", f"{out} interactions still in_progress"
         check("no interaction left in_progress after the lease time", none_left)
+        if failures:
+            # What the replicas were doing, for the failures above.
+            for name in ("a", "b"):
+                path = os.path.join(work, f"{name}.log")
+                if os.path.exists(path):
+                    with open(path, encoding="utf-8", errors="replace") as f:
+                        tail = f.readlines()[-40:]
+                    print(f"# last lines of replica {name}'s log:", flush=True)
+                    print("".join(tail).replace("\x1b", ""), end="", flush=True)
         print(f"scale: {len(failures)} failed", flush=True)
         return 1 if failures else 0
     finally:

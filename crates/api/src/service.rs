@@ -7,7 +7,8 @@
 //! expired), and drops the cached KV state of tenants whose interactions were deleted on
 //! any replica.
 //!
-//! The decisions are plain functions ([`Runs::to_stop`], [`Schedule`]) with unit tests.
+//! The decisions are plain code ([`Runs::to_stop`], [`Schedule`], [`StoreHealth`]) with unit
+//! tests.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -205,6 +206,35 @@ impl Schedule {
     }
 }
 
+/// Whether this replica may fail other replicas' runs whose leases expired. While the store
+/// is down nobody can renew, so every lease may run out during an outage without its owner
+/// having died: after the store comes back, owners get a whole lease to renew before any
+/// sweep, and only a run still expired then is failed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreHealth {
+    /// Since when (in ms) every store call has succeeded; `None` after a failure.
+    up_since_ms: Option<i64>,
+}
+
+impl StoreHealth {
+    /// A store call succeeded at `now_ms`.
+    pub fn ok(&mut self, now_ms: i64) {
+        self.up_since_ms.get_or_insert(now_ms);
+    }
+
+    /// A store call failed.
+    pub fn failed(&mut self) {
+        self.up_since_ms = None;
+    }
+
+    /// Whether expired leases may be swept at `now_ms`: the store has answered for a whole
+    /// `lease` (a fresh replica waits one lease too, as its peers may just have come back).
+    pub fn may_sweep(&self, now_ms: i64, lease: Duration) -> bool {
+        self.up_since_ms
+            .is_some_and(|t| now_ms - t >= lease.as_millis() as i64)
+    }
+}
+
 /// The error a run gets when its owner stopped renewing its lease.
 pub const OWNER_GONE: &str =
     "the replica running this interaction stopped before it finished (its lease expired)";
@@ -219,6 +249,7 @@ pub async fn maintain(st: AppState) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut forgets_seen: Option<i64> = None;
     let mut stopped: HashSet<String> = HashSet::new();
+    let mut health = StoreHealth::default();
     for n in 0u64.. {
         ticker.tick().await;
         // Renew first, so that this replica's own sweep never finds its live runs expired.
@@ -228,6 +259,7 @@ pub async fn maintain(st: AppState) {
         if !held.is_empty() {
             match st.store.renew(runs.owner(), runs.lease_until_ms()).await {
                 Ok(stored) => {
+                    health.ok(now_ms());
                     for id in Runs::to_stop(&held, &stored) {
                         if stopped.insert(id.clone()) {
                             tracing::info!(%id, "stopping a run cancelled or deleted elsewhere");
@@ -237,20 +269,26 @@ pub async fn maintain(st: AppState) {
                 }
                 Err(e) => {
                     renewed = false;
+                    health.failed();
                     tracing::warn!("cannot renew leases: {e}");
                 }
             }
         }
-        if renewed && n % schedule.sweep_every == 0 {
+        let sweep = renewed && n % schedule.sweep_every == 0;
+        if sweep && health.may_sweep(now_ms(), runs.config().lease) {
             match st.store.fail_expired(now_ms(), OWNER_GONE).await {
                 Ok(0) => {}
                 Ok(k) => tracing::warn!("failed {k} interactions whose replica stopped"),
-                Err(e) => tracing::debug!("cannot look for expired leases: {e}"),
+                Err(e) => {
+                    health.failed();
+                    tracing::debug!("cannot look for expired leases: {e}");
+                }
             }
         }
         if n % schedule.forget_every == 0 {
             match st.store.forgets_after(forgets_seen).await {
                 Ok(notes) => {
+                    health.ok(now_ms());
                     for (seq, tenant) in notes {
                         if forgets_seen.is_some() {
                             st.engine.forget(&tenant).await;
@@ -258,7 +296,10 @@ pub async fn maintain(st: AppState) {
                         forgets_seen = Some(seq);
                     }
                 }
-                Err(e) => tracing::debug!("cannot read forget notes: {e}"),
+                Err(e) => {
+                    health.failed();
+                    tracing::debug!("cannot read forget notes: {e}");
+                }
             }
         }
     }
@@ -284,6 +325,24 @@ mod tests {
         // lease); x: not held here (it just finished locally), nothing to do.
         assert_eq!(Runs::to_stop(&held, &stored), ["b", "c"]);
         assert!(Runs::to_stop(&[], &stored).is_empty());
+    }
+
+    #[test]
+    fn expired_leases_are_swept_only_a_lease_after_the_store_came_back() {
+        let lease = Duration::from_secs(5);
+        let mut h = StoreHealth::default();
+        assert!(!h.may_sweep(0, lease), "nothing known yet");
+        h.ok(1_000);
+        assert!(!h.may_sweep(5_999, lease));
+        assert!(h.may_sweep(6_000, lease));
+        h.ok(7_000); // still up since 1 000
+        assert!(h.may_sweep(7_000, lease));
+        // An outage: owners could not renew; they get a whole lease once it is over.
+        h.failed();
+        assert!(!h.may_sweep(20_000, lease));
+        h.ok(20_000);
+        assert!(!h.may_sweep(24_999, lease));
+        assert!(h.may_sweep(25_000, lease));
     }
 
     #[test]
