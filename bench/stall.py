@@ -9,7 +9,10 @@ One localgem (bundled model, --parallel 8, --kv-slots 8):
 3. then, while they decode, sends 3 new ~2,000-token prompts and continues 3 of the evicted
    conversations (restores from disk), one every 0.6 s, and measures the streams' ITL from the
    first of those to 1 s after the last one finished (busy window).
-Reports p50/p99/max ITL per window, and how many restores `/metrics` counted.
+Reports p50/p99/max ITL per window, the tokens the streams got in the busy window, how long
+each new prompt took to answer (its one token: the time to first token), and how many
+restores `/metrics` counted. The server takes LOCALGEM_* settings from the environment (e.g.
+LOCALGEM_MAX_STEP_MS=0 for steps bounded by tokens only).
 
     python3 bench/stall.py --localgem PATH --models-dir DIR [--model smollm2-135m] [--runs 3]
 """
@@ -45,9 +48,13 @@ def stream_times(srv, prompt, n, out, i):
                 out[i].append(time.perf_counter())
 
 
-def once(srv, body):
+def once(srv, body, took=None):
+    began = time.perf_counter()
     with post(srv, body) as resp:
-        return json.load(resp)
+        out = json.load(resp)
+    if took is not None:
+        took.append(time.perf_counter() - began)
+    return out
 
 
 def restores(srv):
@@ -96,7 +103,7 @@ def run(args, seed):
         quiet_lo = time.perf_counter()
         time.sleep(2.0)
         quiet_hi = busy_lo = time.perf_counter()
-        jobs = []
+        jobs, fresh_s, cont_s = [], [], []
         for k in range(3):
             fresh = {"model": args.model, "store": False,
                      "input": f"{k} {bench.words(1, rng)} Summarise: " + bench.words(1800, rng),
@@ -104,8 +111,8 @@ def run(args, seed):
             cont = {"model": args.model, "previous_interaction_id": convs[k],
                     "input": "What was the third word?",
                     "generation_config": {"temperature": 0, "max_output_tokens": 1}}
-            for body in (fresh, cont):
-                t = threading.Thread(target=once, args=(srv, body))
+            for body, took in ((fresh, fresh_s), (cont, cont_s)):
+                t = threading.Thread(target=once, args=(srv, body, took))
                 t.start()
                 jobs.append(t)
                 time.sleep(0.6)
@@ -118,7 +125,8 @@ def run(args, seed):
         q, b = gaps(times, quiet_lo, quiet_hi), gaps(times, busy_lo, busy_hi)
         return {"quiet": {"n": len(q), "p50": pct(q, 50), "p99": pct(q, 99), "max": max(q)},
                 "busy": {"n": len(b), "p50": pct(b, 50), "p99": pct(b, 99), "max": max(b)},
-                "busy_window_s": busy_hi - busy_lo, "restores": after - before}
+                "busy_window_s": busy_hi - busy_lo, "restores": after - before,
+                "new_prompt_s": sorted(fresh_s), "continued_s": sorted(cont_s)}
     finally:
         srv.close()
 

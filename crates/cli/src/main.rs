@@ -98,6 +98,11 @@ struct EngineArgs {
     /// Token budget of one decode step.
     #[arg(long, env = "LOCALGEM_BATCH_SIZE", default_value_t = EngineConfig::default().batch_size)]
     batch_size: u32,
+    /// While answers are streaming, a step takes in only as much of a new prompt as keeps it
+    /// within this many milliseconds, so live streams slow down a little instead of stopping
+    /// for seconds. 0: a step takes up to --batch-size prompt tokens.
+    #[arg(long, env = "LOCALGEM_MAX_STEP_MS", default_value_t = EngineConfig::default().max_step.as_millis() as u64)]
+    max_step_ms: u64,
     /// Requests that may wait for a sequence before new ones get 429.
     #[arg(long, env = "LOCALGEM_MAX_QUEUE", default_value_t = EngineConfig::default().max_queue)]
     max_queue: usize,
@@ -327,6 +332,7 @@ fn engine_config(args: &EngineArgs, data_dir: Option<&Path>) -> Result<EngineCon
         parallel: args.parallel.max(1),
         threads: args.threads.unwrap_or(d.threads),
         batch_size: args.batch_size.max(16),
+        max_step: std::time::Duration::from_millis(args.max_step_ms),
         max_queue: args.max_queue.max(1),
         gpu_layers: args.gpu_layers,
         kv_slots: args.kv_slots,

@@ -65,6 +65,10 @@ pub struct EngineConfig {
     pub threads: i32,
     /// Token budget of one `decode` (prompt chunks plus one token per decoding sequence).
     pub batch_size: u32,
+    /// While sequences decode, a step carries only the prompt tokens that keep it within
+    /// this long (learned from the steps so far; at least a few tokens), so that a long new
+    /// prompt does not stop the live streams for seconds. Zero: bounded by `batch_size` only.
+    pub max_step: std::time::Duration,
     /// Requests that may wait for a free sequence before new ones get 429.
     pub max_queue: usize,
     /// Layers to offload to a GPU; `None`: all of them when the build has a GPU backend that
@@ -100,6 +104,7 @@ impl Default for EngineConfig {
                 .map(|n| n.get() as i32)
                 .unwrap_or(2),
             batch_size: 512,
+            max_step: std::time::Duration::from_millis(200),
             max_queue: 64,
             gpu_layers: None,
             kv_slots: 8,

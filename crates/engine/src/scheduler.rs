@@ -1,7 +1,13 @@
 //! Per-step planning: which sequences put how many tokens into the next `decode`.
 //!
 //! Every decoding sequence gets exactly one token (so running streams never stall), and the
-//! remaining token budget goes to pending prompts in admission order (chunked prefill).
+//! remaining token budget goes to pending prompts in admission order (chunked prefill). While
+//! streams are decoding, the prompt tokens of a step are also bounded in time
+//! ([`StepBudget`]): a step carries only as many as keep it within the step-time target, so
+//! a long new prompt slows the live streams a little for longer rather than stopping them
+//! for seconds.
+
+use std::time::Duration;
 
 /// What the planner needs to know about one live sequence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,8 +18,9 @@ pub struct SeqState {
     pub decoding: bool,
 }
 
-/// Tokens to feed per sequence this step, index-aligned with the input; 0 means skip.
-pub fn plan(seqs: &[SeqState], budget: usize) -> Vec<usize> {
+/// Tokens to feed per sequence this step, index-aligned with the input; 0 means skip. At most
+/// `budget` tokens in all, of which at most `prefill_cap` prompt tokens.
+pub fn plan(seqs: &[SeqState], budget: usize, prefill_cap: usize) -> Vec<usize> {
     let mut left = budget;
     let mut out: Vec<usize> = seqs
         .iter()
@@ -26,14 +33,96 @@ pub fn plan(seqs: &[SeqState], budget: usize) -> Vec<usize> {
             }
         })
         .collect();
+    let mut prefill = prefill_cap.min(left);
     for (i, s) in seqs.iter().enumerate() {
-        if !s.decoding && s.pending_prompt > 0 && left > 0 {
-            let n = s.pending_prompt.min(left);
+        if !s.decoding && s.pending_prompt > 0 && prefill > 0 {
+            let n = s.pending_prompt.min(prefill);
             out[i] = n;
-            left -= n;
+            prefill -= n;
         }
     }
     out
+}
+
+/// How many prompt tokens a step may carry next to decoding sequences, from what steps have
+/// cost so far: a step is kept within `target` (the live streams' inter-token latency while
+/// a prompt is being taken in), but never below [`StepBudget::MIN_CHUNK`] prompt tokens, so
+/// that a prompt always makes progress.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepBudget {
+    /// The step-time target while sequences decode; zero: no time bound.
+    target: Duration,
+    /// Seconds per prompt token (moving average), once measured.
+    per_prompt_token: Option<f64>,
+    /// Seconds of a step that only decodes (moving average), once measured.
+    decode_step: Option<f64>,
+}
+
+impl StepBudget {
+    /// The fewest prompt tokens a step with a pending prompt carries.
+    pub const MIN_CHUNK: usize = 16;
+    /// Prompt tokens per step next to decoders before any step has been measured.
+    pub const COLD_CHUNK: usize = 64;
+    /// Weight of the newest measurement in the moving averages.
+    const ALPHA: f64 = 0.3;
+
+    /// A budget aiming at `target` per step (zero: bounded by tokens only).
+    pub fn new(target: Duration) -> Self {
+        StepBudget {
+            target,
+            per_prompt_token: None,
+            decode_step: None,
+        }
+    }
+
+    fn average(old: Option<f64>, new: f64) -> f64 {
+        old.map_or(new, |o| o + Self::ALPHA * (new - o))
+    }
+
+    /// A step of `prompt` prompt tokens and `decoded` decoded ones took `secs`.
+    pub fn observe(&mut self, prompt: usize, decoded: usize, secs: f64) {
+        if !secs.is_finite() || secs < 0.0 {
+            return;
+        }
+        if prompt == 0 {
+            if decoded > 0 {
+                self.decode_step = Some(Self::average(self.decode_step, secs));
+            }
+            return;
+        }
+        // Small chunks say little about the per-token rate (fixed costs dominate them).
+        if prompt < Self::MIN_CHUNK {
+            return;
+        }
+        let decoding = if decoded > 0 {
+            self.decode_step.unwrap_or(0.0)
+        } else {
+            0.0
+        };
+        let per = ((secs - decoding).max(0.0)) / prompt as f64;
+        self.per_prompt_token = Some(Self::average(self.per_prompt_token, per));
+    }
+
+    /// Prompt tokens the next step may carry when `decoders` sequences decode in it, of a
+    /// token budget of `batch`.
+    pub fn prefill_cap(&self, decoders: usize, batch: usize) -> usize {
+        if decoders == 0 || self.target.is_zero() {
+            return batch;
+        }
+        let cap = match self.per_prompt_token {
+            None => Self::COLD_CHUNK,
+            Some(per) => {
+                let room = self.target.as_secs_f64() - self.decode_step.unwrap_or(0.0);
+                if per > 0.0 {
+                    (room.max(0.0) / per) as usize
+                } else {
+                    batch
+                }
+            }
+        };
+        cap.clamp(Self::MIN_CHUNK, batch.max(Self::MIN_CHUNK))
+            .min(batch)
+    }
 }
 
 /// Tokens of finished answers to prefill into their conversations' KV this step: only when
@@ -79,20 +168,81 @@ mod tests {
     #[test]
     fn decoders_first_then_prefill_in_order() {
         assert_eq!(
-            plan(&[pre(600), dec(), pre(10), dec()], 512),
+            plan(&[pre(600), dec(), pre(10), dec()], 512, 512),
             vec![510, 1, 0, 1]
         );
-        assert_eq!(plan(&[pre(100), dec(), pre(10)], 512), vec![100, 1, 10]);
+        assert_eq!(
+            plan(&[pre(100), dec(), pre(10)], 512, 512),
+            vec![100, 1, 10]
+        );
     }
 
     #[test]
     fn long_prompt_never_starves_decoders() {
-        let p = plan(&[pre(100_000), dec(), dec(), dec()], 64);
+        let p = plan(&[pre(100_000), dec(), dec(), dec()], 64, 64);
         assert_eq!(p, vec![61, 1, 1, 1]);
     }
 
     #[test]
     fn budget_smaller_than_decoders() {
-        assert_eq!(plan(&[dec(), dec(), dec()], 2), vec![1, 1, 0]);
+        assert_eq!(plan(&[dec(), dec(), dec()], 2, 2), vec![1, 1, 0]);
+    }
+
+    #[test]
+    fn the_prefill_cap_bounds_prompt_tokens_not_decoders() {
+        assert_eq!(
+            plan(&[pre(600), dec(), pre(10), dec()], 512, 40),
+            vec![40, 1, 0, 1]
+        );
+        assert_eq!(plan(&[pre(30), dec(), pre(100)], 512, 40), vec![30, 1, 10]);
+        assert_eq!(plan(&[dec(), dec()], 512, 0), vec![1, 1]);
+    }
+
+    const TARGET: Duration = Duration::from_millis(200);
+
+    #[test]
+    fn a_step_next_to_decoders_carries_what_fits_the_target() {
+        let mut b = StepBudget::new(TARGET);
+        // Nothing measured: a modest chunk; without decoders the whole batch.
+        assert_eq!(b.prefill_cap(4, 512), StepBudget::COLD_CHUNK);
+        assert_eq!(b.prefill_cap(0, 512), 512);
+        // Decode-only steps take 30 ms, prompt tokens 4 ms each (a prefill-only step of 512).
+        b.observe(0, 4, 0.030);
+        b.observe(512, 0, 2.048);
+        // (200 - 30) ms / 4 ms = 42 tokens.
+        assert_eq!(b.prefill_cap(4, 512), 42);
+        assert_eq!(b.prefill_cap(0, 512), 512);
+        assert_eq!(b.prefill_cap(4, 32), 32, "never past the batch");
+        // A mixed step's decode share is taken out before its per-token cost is learned.
+        let mut m = StepBudget::new(TARGET);
+        m.observe(0, 4, 0.030);
+        m.observe(100, 4, 0.430);
+        assert_eq!(m.prefill_cap(4, 512), 42);
+    }
+
+    #[test]
+    fn a_slow_model_still_gets_a_minimum_chunk_and_no_target_means_tokens_only() {
+        let mut b = StepBudget::new(TARGET);
+        b.observe(0, 8, 0.250); // decoding alone already takes longer than the target
+        b.observe(64, 0, 6.4);
+        assert_eq!(b.prefill_cap(8, 512), StepBudget::MIN_CHUNK);
+        let mut off = StepBudget::new(Duration::ZERO);
+        off.observe(64, 0, 6.4);
+        assert_eq!(off.prefill_cap(8, 512), 512);
+    }
+
+    #[test]
+    fn the_averages_follow_the_machine() {
+        let mut b = StepBudget::new(TARGET);
+        b.observe(0, 1, 0.010);
+        for _ in 0..30 {
+            b.observe(100, 0, 0.100); // 1 ms a token now
+        }
+        let cap = b.prefill_cap(1, 512);
+        assert!((189..=190).contains(&cap), "{cap}");
+        // Nonsense and tiny chunks are ignored.
+        b.observe(4, 0, 9.0);
+        b.observe(100, 0, f64::NAN);
+        assert_eq!(b.prefill_cap(1, 512), cap);
     }
 }

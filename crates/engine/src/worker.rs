@@ -41,7 +41,7 @@ use crate::kv::KvManager;
 use crate::media::{self, MediaSpan};
 use crate::output::Output;
 use crate::prompt::{template_for, Prompter, Rendered};
-use crate::scheduler::{background_budget, plan, SeqState};
+use crate::scheduler::{background_budget, plan, SeqState, StepBudget};
 use crate::spill::{state_name, Candidate, SpillDir};
 use crate::telemetry::EngineMetrics;
 use crate::template::ChatTemplate;
@@ -383,6 +383,7 @@ pub(crate) fn run(
         max_queue: config.max_queue,
         batch: LlamaBatch::new(config.batch_size as usize, 1),
         batch_size: config.batch_size as usize,
+        step_budget: StepBudget::new(config.max_step),
         reuse_decoded_kv: config.reuse_decoded_kv,
         copy_pending: false,
         swa: model
@@ -557,6 +558,8 @@ struct Worker<'m> {
     max_queue: usize,
     batch: LlamaBatch<'static>,
     batch_size: usize,
+    /// How many prompt tokens a step may carry next to decoding sequences.
+    step_budget: StepBudget,
     reuse_decoded_kv: bool,
     /// A KV stream copy is queued for the next decode.
     copy_pending: bool,
@@ -979,7 +982,9 @@ impl Worker<'_> {
                 decoding: s.next.is_some(),
             })
             .collect();
-        let planned = plan(&states, self.batch_size);
+        let decoders = states.iter().filter(|s| s.decoding).count();
+        let prefill_cap = self.step_budget.prefill_cap(decoders, self.batch_size);
+        let planned = plan(&states, self.batch_size, prefill_cap);
         self.batch.clear();
         let mut logits_at: Vec<Option<i32>> = vec![None; self.active.len()];
         let (mut prefilled, mut decoded) = (0u64, 0u64);
@@ -1051,12 +1056,10 @@ impl Worker<'_> {
             self.fail_all(ctx, &format!("decode failed: {e}"));
             return;
         }
-        tracing::trace!(
-            prefilled,
-            decoded,
-            secs = started.elapsed().as_secs_f64(),
-            "step"
-        );
+        let secs = started.elapsed().as_secs_f64();
+        tracing::trace!(prefilled, decoded, secs, prefill_cap, "step");
+        self.step_budget
+            .observe(prefilled as usize, decoded as usize, secs);
         if prefilled >= 64 {
             let per_token = started.elapsed().as_secs_f64() / (prefilled + decoded) as f64;
             self.prefill_secs_per_token = 0.8 * self.prefill_secs_per_token + 0.2 * per_token;
