@@ -357,7 +357,6 @@ impl Engine for LlamaEngine {
         w.tx.try_send(Command::Generate {
             rendered: Box::new(rendered),
             admit,
-            span: tracing::Span::current(),
         })
         .map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => {

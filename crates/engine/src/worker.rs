@@ -53,8 +53,6 @@ pub(crate) enum Command {
     Generate {
         rendered: Box<Rendered>,
         admit: oneshot::Sender<Result<Generation, EngineError>>,
-        /// The caller's span: the request's timings are logged within it.
-        span: tracing::Span,
     },
     /// Finish what is running, prefill pending answers, write every state to disk, then stop
     /// and answer (graceful shutdown).
@@ -88,48 +86,6 @@ struct Pending {
     matcher: Option<Matcher>,
     /// The rendered prompt already opened the reasoning block.
     in_thought: bool,
-    /// The caller's span, and when the request was queued.
-    span: tracing::Span,
-    queued: Instant,
-}
-
-/// When a sequence's request was queued, got its slot and its first token.
-#[derive(Debug, Clone, Copy)]
-struct Timing {
-    queued: Instant,
-    admitted: Instant,
-    first_token: Option<Instant>,
-}
-
-impl Timing {
-    /// Milliseconds from `a` to `b`.
-    fn ms(a: Instant, b: Instant) -> f64 {
-        b.saturating_duration_since(a).as_secs_f64() * 1000.0
-    }
-
-    /// Log a finished request's timings (at `info`, within the caller's span).
-    fn log(&self, prompt: usize, reused: usize, output: usize, reason: FinishReason) {
-        let now = Instant::now();
-        let first = self.first_token.unwrap_or(now);
-        let decode_ms = Self::ms(first, now);
-        let tokens_per_s = if decode_ms > 0.0 && output > 1 {
-            (output - 1) as f64 / (decode_ms / 1000.0)
-        } else {
-            0.0
-        };
-        tracing::info!(
-            queue_ms = format!("{:.1}", Self::ms(self.queued, self.admitted)),
-            prefill_ms = format!("{:.1}", Self::ms(self.admitted, first)),
-            ttft_ms = format!("{:.1}", Self::ms(self.queued, first)),
-            decode_ms = format!("{decode_ms:.1}"),
-            prompt,
-            reused,
-            output,
-            tokens_per_s = format!("{tokens_per_s:.1}"),
-            ?reason,
-            "generation finished"
-        );
-    }
 }
 
 /// A prompt as tokens, with its images and the projector input prepared for them.
@@ -182,9 +138,6 @@ struct Seq {
     closer: Closer,
     /// Tokens to feed instead of sampling (closing a thought whose budget is spent).
     forced: VecDeque<LlamaToken>,
-    /// The caller's span, and the request's timings.
-    span: tracing::Span,
-    timing: Timing,
 }
 
 /// A finished conversation whose KV is being extended with its answer in the background, so
@@ -739,11 +692,7 @@ impl Worker<'_> {
         match cmd {
             Command::Drain { done } => self.draining = Some(done),
             Command::Forget { scope } => self.forget(&scope),
-            Command::Generate {
-                rendered,
-                admit,
-                span,
-            } => {
+            Command::Generate { rendered, admit } => {
                 let result = self.prepare(*rendered);
                 match result {
                     Ok(p) => {
@@ -763,8 +712,6 @@ impl Worker<'_> {
                                 tx,
                                 matcher: p.matcher,
                                 in_thought: p.in_thought,
-                                span,
-                                queued: Instant::now(),
                             });
                         }
                     }
@@ -976,12 +923,6 @@ impl Worker<'_> {
             }
             let think = self.template.think_tags().cloned();
             self.active.push(Seq {
-                timing: Timing {
-                    queued: p.queued,
-                    admitted: Instant::now(),
-                    first_token: None,
-                },
-                span: p.span,
                 slot,
                 scope,
                 out: Output::new(&p.request, think, p.in_thought, p.tx),
@@ -1181,7 +1122,6 @@ impl Worker<'_> {
                 finished.push((i, FinishReason::Stop, false));
                 continue;
             }
-            s.timing.first_token.get_or_insert_with(Instant::now);
             let stopped = s.out.token(&vocab.token_to_piece(tok, false, None));
             // A spent budget closes the thought: its closing tag is fed instead of sampled
             // tokens.
@@ -1209,10 +1149,6 @@ impl Worker<'_> {
             let mut s = self.active.swap_remove(i);
             s.out
                 .finish(reason, stopped, s.prompt.len() as u64, s.reused as u64);
-            s.span.in_scope(|| {
-                s.timing
-                    .log(s.prompt.len(), s.reused, s.output.len(), reason);
-            });
             // What stays in the slot. By default only the prompt's KV: the generated tokens'
             // K/V were written by one-token decodes, which round differently from the batched
             // prefill a fresh request would do (`examples/kv_probe.rs`, case G), so reusing
