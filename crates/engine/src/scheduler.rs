@@ -120,8 +120,7 @@ impl StepBudget {
                 }
             }
         };
-        cap.clamp(Self::MIN_CHUNK, batch.max(Self::MIN_CHUNK))
-            .min(batch)
+        cap.max(Self::MIN_CHUNK).min(batch)
     }
 }
 
