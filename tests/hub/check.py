@@ -94,6 +94,26 @@ def small_tmpfs(name, size):
     return mnt
 
 
+def fill_disk(mnt):
+    """Claims all but about 1 MB of `mnt`'s free space in filler files, and returns them."""
+    fillers = []
+    for i in range(100):
+        st = os.statvfs(mnt)
+        free = st.f_bavail * st.f_frsize
+        if free < (2 << 20):
+            return fillers
+        path = os.path.join(mnt, f"filler{i}")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        fillers.append(path)
+        try:
+            os.posix_fallocate(fd, 0, free - (1 << 20))
+        except OSError:
+            pass  # the pull took some of it first; look again
+        finally:
+            os.close(fd)
+    raise AssertionError(f"could not fill {mnt}: {os.statvfs(mnt)}")
+
+
 def check(name):
     def wrap(fn):
         try:
@@ -269,14 +289,14 @@ def main():
                     l.startswith("DONE") and "bytes=0-9999999" in l for l in slow.lines()):
                 time.sleep(0.05)
             # Another program takes the rest of the disk while the pull is running.
-            st = os.statvfs(mnt)
-            filler = os.path.join(mnt, "filler")
-            subprocess.run(["fallocate", "-l", str(st.f_bavail * st.f_frsize - (1 << 20)), filler],
-                           check=True)
+            # The pull keeps writing meanwhile, so what statvfs reports may be gone by the
+            # time the space is claimed: claim again until less than 2 MB is left.
+            fillers = fill_disk(mnt)
             _, err = proc.communicate(timeout=120)
             assert proc.returncode != 0, "the pull succeeded on a full disk"
             assert "the disk is full" in err and "resumes" in err, err[-800:]
-            os.remove(filler)
+            for f in fillers:
+                os.remove(f)
             p = pull("test-org/SmolLM2-135M-Instruct-GGUF:Q4_1", home, m.url, cache, check=True)
             assert "resuming an interrupted download" in p.stderr, p.stderr[-600:]
             assert sha256(p.stdout.split()[0]) == sha256(smol)
