@@ -12,7 +12,11 @@ Scenarios, per model (each server is started fresh for each scenario):
   first token per turn; localgem chains by previous_interaction_id, llama-server receives the
   whole history (its prompt cache at its best: one slot per conversation);
 * restart: the same, with both servers restarted between turn 5 and turn 6;
-* localgem-fast (with --with-fast): localgem with --flash-attention --reuse-decoded-kv;
+* spec: answers that quote, edit or extract into JSON a given document (greedy, 256 tokens),
+  where speculation from the conversation pays: decode tok/s of llama-server's defaults,
+  llama-server with its own draft-free speculation (--spec-type ngram-simple) and localgem;
+* localgem-exact (with --with-exact): localgem with --exact (flash attention off, answers
+  prefilled again: bit-exact reuse, and so no speculation), to show what exactness costs;
 * membw: the machine's memory read bandwidth (bench/membw.c) and the decode tok/s it allows.
 
 Standard library only. Prints a Markdown report and writes the raw numbers as JSON.
@@ -90,14 +94,18 @@ class Server:
                    "--threads", str(a.threads), "--parallel", str(self.parallel),
                    "--kv-slots", str(max(8, self.parallel)), "--ctx-size", str(a.ctx),
                    "--data-dir", self.data_dir, "--models-dir", a.models_dir]
-            if self.kind == "localgem-fast":
-                cmd += ["--flash-attention", "--reuse-decoded-kv"]
+            if self.kind == "localgem-exact":
+                cmd += ["--exact"]
+            if self.kind == "localgem-nodraft":
+                cmd += ["--draft-max", "0"]
             env = dict(os.environ, LOCALGEM_PYTHON="false", LOCALGEM_LOG="warn")
         else:
             cmd = [a.llama_server, "-m", os.path.join(a.models_dir, MODELS[self.model]),
                    "--host", "127.0.0.1", "--port", str(self.port),
                    "-t", str(a.threads), "-tb", str(a.threads), "-c", str(a.ctx),
                    "-np", str(self.parallel), "--no-webui"]
+            if self.kind == "llama-server-ngram":
+                cmd += ["--spec-type", "ngram-simple"]
             env = dict(os.environ)
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      env=env)
@@ -257,6 +265,37 @@ def constrained(srv, runs, rng):
             "parsed": parsed, "runs": runs}
 
 
+DOCUMENT = ("The lighthouse on Gull Rock was built in 1871 by the harbour board of Port "
+            "Elliot. Its lamp burned whale oil until 1904, then kerosene until 1938, when the "
+            "keeper, Margaret Hale, oversaw the change to electric light. The tower is 31 metres "
+            "tall and its beam reaches 22 nautical miles. In the storm of 1953 the keeper's "
+            "cottage lost its roof, and the family sheltered in the base of the tower for three "
+            "days. The last keeper, Thomas Reed, left in 1989, and the station has been "
+            "automatic since then. Today the cottage is a small museum, open from May to "
+            "September, with the original lens, the keepers' logbooks and a model of the rock.")
+SPEC_PROMPTS = (
+    "Repeat this text exactly, word for word:\n\n{doc}",
+    "Rewrite this text, replacing every \"keeper\" with \"warden\" and changing nothing "
+    "else:\n\n{doc}",
+    "From this text, make a JSON object with one entry per event: its year and the sentence "
+    "that describes it, quoted exactly.\n\n{doc}",
+)
+
+
+def speculation(srv, runs, rng):
+    """Decode speed on answers that repeat their input (greedy); each prompt starts with a
+    unique word so that no server reuses an earlier answer."""
+    dec, outs = [], []
+    for i in range(runs):
+        for p in SPEC_PROMPTS:
+            r = srv.generate([{"role": "user", "content":
+                               f"{rng.choice(WORDS)} {i}. " + p.format(doc=DOCUMENT)}], 256)
+            dec.append(decode_rate(r))
+            outs.append(r["out"])
+    return {"decode_tok_s": statistics.median(dec), "decode_runs": dec,
+            "output_tokens": outs}
+
+
 def parallel(srv, n, rng, reps=3):
     """Median over `reps` rounds of n concurrent streams."""
     rounds = [parallel_once(srv, n, rng) for _ in range(reps)]
@@ -332,9 +371,9 @@ def llama_bench(args, model):
     return {("prefill" if r["n_prompt"] else "decode"): r["avg_ts"] for r in rows}
 
 
-def run_pair(args, model, parallel_n, fn):
+def run_pair(args, model, parallel_n, fn, kinds=None):
     res = {}
-    kinds = ["llama-server", "localgem"] + (["localgem-fast"] if args.with_fast else [])
+    kinds = kinds or (["llama-server", "localgem"] + (["localgem-exact"] if args.with_exact else []))
     for kind in kinds:
         srv = Server(kind, args, model, parallel_n).start()
         try:
@@ -365,10 +404,10 @@ def main():
     ap.add_argument("--turns", type=int, default=10)
     ap.add_argument("--out", default="bench/results.json")
     ap.add_argument("--label", default="")
-    ap.add_argument("--scenarios", default="single,parallel8,conversations,restart,json")
-    ap.add_argument("--with-fast", action="store_true",
-                    help="also run localgem with --flash-attention --reuse-decoded-kv "
-                         "(llama-server's trade-offs: faster, not bit-exact)")
+    ap.add_argument("--scenarios", default="single,parallel8,conversations,restart,json,spec")
+    ap.add_argument("--with-exact", action="store_true",
+                    help="also run localgem with --exact (bit-exact reuse: flash attention "
+                         "off, answers prefilled again, no speculation)")
     args = ap.parse_args()
 
     report = {"label": args.label, "threads": args.threads, "date": time.strftime("%Y-%m-%d"),
@@ -397,6 +436,10 @@ def main():
         if "json" in want:
             m["json"] = run_pair(args, model, 1, lambda s: constrained(s, args.runs, rng))
             log(model, "json", {k: (v["decode_tok_s"], v["parsed"]) for k, v in m["json"].items()})
+        if "spec" in want:
+            m["spec"] = run_pair(args, model, 1, lambda s: speculation(s, max(1, args.runs // 2), rng),
+                                 ["llama-server", "llama-server-ngram", "localgem-nodraft", "localgem"])
+            log(model, "spec", {k: v["decode_tok_s"] for k, v in m["spec"].items()})
         report["models"][model] = m
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
@@ -405,6 +448,12 @@ def main():
         print(markdown(report))
     else:
         for model, m in report["models"].items():
+            if "spec" in m:
+                sp = m["spec"]
+                print(f"| {model} | decode tok/s quoting/editing/extracting a document | "
+                      + " | ".join(f"{k}: {v['decode_tok_s']:.3g} (median of {len(v['decode_runs'])}, "
+                                   f"{sum(v['output_tokens'])} tokens)" for k, v in sp.items())
+                      + f" | localgem/llama-server {ratio(sp['localgem']['decode_tok_s'], sp['llama-server']['decode_tok_s']):.2f}× |")
             if "json" in m:
                 j = m["json"]
                 print(f"| {model} | decode tok/s under a JSON schema (answers parsed) | "
@@ -422,9 +471,9 @@ def markdown(rep):
     bw = rep["membw"]["read_gb_s"]
     lines = [f"Machine: {rep['cpu']}, {rep['threads']} threads; measured read bandwidth "
              f"{bw:.1f} GB/s. {rep['label']}", ""]
-    fa = any("localgem-fast" in m["single"] for m in rep["models"].values())
+    fa = any("localgem-exact" in m["single"] for m in rep["models"].values())
     head = "| model | metric | llama-server | localgem | ratio | target |"
-    lines.append(head + (" localgem, fast flags | ratio |" if fa else ""))
+    lines.append(head + (" localgem --exact | ratio |" if fa else ""))
     lines.append("|---|---|---|---|---|---|" + ("---|---|" if fa else ""))
     for model, m in rep["models"].items():
         s, p = m["single"], m["parallel8"]
@@ -440,7 +489,7 @@ def markdown(rep):
                  ("aggregate tok/s, 8 streams", "≥ 1.0"),
                  ("TTFT turn 10, 4 interleaved conversations (s)", "≤ 1.0"),
                  ("TTFT turn 6 after a restart (s)", "≤ 0.2")]
-        base, ours, ours_fa = get(ls), get(lg), get("localgem-fast")
+        base, ours, ours_fa = get(ls), get(lg), get("localgem-exact")
         for k, (name, target) in enumerate(names):
             a, b = base[k], ours[k]
             line = f"| {model} | {name} | {a:.3g} | {b:.3g} | {ratio(b, a):.2f}× | {target} |"
@@ -454,10 +503,21 @@ def markdown(rep):
                     f"{j[lg]['decode_tok_s']:.3g} ({j[lg]['parsed']}/{j[lg]['runs']}) | "
                     f"{ratio(j[lg]['decode_tok_s'], j[ls]['decode_tok_s']):.2f}× | ≥ 1.0 |")
             if ours_fa:
-                jf = j["localgem-fast"]
+                jf = j["localgem-exact"]
                 line += (f" {jf['decode_tok_s']:.3g} | "
                          f"{ratio(jf['decode_tok_s'], j[ls]['decode_tok_s']):.2f}× |")
             lines.append(line)
+        if "spec" in m:
+            sp = m["spec"]
+            base_s = sp[ls]["decode_tok_s"]
+            for kind, name in (("llama-server-ngram", "llama-server --spec-type ngram-simple"),
+                               ("localgem-nodraft", "localgem --draft-max 0"),
+                               (lg, "localgem (defaults)")):
+                if kind in sp:
+                    lines.append(f"| {model} | decode tok/s quoting/editing/extracting a document: "
+                                 f"{name} | {base_s:.3g} | {sp[kind]['decode_tok_s']:.3g} | "
+                                 f"{ratio(sp[kind]['decode_tok_s'], base_s):.2f}× | "
+                                 f"{'≥ 1.3' if kind == lg else ''} |" + (" | |" if fa else ""))
         limit = bw * 1e9 / m["gguf_bytes"]
         lines.append(f"| {model} | decode limit from bandwidth (GGUF {m['gguf_bytes'] / 1e6:.0f} MB) "
                      f"| {limit:.0f} tok/s | {s[lg]['decode_tok_s'] / limit:.0%} of it | | |")

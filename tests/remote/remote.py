@@ -55,7 +55,7 @@ class Setup:
             self.spawn("local", [
                 BIN, "serve", "--addr", f"127.0.0.1:{self.local}",
                 "--data-dir", os.path.join(work, "local"), "--models-dir", MODELS,
-                "--model", MODEL, "--threads", "1", "--parallel", "2",
+                "--model", MODEL, "--threads", "1", "--parallel", "2", "--exact",
             ])
         for name, port in [("remote", self.remote), ("local", self.local)]:
             if port:
@@ -66,7 +66,8 @@ class Setup:
         self.procs[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
 
     def start_upstream(self, name):
-        # Flash attention off, as the in-process engine runs; one thread (2 cores, 3 servers).
+        # Flash attention off, as the in-process engine runs with --exact; one thread (2 cores,
+        # 3 servers).
         self.spawn(name, [
             LLAMA_SERVER, "-m", GGUF, "--host", "127.0.0.1", "--port", str(self.up[name]),
             "-t", "1", "-c", "8192", "-np", "2", "-fa", "off", "--no-webui",

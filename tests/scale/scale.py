@@ -155,6 +155,9 @@ class Cluster:
                 "--data-dir", os.path.join(self.work, name),
                 "--models-dir", MODELS,
                 "--model", "smollm2-135m",
+                # Turns move between replicas and are compared with a one-replica run:
+                # bit-exact reuse, so that a restored state answers as a resident one does.
+                "--exact",
                 "--database-url", self.pg_url,
                 "--replica-id", name,
                 "--lease-secs", str(LEASE_S),

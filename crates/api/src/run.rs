@@ -317,16 +317,21 @@ pub async fn start(
     } = prepare(state, &tenant, &req).await?;
     let model_label = request.model.clone();
     let surface = req.surface.as_str();
-    let generation = state.engine.generate(request).await?;
+    let id = if req.store {
+        new_id(req.previous_interaction_id.as_deref())
+    } else {
+        String::new()
+    };
+    // The engine logs this request's timings within this span (queue wait, prefill,
+    // decode), so that `LOCALGEM_LOG` shows them under the interaction's id.
+    let span = tracing::info_span!("interaction", id = %id, model = %model_label);
+    let generation =
+        tracing::Instrument::instrument(state.engine.generate(request), span.clone()).await?;
 
     let media_tokens = generation.media_tokens;
     let created = now();
     let record = InteractionRecord {
-        id: if req.store {
-            new_id(req.previous_interaction_id.as_deref())
-        } else {
-            String::new()
-        },
+        id,
         tenant: tenant.0,
         model: req.model.clone(),
         status: Status::InProgress,
@@ -358,7 +363,6 @@ pub async fn start(
         surface,
         _key_slot: key_slot,
     };
-    let span = tracing::info_span!("interaction", id = %id);
     tokio::spawn(tracing::Instrument::instrument(
         drive(run, generation),
         span,

@@ -103,6 +103,14 @@ struct EngineArgs {
     /// for seconds. 0: a step takes up to --batch-size prompt tokens.
     #[arg(long, env = "LOCALGEM_MAX_STEP_MS", default_value_t = EngineConfig::default().max_step.as_millis() as u64)]
     max_step_ms: u64,
+    /// Speculative decoding from the conversation: up to this many tokens that follow an
+    /// earlier occurrence of the answer's latest tokens (in the prompt or the answer) are
+    /// checked in the same step as the next token, and kept while the model agrees. Pays on
+    /// answers that quote, edit or extract from their input. Default: 8 where a check at
+    /// load finds that it cannot change an answer (batched logits equal one-token ones bit
+    /// for bit), else off. 0 turns it off.
+    #[arg(long, env = "LOCALGEM_DRAFT_MAX")]
+    draft_max: Option<usize>,
     /// Requests that may wait for a sequence before new ones get 429.
     #[arg(long, env = "LOCALGEM_MAX_QUEUE", default_value_t = EngineConfig::default().max_queue)]
     max_queue: usize,
@@ -113,15 +121,19 @@ struct EngineArgs {
     /// KV sequence slots: live sequences plus finished ones kept for prefix reuse.
     #[arg(long, env = "LOCALGEM_KV_SLOTS", default_value_t = EngineConfig::default().kv_slots)]
     kv_slots: u32,
-    /// Use flash attention (faster on long contexts, but reused and batched prefills then
-    /// round differently from fresh ones, so outputs are no longer bit-identical).
-    #[arg(long, env = "LOCALGEM_FLASH_ATTENTION", default_value_t = false)]
-    flash_attention: bool,
-    /// Keep the K/V written while decoding an answer for the next turn (as llama-server does)
-    /// instead of prefilling the answer again: faster follow-ups, but no longer bit-identical
-    /// to a fresh computation.
-    #[arg(long, env = "LOCALGEM_REUSE_DECODED_KV", default_value_t = false)]
-    reuse_decoded_kv: bool,
+    /// Bit-exact reuse: flash attention off and each answer prefilled again into its
+    /// conversation's state, so that reused, restored, chunked and batched computation give
+    /// exactly what a fresh prefill gives (slower: see BENCHMARKS.md). Speculative decoding
+    /// is then off unless --draft-max asks for it.
+    #[arg(long, env = "LOCALGEM_EXACT", default_value_t = false)]
+    exact: bool,
+    /// Flash attention (default: on, off with --exact).
+    #[arg(long, env = "LOCALGEM_FLASH_ATTENTION", num_args = 0..=1, default_missing_value = "true")]
+    flash_attention: Option<bool>,
+    /// Keep the K/V written while decoding an answer for the next turn instead of prefilling
+    /// the answer again (default: on, off with --exact).
+    #[arg(long, env = "LOCALGEM_REUSE_DECODED_KV", num_args = 0..=1, default_missing_value = "true")]
+    reuse_decoded_kv: Option<bool>,
     /// Disk budget, in MiB, for finished KV states kept in DATA_DIR/kv so that a later turn
     /// (after an eviction, a restart, or on another replica sharing the data dir) restores
     /// its conversation instead of prefilling it again. 0 keeps them in memory only.
@@ -333,12 +345,13 @@ fn engine_config(args: &EngineArgs, data_dir: Option<&Path>) -> Result<EngineCon
         threads: args.threads.unwrap_or(d.threads),
         batch_size: args.batch_size.max(16),
         max_step: std::time::Duration::from_millis(args.max_step_ms),
+        draft_max: args.draft_max,
         max_queue: args.max_queue.max(1),
         gpu_layers: args.gpu_layers,
         kv_slots: args.kv_slots,
         min_reuse: d.min_reuse,
-        flash_attention: args.flash_attention,
-        reuse_decoded_kv: args.reuse_decoded_kv,
+        flash_attention: args.flash_attention.unwrap_or(!args.exact),
+        reuse_decoded_kv: args.reuse_decoded_kv.unwrap_or(!args.exact),
         chat_template,
         spill_dir: data_dir
             .filter(|_| args.kv_disk_budget_mb > 0)

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{post_json, start, Server};
+use common::{post_json, start_default, Server};
 use serde_json::{json, Value};
 
 /// `POST /v1beta/interactions`: status and JSON body.
@@ -86,7 +86,7 @@ fn parsed(s: &Server, body: &Value, what: &str) -> (Value, String) {
 #[ignore = "needs the bundled models; run by scripts/test.sh"]
 fn json_mode_closes_within_every_cap() {
     let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path(), &[]);
+    let s = start_default(dir.path(), &[]);
     // The cookbook request, unchanged.
     parsed(&s, &json_mode(None, 7, 64), "cookbook request");
     // At temperature 1 the model nests `{"}": {"}": …` (seed 4 did, cut at 24 tokens).
@@ -124,7 +124,7 @@ fn json_mode_closes_within_every_cap() {
 fn json_mode_closes_at_the_end_of_the_context() {
     let dir = tempfile::tempdir().unwrap();
     // One slot of 256 cells: the context ends long before the output cap.
-    let s = start(
+    let s = start_default(
         dir.path(),
         &["--ctx-size", "256", "--kv-slots", "1", "--parallel", "1"],
     );
@@ -215,7 +215,7 @@ fn tree_ok(v: &Value) -> bool {
 #[ignore = "needs the bundled models; run by scripts/test.sh"]
 fn schemas_with_defs_and_refs_are_enforced_as_written() {
     let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path(), &[]);
+    let s = start_default(dir.path(), &[]);
     for seed in [0, 1, 2] {
         for mode in ["any", "validated"] {
             let (st, v) = post(

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{metric, post_json, start, upload};
+use common::{metric, post_json, start_default, upload};
 use serde_json::{json, Value};
 
 /// SmolLM2's control tokens, as a user could type them: with special-token parsing each is
@@ -43,7 +43,7 @@ fn assert_plain(added: &[(&str, u64, u64)]) {
 #[ignore = "needs the bundled models; run by scripts/test.sh"]
 fn control_token_texts_in_any_request_text_are_plain_text() {
     let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path(), &[]);
+    let s = start_default(dir.path(), &[]);
     let url = &s.url;
     let mut added = Vec::new();
 
@@ -125,7 +125,7 @@ fn warm_up(url: &str) {
 fn a_huge_prompt_is_refused_untokenized_and_never_delays_another_key() {
     let dir = tempfile::tempdir().unwrap();
     // A body limit above the prompt's size: the limit is not what refuses it.
-    let s = start(dir.path(), &["--max-body-bytes", "67108864"]);
+    let s = start_default(dir.path(), &["--max-body-bytes", "67108864"]);
     let url = s.url.clone();
     warm_up(&url);
     assert_eq!(metric(&url, REFUSED), 0.0);
@@ -179,7 +179,7 @@ fn a_long_prompt_is_tokenized_off_the_engine_thread() {
     // One 65,536-token sequence: a 10 MB prompt is not refused on its size alone (the
     // longest SmolLM2 token is 162 bytes), so it is tokenized (millions of tokens, seconds)
     // before it is refused.
-    let s = start(
+    let s = start_default(
         dir.path(),
         &[
             "--max-body-bytes",

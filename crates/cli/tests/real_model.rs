@@ -17,7 +17,8 @@ use serde_json::{json, Value};
 #[ignore = "needs the bundled models; run by scripts/test.sh"]
 fn real_generation_usage_and_determinism() {
     let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path(), &[]);
+    // The defaults: a repeated request reuses the first one's KV and still answers the same.
+    let s = start_default(dir.path(), &[]);
     let (st, a) = s.post(greedy("How does AI work?", 40));
     assert_eq!(st, 200, "{a}");
     let t = text(&a);

@@ -388,8 +388,12 @@ fn regex_escape(s: &str) -> String {
 /// Grammars of one model: the llguidance parser factory over its vocabulary, built on the
 /// first constrained request (walking a 262k vocabulary takes a moment).
 pub struct Grammars {
-    factory: Option<ParserFactory>,
-    /// The token of each byte, where the vocabulary has one.
+    built: std::sync::OnceLock<Result<Built, String>>,
+}
+
+/// The parser factory, and the token of each byte where the vocabulary has one.
+struct Built {
+    factory: ParserFactory,
     byte_tokens: Vec<Option<u32>>,
 }
 
@@ -397,9 +401,17 @@ impl Grammars {
     /// No factory yet.
     pub fn new() -> Self {
         Grammars {
-            factory: None,
-            byte_tokens: Vec::new(),
+            built: std::sync::OnceLock::new(),
         }
+    }
+
+    fn factory(&self) -> Option<&ParserFactory> {
+        Some(&self.built.get()?.as_ref().ok()?.factory)
+    }
+
+    fn byte_token(&self, b: u8) -> Option<u32> {
+        let built = self.built.get()?.as_ref().ok()?;
+        built.byte_tokens.get(usize::from(b)).copied().flatten()
     }
 
     /// A matcher for `grammar`, building the factory from `env` on first use.
@@ -408,19 +420,22 @@ impl Grammars {
     /// The grammar does not compile (an unsupported schema feature, say); the message names
     /// what.
     pub fn matcher(
-        &mut self,
+        &self,
         env: impl FnOnce() -> TokEnv,
         grammar: TopLevelGrammar,
     ) -> Result<Matcher, String> {
-        if self.factory.is_none() {
+        let built = self.built.get_or_init(|| {
             let env = env();
             let trie = env.tok_trie();
-            self.byte_tokens = (0..=255u8).map(|b| trie.token_id(&[b])).collect();
-            let mut f = ParserFactory::new_simple(&env).map_err(|e| e.to_string())?;
-            f.set_stderr_log_level(0);
-            self.factory = Some(f);
-        }
-        let factory = self.factory.as_ref().expect("set above");
+            let byte_tokens = (0..=255u8).map(|b| trie.token_id(&[b])).collect();
+            let mut factory = ParserFactory::new_simple(&env).map_err(|e| e.to_string())?;
+            factory.set_stderr_log_level(0);
+            Ok(Built {
+                factory,
+                byte_tokens,
+            })
+        });
+        let factory = &built.as_ref().map_err(Clone::clone)?.factory;
         let parser = factory
             .create_parser(grammar)
             .map_err(|e| clean_error(&e.to_string()))?;
@@ -629,7 +644,7 @@ impl Plan {
 impl Grammars {
     /// Tokens spelling exactly `bytes` (longest tokens first), if the vocabulary can.
     fn tokens_of(&self, bytes: &[u8]) -> Option<Vec<u32>> {
-        let trie = self.factory.as_ref()?.tok_env().tok_trie();
+        let trie = self.factory()?.tok_env().tok_trie();
         let tokens = trie.greedy_tokenize(bytes);
         (trie.decode_raw(&tokens) == bytes).then_some(tokens)
     }
@@ -651,7 +666,7 @@ impl Grammars {
             s.feed(&[b]);
             s.distance()
         };
-        let token = |b: u8| self.byte_tokens.get(usize::from(b)).copied().flatten();
+        let token = |b: u8| self.byte_token(b);
         let cheap = FILLERS
             .iter()
             .copied()
@@ -705,8 +720,7 @@ impl Grammars {
     }
 
     fn token_bytes(&self, t: u32) -> Vec<u8> {
-        self.factory
-            .as_ref()
+        self.factory()
             .map(|f| f.tok_env().tok_trie().token(t).to_vec())
             .unwrap_or_default()
     }
@@ -851,7 +865,7 @@ mod tests {
     /// Feed `text` byte by byte (the single-byte vocabulary); true when every byte was
     /// allowed and the grammar may end there.
     fn accepts(g: TopLevelGrammar, text: &str) -> bool {
-        let mut grammars = Grammars::new();
+        let grammars = Grammars::new();
         let mut m = grammars
             .matcher(ApproximateTokEnv::single_byte_env, g)
             .unwrap();
@@ -962,7 +976,7 @@ mod tests {
 
     #[test]
     fn unsupported_schemas_are_named() {
-        let mut grammars = Grammars::new();
+        let grammars = Grammars::new();
         let bad =
             TopLevelGrammar::from_json_schema(json!({"type": "object", "if": {"type": "object"}}));
         match grammars.matcher(ApproximateTokEnv::single_byte_env, bad) {
@@ -1206,7 +1220,7 @@ mod tests {
 
     /// Feed `text` to a matcher of `g` over single bytes and plan the rest from there.
     fn plan_after(g: TopLevelGrammar, text: &str) -> Plan {
-        let mut grammars = Grammars::new();
+        let grammars = Grammars::new();
         let mut m = grammars
             .matcher(ApproximateTokEnv::single_byte_env, g)
             .unwrap();
@@ -1295,7 +1309,7 @@ mod tests {
         margin: usize,
         wants: &[&str],
     ) -> (String, usize) {
-        let mut grammars = Grammars::new();
+        let grammars = Grammars::new();
         let e = env.clone();
         let mut m = grammars.matcher(move || e, g).unwrap();
         let trie = env.tok_trie();

@@ -14,8 +14,10 @@ mod output;
 pub mod parse;
 mod prompt;
 pub mod remote;
+pub mod restore;
 pub mod scheduler;
 pub mod special;
+pub mod speculate;
 pub mod spill;
 mod telemetry;
 pub mod template;
@@ -69,6 +71,10 @@ pub struct EngineConfig {
     /// this long (learned from the steps so far; at least a few tokens), so that a long new
     /// prompt does not stop the live streams for seconds. Zero: bounded by `batch_size` only.
     pub max_step: std::time::Duration,
+    /// Draft tokens a step may verify for speculative decoding from the conversation
+    /// ([`speculate`]); 0 turns speculation off. `None`: [`DEFAULT_DRAFT_MAX`] where a check
+    /// at load finds that verifying drafts in a batch cannot change an answer, else off.
+    pub draft_max: Option<usize>,
     /// Requests that may wait for a free sequence before new ones get 429.
     pub max_queue: usize,
     /// Layers to offload to a GPU; `None`: all of them when the build has a GPU backend that
@@ -79,12 +85,14 @@ pub struct EngineConfig {
     pub kv_slots: u32,
     /// Shortest cached prefix, in tokens, worth reusing a slot for.
     pub min_reuse: u32,
-    /// Use flash attention. Off by default: it makes reused or batched computation round
-    /// differently from a fresh one (see the worker).
+    /// Use flash attention. On by default (faster, and needed for drafts checked in a batch
+    /// to get exactly the logits of one-token steps); off for bit-exact reuse, since with it
+    /// a prompt prefilled in chunks rounds differently from one prefilled at once.
     pub flash_attention: bool,
     /// Keep the K/V that decoding wrote for an answer, instead of prefilling the answer into
-    /// the conversation's state again. Saves that prefill, but one-token decode steps round
-    /// differently from a prefill, so a later turn may differ from a fresh computation.
+    /// the conversation's state again. On by default (saves that prefill); off for bit-exact
+    /// reuse, since one-token decode steps round differently from a prefill, so a later turn
+    /// may differ from a fresh computation.
     pub reuse_decoded_kv: bool,
     /// A Jinja chat template used instead of the one in the GGUF.
     pub chat_template: Option<String>,
@@ -105,18 +113,22 @@ impl Default for EngineConfig {
                 .unwrap_or(2),
             batch_size: 512,
             max_step: std::time::Duration::from_millis(200),
+            draft_max: None,
             max_queue: 64,
             gpu_layers: None,
             kv_slots: 8,
             min_reuse: 16,
-            flash_attention: false,
-            reuse_decoded_kv: false,
+            flash_attention: true,
+            reuse_decoded_kv: true,
             chat_template: None,
             spill_dir: None,
             spill_budget: 4 << 30,
         }
     }
 }
+
+/// Draft tokens a step verifies by default, where that is exact ([`EngineConfig::draft_max`]).
+pub const DEFAULT_DRAFT_MAX: usize = 8;
 
 /// How long a request waits for its model to finish loading before it gets 503.
 const LOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
@@ -357,6 +369,7 @@ impl Engine for LlamaEngine {
         w.tx.try_send(Command::Generate {
             rendered: Box::new(rendered),
             admit,
+            span: tracing::Span::current(),
         })
         .map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => {

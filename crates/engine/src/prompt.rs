@@ -15,13 +15,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::token_type::LlamaTokenAttr;
 use llguidance::api::TopLevelGrammar;
+use llguidance::Matcher;
 use localgem_core::{EngineError, GenerateRequest, MediaData, ToolMode, MEDIA_MARKER};
 use metrics::{counter, Counter};
 
-use crate::constrain::grammar_for;
+use crate::constrain::{grammar_for, Grammars};
 use crate::special::{pieces, SpecialTexts};
 use crate::template::ChatTemplate;
 
@@ -30,8 +32,9 @@ pub(crate) struct Rendered {
     /// The request (functions dropped under [`ToolMode::None`]; no thinking under a
     /// grammar).
     pub request: GenerateRequest,
-    /// The grammar the output must follow.
-    pub grammar: Option<TopLevelGrammar>,
+    /// The grammar the output must follow, compiled (only where the prompter compiles
+    /// grammars: for the engine thread).
+    pub matcher: Option<Matcher>,
     /// The prompt's text tokens: one run before each image and one after the last (the
     /// first starts with BOS where the model wants one).
     pub runs: Vec<Vec<LlamaToken>>,
@@ -52,6 +55,9 @@ pub(crate) struct Prompter {
     vision: bool,
     /// The sample rate of its audio encoder, when it takes audio.
     audio_rate: Option<u32>,
+    /// Compiles output grammars (llguidance) for the engine thread; `None` where the output
+    /// is constrained elsewhere (a remote engine).
+    grammars: Option<Arc<Grammars>>,
     refused_untokenized: Counter,
 }
 
@@ -134,6 +140,7 @@ impl Prompter {
         limit: u64,
         vision: bool,
         audio_rate: Option<u32>,
+        grammars: Option<Arc<Grammars>>,
     ) -> Self {
         let max_token_bytes = max_token_bytes(&model);
         tracing::debug!(model = %model_id, ?max_token_bytes, "longest token");
@@ -145,6 +152,7 @@ impl Prompter {
             max_token_bytes,
             vision,
             audio_rate,
+            grammars,
             refused_untokenized: counter!(
                 "localgem_prompts_refused_untokenized_total", "model" => model_id.to_owned()
             ),
@@ -184,7 +192,17 @@ impl Prompter {
     /// The template rejects the conversation, the media do not match their places, or the
     /// prompt is longer than the context allows.
     pub fn render(&self, request: GenerateRequest) -> Result<Rendered, EngineError> {
-        self.render_with(request, true)
+        let (mut rendered, grammar) = self.render_with(request, true)?;
+        // Compiling a schema can take a while: it happens here too, not on the engine thread.
+        if let (Some(g), Some(grammars)) = (grammar, &self.grammars) {
+            let model = &self.model;
+            rendered.matcher = Some(
+                grammars
+                    .matcher(|| LlamaSampler::llguidance_tok_env(model), g)
+                    .map_err(EngineError::Unsupported)?,
+            );
+        }
+        Ok(rendered)
     }
 
     /// The prompt's text tokens (BOS included), whatever its length; media positions are
@@ -193,7 +211,7 @@ impl Prompter {
     /// # Errors
     /// The template rejects the conversation, or the media do not match their places.
     pub fn count(&self, request: GenerateRequest) -> Result<u64, EngineError> {
-        let rendered = self.render_with(request, false)?;
+        let (rendered, _) = self.render_with(request, false)?;
         Ok(rendered.runs.iter().map(Vec::len).sum::<usize>() as u64)
     }
 
@@ -201,7 +219,7 @@ impl Prompter {
         &self,
         mut request: GenerateRequest,
         check_limit: bool,
-    ) -> Result<Rendered, EngineError> {
+    ) -> Result<(Rendered, Option<TopLevelGrammar>), EngineError> {
         if request.tool_mode == ToolMode::None {
             request.tools.clear();
         }
@@ -285,11 +303,14 @@ impl Prompter {
         if check_limit && media == 0 && tokens as u64 > self.limit() {
             return Err(self.too_long(tokens as u64));
         }
-        Ok(Rendered {
-            request,
+        Ok((
+            Rendered {
+                request,
+                matcher: None,
+                runs,
+                in_thought,
+            },
             grammar,
-            runs,
-            in_thought,
-        })
+        ))
     }
 }

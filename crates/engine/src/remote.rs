@@ -86,6 +86,7 @@ impl RemoteEngine {
                 u64::MAX,
                 false,
                 None,
+                None,
             ));
             let pool = Pool::new(PoolConfig {
                 model: spec.id.clone(),

@@ -1,6 +1,7 @@
 //! Per-step planning: which sequences put how many tokens into the next `decode`.
 //!
-//! Every decoding sequence gets exactly one token (so running streams never stall), and the
+//! Every decoding sequence gets exactly one token (so running streams never stall), then
+//! the draft tokens of speculating sequences ([`crate::speculate`]) up to a cap, and the
 //! remaining token budget goes to pending prompts in admission order (chunked prefill). While
 //! streams are decoding, the prompt tokens of a step are also bounded in time
 //! ([`StepBudget`]): a step carries only as many as keep it within the step-time target, so
@@ -16,12 +17,27 @@ pub struct SeqState {
     pub pending_prompt: usize,
     /// Whether the sequence has finished its prompt and samples a token each step.
     pub decoding: bool,
+    /// Draft tokens a decoding sequence proposes to verify after its next token.
+    pub draft: usize,
 }
 
-/// Tokens to feed per sequence this step, index-aligned with the input; 0 means skip. At most
-/// `budget` tokens in all, of which at most `prefill_cap` prompt tokens.
-pub fn plan(seqs: &[SeqState], budget: usize, prefill_cap: usize) -> Vec<usize> {
-    let mut left = budget;
+/// What one step may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Tokens in all.
+    pub budget: usize,
+    /// Prompt tokens.
+    pub prefill_cap: usize,
+    /// Draft tokens.
+    pub draft_cap: usize,
+}
+
+/// Tokens to feed per sequence this step, index-aligned with the input; 0 means skip; a
+/// decoding sequence's count is its next token plus the drafts it got. At most
+/// `limits.budget` tokens in all, of which at most `prefill_cap` prompt tokens and
+/// `draft_cap` draft tokens; drafts go before prompt chunks, in sequence order.
+pub fn plan(seqs: &[SeqState], limits: Limits) -> Vec<usize> {
+    let mut left = limits.budget;
     let mut out: Vec<usize> = seqs
         .iter()
         .map(|s| {
@@ -33,7 +49,16 @@ pub fn plan(seqs: &[SeqState], budget: usize, prefill_cap: usize) -> Vec<usize> 
             }
         })
         .collect();
-    let mut prefill = prefill_cap.min(left);
+    let mut drafts = limits.draft_cap.min(left);
+    for (i, s) in seqs.iter().enumerate() {
+        if out[i] == 1 && s.draft > 0 && drafts > 0 {
+            let n = s.draft.min(drafts);
+            out[i] += n;
+            drafts -= n;
+            left -= n;
+        }
+    }
+    let mut prefill = limits.prefill_cap.min(left);
     for (i, s) in seqs.iter().enumerate() {
         if !s.decoding && s.pending_prompt > 0 && prefill > 0 {
             let n = s.pending_prompt.min(prefill);
@@ -42,6 +67,21 @@ pub fn plan(seqs: &[SeqState], budget: usize, prefill_cap: usize) -> Vec<usize> 
         }
     }
     out
+}
+
+/// What admission needs to know about a queued request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Queued {
+    /// Its caller went away: it is dropped, never admitted.
+    pub cancelled: bool,
+    /// A state for it is still being read from disk.
+    pub reading: bool,
+}
+
+/// The queued request to admit next: the oldest still wanted whose state (if any) has been
+/// read; one waiting for a read does not hold up those behind it.
+pub fn next_to_admit(queue: &[Queued]) -> Option<usize> {
+    queue.iter().position(|q| !q.cancelled && !q.reading)
 }
 
 /// How many prompt tokens a step may carry next to decoding sequences, from what steps have
@@ -155,13 +195,76 @@ mod tests {
         SeqState {
             pending_prompt: 0,
             decoding: true,
+            draft: 0,
         }
+    }
+    fn spec(draft: usize) -> SeqState {
+        SeqState { draft, ..dec() }
     }
     fn pre(n: usize) -> SeqState {
         SeqState {
             pending_prompt: n,
             decoding: false,
+            draft: 0,
         }
+    }
+    fn plan(seqs: &[SeqState], budget: usize, prefill_cap: usize) -> Vec<usize> {
+        super::plan(
+            seqs,
+            Limits {
+                budget,
+                prefill_cap,
+                draft_cap: 8,
+            },
+        )
+    }
+
+    #[test]
+    fn drafts_after_every_next_token_and_before_prompts_within_their_cap() {
+        let lim = |budget, draft_cap| Limits {
+            budget,
+            prefill_cap: budget,
+            draft_cap,
+        };
+        assert_eq!(
+            super::plan(&[pre(600), spec(5), dec(), spec(5)], lim(512, 8)),
+            vec![501, 6, 1, 4]
+        );
+        // A small batch: next tokens first, then drafts, then the prompt.
+        assert_eq!(
+            super::plan(&[spec(5), pre(600), spec(5)], lim(8, 8)),
+            vec![6, 0, 2]
+        );
+        assert_eq!(
+            super::plan(&[spec(5), pre(600), spec(5)], lim(512, 0)),
+            vec![1, 510, 1]
+        );
+        // Drafts of a sequence that is not decoding are nothing.
+        let odd = SeqState {
+            draft: 3,
+            ..pre(10)
+        };
+        assert_eq!(super::plan(&[odd], lim(512, 8)), vec![10]);
+    }
+
+    #[test]
+    fn admission_is_in_order_skipping_the_cancelled_and_passing_reads() {
+        let (ok, gone, read) = (
+            Queued::default(),
+            Queued {
+                cancelled: true,
+                reading: false,
+            },
+            Queued {
+                cancelled: false,
+                reading: true,
+            },
+        );
+        assert_eq!(next_to_admit(&[ok, ok]), Some(0));
+        assert_eq!(next_to_admit(&[gone, ok]), Some(1));
+        assert_eq!(next_to_admit(&[read, gone, ok, ok]), Some(2));
+        assert_eq!(next_to_admit(&[read, gone]), None);
+        assert_eq!(next_to_admit(&[]), None);
     }
 
     #[test]

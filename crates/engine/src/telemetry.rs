@@ -26,6 +26,11 @@ pub(crate) struct EngineMetrics {
     pub audio_encoded: Counter,
     pub disk_states: Gauge,
     pub disk_bytes: Gauge,
+    pub draft_tokens: Counter,
+    pub draft_accepted: Counter,
+    pub draft_acceptance: Gauge,
+    /// Draft tokens proposed and accepted so far (for the acceptance gauge).
+    drafts: (u64, u64),
 }
 
 impl EngineMetrics {
@@ -52,7 +57,21 @@ impl EngineMetrics {
             images_encoded: counter!("localgem_images_encoded_total", "model" => m.clone()),
             audio_encoded: counter!("localgem_audio_clips_encoded_total", "model" => m.clone()),
             disk_states: gauge!("localgem_kv_disk_states", "model" => m.clone()),
-            disk_bytes: gauge!("localgem_kv_disk_bytes", "model" => m),
+            disk_bytes: gauge!("localgem_kv_disk_bytes", "model" => m.clone()),
+            draft_tokens: counter!("localgem_spec_draft_tokens_total", "model" => m.clone()),
+            draft_accepted: counter!("localgem_spec_accepted_tokens_total", "model" => m.clone()),
+            draft_acceptance: gauge!("localgem_spec_acceptance_rate", "model" => m),
+            drafts: (0, 0),
         }
+    }
+
+    /// A step verified `proposed` draft tokens and kept `accepted` of them.
+    pub fn record_drafts(&mut self, proposed: u64, accepted: u64) {
+        self.draft_tokens.increment(proposed);
+        self.draft_accepted.increment(accepted);
+        self.drafts.0 += proposed;
+        self.drafts.1 += accepted;
+        self.draft_acceptance
+            .set(self.drafts.1 as f64 / self.drafts.0.max(1) as f64);
     }
 }

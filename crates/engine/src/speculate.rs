@@ -1,0 +1,194 @@
+//! Draft-free speculative decoding (prompt lookup).
+//!
+//! An answer that quotes, edits or extracts from what is already in the conversation repeats
+//! runs of its tokens. [`lookup`] finds the latest earlier occurrence of the sequence's last
+//! few tokens and proposes the tokens that followed it; the engine feeds them after the
+//! sequence's next token in the same batch, samples at every position, and keeps the drafts
+//! up to the first one the sampler does not pick. Each token kept is one the sampler drew
+//! from the logits of exactly the prefix it follows, so the answer is the one decoding
+//! without drafts produces (greedy: the same tokens; sampled: the same draws of the seeded
+//! generator, one per token) and only the number of steps changes.
+//!
+//! [`DraftPolicy`] keeps a sequence from paying for drafts that do not land: after drafts
+//! are rejected a few times in a row it pauses drafting for a while (longer each time), and
+//! the draft length follows what was accepted lately.
+
+/// The shortest run of the latest tokens looked up.
+pub const MIN_NGRAM: usize = 2;
+/// The longest run looked up (the longest match found first wins).
+pub const MAX_NGRAM: usize = 4;
+
+/// Up to `max` tokens that followed the latest earlier occurrence of `context`'s last
+/// [`MAX_NGRAM`]..=[`MIN_NGRAM`] tokens (longest first). Tokens outside `0..vocab` (the
+/// synthetic ids media positions hold) end a draft.
+pub fn lookup(context: &[i32], max: usize, vocab: i32) -> Vec<i32> {
+    let len = context.len();
+    if max == 0 || len < MIN_NGRAM + 1 {
+        return Vec::new();
+    }
+    for n in (MIN_NGRAM..=MAX_NGRAM.min(len - 1)).rev() {
+        let key = &context[len - n..];
+        // Latest start first; the occurrence must end before the key itself does, so that
+        // at least one token follows it.
+        for start in (0..len - n).rev() {
+            if context[start..start + n] == *key {
+                let draft: Vec<i32> = context[start + n..]
+                    .iter()
+                    .take(max)
+                    .take_while(|&&t| (0..vocab).contains(&t))
+                    .copied()
+                    .collect();
+                if !draft.is_empty() {
+                    return draft;
+                }
+            }
+        }
+    }
+    Vec::new()
+}
+
+/// How many tokens one sequence drafts, from how its drafts fared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DraftPolicy {
+    max: usize,
+    /// The current draft length (1..=max).
+    len: usize,
+    /// Drafts in a row of which nothing was accepted.
+    misses: u32,
+    /// Steps left without drafting.
+    pause: u32,
+}
+
+impl DraftPolicy {
+    /// Misses in a row before drafting pauses.
+    pub const PATIENCE: u32 = 2;
+    /// The longest pause, in steps.
+    pub const MAX_PAUSE: u32 = 64;
+
+    /// A policy drafting up to `max` tokens (0: never).
+    pub fn new(max: usize) -> Self {
+        DraftPolicy {
+            max,
+            len: max.clamp(1, 4),
+            misses: 0,
+            pause: 0,
+        }
+    }
+
+    /// Tokens a draft may have at this step (0: do not draft). Each call is one step.
+    pub fn budget(&mut self) -> usize {
+        if self.max == 0 {
+            return 0;
+        }
+        if self.pause > 0 {
+            self.pause -= 1;
+            return 0;
+        }
+        self.len
+    }
+
+    /// A draft of `proposed` tokens had its first `accepted` kept.
+    pub fn observe(&mut self, proposed: usize, accepted: usize) {
+        if proposed == 0 || self.max == 0 {
+            return;
+        }
+        if accepted == 0 {
+            self.misses += 1;
+            self.len = (self.len / 2).max(1);
+            if self.misses >= Self::PATIENCE {
+                let doublings = (self.misses - Self::PATIENCE).min(6);
+                self.pause = (2u32 << doublings).min(Self::MAX_PAUSE);
+            }
+            return;
+        }
+        self.misses = 0;
+        self.len = if accepted == proposed {
+            (self.len * 2).min(self.max)
+        } else {
+            (accepted + 1).clamp(1, self.max)
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_latest_longest_match_proposes_what_followed_it() {
+        // ... 1 2 3 [9 9] ... 1 2 3 [7 8] ... 2 3 -> the later "2 3" continues with 7 8.
+        let ctx = [1, 2, 3, 9, 9, 5, 1, 2, 3, 7, 8, 6, 2, 3];
+        assert_eq!(lookup(&ctx, 2, 100), vec![7, 8]);
+        // A longer key beats a later shorter one: "1 2 3" (at 0) before "2 3" (at 5).
+        let ctx = [1, 2, 3, 4, 5, 2, 3, 6, 1, 2, 3];
+        assert_eq!(lookup(&ctx, 3, 100), vec![4, 5, 2]);
+        // The draft stops at the end of the context.
+        let ctx = [4, 5, 6, 4, 5];
+        assert_eq!(lookup(&ctx, 8, 100), vec![6, 4, 5]);
+    }
+
+    #[test]
+    fn nothing_to_propose() {
+        assert!(lookup(&[1, 2, 3, 4, 5, 6], 4, 100).is_empty());
+        assert!(lookup(&[1, 2], 4, 100).is_empty());
+        assert!(lookup(&[1, 2, 1, 2], 0, 100).is_empty());
+        // A single repeated token is no evidence (keys are two tokens at least).
+        assert!(lookup(&[7, 1, 8, 1], 4, 100).is_empty());
+    }
+
+    #[test]
+    fn media_ids_end_a_draft() {
+        // 500 and -3 stand for positions of an image (outside the vocabulary of 100).
+        let ctx = [1, 2, 5, 500, 6, 1, 2];
+        assert_eq!(lookup(&ctx, 4, 100), vec![5]);
+        let ctx = [1, 2, -3, 6, 1, 2];
+        assert!(lookup(&ctx, 4, 100).is_empty());
+    }
+
+    #[test]
+    fn misses_pause_drafting_for_longer_each_time() {
+        let mut p = DraftPolicy::new(8);
+        assert_eq!(p.budget(), 4);
+        p.observe(4, 0);
+        assert_eq!(p.budget(), 2, "a miss halves the draft");
+        p.observe(2, 0);
+        // Two misses in a row: two steps without drafts.
+        assert_eq!((p.budget(), p.budget(), p.budget()), (0, 0, 1));
+        p.observe(1, 0);
+        let paused = std::iter::from_fn(|| Some(p.budget()))
+            .take_while(|&b| b == 0)
+            .count();
+        assert_eq!(paused, 4, "the next pause is twice as long");
+        for _ in 0..20 {
+            p.observe(1, 0);
+        }
+        while p.budget() == 0 {}
+        assert_eq!(p.pause, 0);
+        p.observe(1, 0);
+        assert!(p.pause <= DraftPolicy::MAX_PAUSE);
+    }
+
+    #[test]
+    fn accepted_drafts_grow_the_draft() {
+        let mut p = DraftPolicy::new(8);
+        p.observe(4, 4);
+        assert_eq!(p.budget(), 8);
+        p.observe(8, 8);
+        assert_eq!(p.budget(), 8, "never past the maximum");
+        p.observe(8, 3);
+        assert_eq!(p.budget(), 4, "a partial hit keeps what landed, plus one");
+        // A hit ends a run of misses.
+        p.observe(4, 0);
+        p.observe(2, 1);
+        p.observe(2, 0);
+        assert_eq!(p.budget(), 1, "one miss after a hit does not pause");
+    }
+
+    #[test]
+    fn off_means_off() {
+        let mut p = DraftPolicy::new(0);
+        assert_eq!(p.budget(), 0);
+        p.observe(3, 3);
+        assert_eq!(p.budget(), 0);
+    }
+}

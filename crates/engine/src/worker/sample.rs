@@ -1,0 +1,193 @@
+//! Picking a sequence's next token from the logits of a decode: the sampler chain, the
+//! output grammar, forced tokens; and checking a speculative draft against what is picked.
+
+use std::time::Instant;
+
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::data_array::LlamaTokenDataArray;
+use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::vocab::LlamaVocab;
+use llguidance::Matcher;
+use localgem_core::{FinishReason, GenerateRequest};
+
+use super::{Seq, CLOSE_MARGIN};
+use crate::constrain::{try_token, Grammars, Pick, Verdict};
+
+pub(super) fn sampler_for(request: &GenerateRequest) -> LlamaSampler {
+    let s = request.sampling;
+    if s.temperature <= 0.0 {
+        LlamaSampler::greedy()
+    } else {
+        let mut chain = Vec::with_capacity(4);
+        if s.top_k > 0 {
+            chain.push(LlamaSampler::top_k(s.top_k.min(i32::MAX as u32) as i32));
+        }
+        chain.push(LlamaSampler::top_p(
+            s.top_p.clamp(f32::MIN_POSITIVE, 1.0),
+            1,
+        ));
+        chain.push(LlamaSampler::temp(s.temperature));
+        chain.push(LlamaSampler::dist(s.seed));
+        LlamaSampler::chain_simple(chain)
+    }
+}
+
+/// Sample under a grammar: the token the ordinary sampler picks is kept when the grammar
+/// allows it (the common case, and cheap); otherwise the full mask is computed and the
+/// sampler picks again among the allowed tokens only. `None` when nothing is allowed (the
+/// grammar is complete).
+pub(super) fn sample_constrained(
+    sampler: &mut LlamaSampler,
+    m: &mut Matcher,
+    ctx: &LlamaContext<'_>,
+    idx: i32,
+    vocab: &LlamaVocab<'_>,
+) -> Option<LlamaToken> {
+    if m.is_stopped() {
+        return None;
+    }
+    let first = sampler.sample(ctx, idx);
+    if vocab.is_eog(first) {
+        if m.is_accepting().unwrap_or(false) {
+            return Some(first);
+        }
+    } else if try_token(m, first.0 as u32) == Verdict::Accepted {
+        return Some(first);
+    }
+    // The sampler's pick missed: the mask, and whether the grammar may end here.
+    let (mask, accepting) = (m.compute_mask().ok()?, m.is_accepting().unwrap_or(false));
+    let allowed: Vec<_> = ctx
+        .candidates_ith(idx)
+        .filter(|d| {
+            let t = d.id();
+            if vocab.is_eog(t) {
+                accepting
+            } else {
+                mask.is_allowed(t.0 as u32)
+            }
+        })
+        .collect();
+    if allowed.is_empty() {
+        return None;
+    }
+    let mut arr = LlamaTokenDataArray::new(allowed, false);
+    arr.apply_sampler(sampler);
+    let tok = arr.selected_token()?;
+    if !vocab.is_eog(tok) && try_token(m, tok.0 as u32) != Verdict::Accepted {
+        return None;
+    }
+    Some(tok)
+}
+
+/// How a sequence goes on after a token is picked for it.
+pub(super) enum Next {
+    /// Feed this token at the next position.
+    Token(LlamaToken),
+    /// Finished: why, and whether a stop sequence ended it.
+    Done(FinishReason, bool),
+}
+
+/// Pick the token at batch index `idx` for `s` (a forced token, or sampled, under its grammar
+/// when it has one), record it and stream its text. `s.n_past` is the number of positions in
+/// its KV counting the token whose logits `idx` holds.
+pub(super) fn take_token(
+    s: &mut Seq,
+    ctx: &LlamaContext<'_>,
+    idx: i32,
+    vocab: &LlamaVocab<'_>,
+    grammars: &Grammars,
+    per_seq: u32,
+) -> Next {
+    let tok = match s.forced.pop_front() {
+        Some(t) => t,
+        None => match s.matcher.as_mut() {
+            Some(m) => {
+                // Tokens left counting this one: to the output cap, and to the end of the
+                // context (see the `ContextFull` check below).
+                let room = s
+                    .out
+                    .max_output
+                    .saturating_sub(s.out.answer_tokens())
+                    .min(per_seq.saturating_sub(s.n_past as u32))
+                    .max(1) as usize;
+                // A quarter of what the answer could have had at most.
+                let most = s
+                    .out
+                    .max_output
+                    .min(per_seq.saturating_sub(s.prompt.len() as u32));
+                let margin = CLOSE_MARGIN.min(most / 4) as usize;
+                let wrap = s
+                    .closer
+                    .need(grammars, m)
+                    .is_some_and(|need| room <= need + margin);
+                let sampled = if wrap && m.is_accepting().unwrap_or(false) {
+                    Some(vocab.eos())
+                } else {
+                    sample_constrained(&mut s.sampler, m, ctx, idx, vocab)
+                };
+                match sampled {
+                    Some(t) if vocab.is_eog(t) => t,
+                    Some(t) => match s.closer.settle(grammars, m, t.0 as u32, room, wrap) {
+                        Pick::Token(t) => LlamaToken(t as i32),
+                        Pick::End => vocab.eos(),
+                    },
+                    // The grammar allows nothing more: it is complete.
+                    None => return Next::Done(FinishReason::Stop, false),
+                }
+            }
+            None => s.sampler.sample(ctx, idx),
+        },
+    };
+    s.output.push(tok);
+    s.history.push(tok.0);
+    if vocab.is_eog(tok) {
+        return Next::Done(FinishReason::Stop, false);
+    }
+    s.timing.first_token.get_or_insert_with(Instant::now);
+    let stopped = s.out.token(&vocab.token_to_piece(tok, false, None));
+    // A spent budget closes the thought: its closing tag is fed instead of sampled tokens.
+    if s.forced.is_empty() {
+        if let Some(close) = s.out.thought_spent() {
+            s.forced
+                .extend(vocab.tokenize(close.as_bytes(), false, true));
+        }
+    }
+    if stopped {
+        Next::Done(FinishReason::Stop, true)
+    } else if s.matcher.as_ref().is_some_and(Matcher::is_stopped) {
+        Next::Done(FinishReason::Stop, false)
+    } else if s.out.capped() {
+        Next::Done(FinishReason::MaxTokens, false)
+    } else if s.n_past as u32 + 1 >= per_seq {
+        Next::Done(FinishReason::ContextFull, false)
+    } else {
+        Next::Token(tok)
+    }
+}
+
+/// After a decode that fed `s`'s next token at batch index `idx` followed by its draft at
+/// `idx + 1..`: pick tokens position by position while each one picked is the draft token
+/// fed after it (so the logits of the next position were computed from the right prefix).
+/// Returns how the sequence goes on and how many draft tokens were kept; `s.n_past` counts
+/// the positions whose KV stays valid.
+pub(super) fn verify(
+    s: &mut Seq,
+    ctx: &LlamaContext<'_>,
+    idx: i32,
+    vocab: &LlamaVocab<'_>,
+    grammars: &Grammars,
+    per_seq: u32,
+) -> (Next, usize) {
+    let draft = std::mem::take(&mut s.draft);
+    let base = s.n_past;
+    let mut kept = 0;
+    loop {
+        s.n_past = base + kept as i32;
+        let next = take_token(s, ctx, idx + kept as i32, vocab, grammars, per_seq);
+        match next {
+            Next::Token(t) if kept < draft.len() && t == draft[kept] => kept += 1,
+            _ => return (next, kept),
+        }
+    }
+}
