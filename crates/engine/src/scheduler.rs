@@ -96,6 +96,10 @@ pub struct StepBudget {
     per_prompt_token: Option<f64>,
     /// Seconds of a step that only decodes (moving average), once measured.
     decode_step: Option<f64>,
+    /// Seconds of a step that decodes one token of one sequence, nothing else.
+    single_step: Option<f64>,
+    /// Seconds a draft token adds to such a step (moving average), once measured.
+    per_draft_token: Option<f64>,
 }
 
 impl StepBudget {
@@ -112,6 +116,8 @@ impl StepBudget {
             target,
             per_prompt_token: None,
             decode_step: None,
+            single_step: None,
+            per_draft_token: None,
         }
     }
 
@@ -141,6 +147,37 @@ impl StepBudget {
         };
         let per = ((secs - decoding).max(0.0)) / prompt as f64;
         self.per_prompt_token = Some(Self::average(self.per_prompt_token, per));
+    }
+
+    /// A step that decoded one token of one sequence, and `drafts` draft tokens after it,
+    /// and nothing else, took `secs`.
+    pub fn observe_single(&mut self, drafts: usize, secs: f64) {
+        if !secs.is_finite() || secs <= 0.0 {
+            return;
+        }
+        if drafts == 0 {
+            self.single_step = Some(Self::average(self.single_step, secs));
+        } else if let Some(t1) = self.single_step {
+            let per = (secs - t1).max(0.0) / drafts as f64;
+            self.per_draft_token = Some(Self::average(self.per_draft_token, per));
+        }
+    }
+
+    /// What a draft token costs relative to what one accepted draft token saves, with
+    /// `decoders` sequences decoding: a draft token costs about what a prompt token does;
+    /// an accepted one saves its sequence one step, which it shares with the other decoders.
+    /// Drafting pays for the draft tokens whose chance of being accepted exceeds this.
+    pub fn draft_cost_ratio(&self, decoders: usize) -> f64 {
+        let n = decoders.max(1) as f64;
+        match (self.per_prompt_token, self.single_step) {
+            // A few draft tokens cost more each than a token of a long prompt does (a
+            // small batch uses the hardware less well): measured where possible.
+            (Some(c), Some(t1)) if t1 > 0.0 => {
+                self.per_draft_token.unwrap_or(c).max(c) * n / (t1 + (n - 1.0) * c)
+            }
+            // Until measured: a CPU-like guess (a prompt token costs a third of a step).
+            _ => n / (3.0 + (n - 1.0)),
+        }
     }
 
     /// Prompt tokens the next step may carry when `decoders` sequences decode in it, of a
@@ -331,6 +368,29 @@ mod tests {
         let mut off = StepBudget::new(Duration::ZERO);
         off.observe(64, 0, 6.4);
         assert_eq!(off.prefill_cap(8, 512), 512);
+    }
+
+    #[test]
+    fn drafts_pay_alone_and_hardly_beside_many_decoders() {
+        let mut b = StepBudget::new(TARGET);
+        // A step of one token takes 9 ms, a prompt token 3 ms (in a prefill of 512).
+        b.observe_single(0, 0.009);
+        b.observe(512, 0, 512.0 * 0.003);
+        let one = b.draft_cost_ratio(1);
+        assert!((one - 1.0 / 3.0).abs() < 1e-9, "{one}");
+        // Measured: a step with 4 drafts takes 33 ms, so a draft token costs 6 ms here.
+        let mut m = b.clone();
+        m.observe_single(4, 0.033);
+        let measured = m.draft_cost_ratio(1);
+        assert!((measured - 6.0 / 9.0).abs() < 1e-9, "{measured}");
+        // Eight decoders: the step takes 9 + 7 * 3 ms and an accepted token saves an eighth.
+        let eight = b.draft_cost_ratio(8);
+        assert!((eight - 0.8).abs() < 1e-9, "{eight}");
+        // A GPU-like machine, where extra tokens in a step are almost free.
+        let mut g = StepBudget::new(TARGET);
+        g.observe_single(0, 0.010);
+        g.observe(512, 0, 512.0 * 0.0001);
+        assert!(g.draft_cost_ratio(8) < 0.1);
     }
 
     #[test]

@@ -13,10 +13,11 @@
 //! are rejected a few times in a row it pauses drafting for a while (longer each time), and
 //! the draft length follows what was accepted lately.
 
-/// The shortest run of the latest tokens looked up.
-pub const MIN_NGRAM: usize = 2;
+/// The shortest run of the latest tokens looked up (shorter ones recur by chance in any
+/// text, and their drafts mostly miss).
+pub const MIN_NGRAM: usize = 3;
 /// The longest run looked up (the longest match found first wins).
-pub const MAX_NGRAM: usize = 4;
+pub const MAX_NGRAM: usize = 5;
 
 /// Up to `max` tokens that followed the latest earlier occurrence of `context`'s last
 /// [`MAX_NGRAM`]..=[`MIN_NGRAM`] tokens (longest first). Tokens outside `0..vocab` (the
@@ -48,7 +49,7 @@ pub fn lookup(context: &[i32], max: usize, vocab: i32) -> Vec<i32> {
 }
 
 /// How many tokens one sequence drafts, from how its drafts fared.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DraftPolicy {
     max: usize,
     /// The current draft length (1..=max).
@@ -57,6 +58,11 @@ pub struct DraftPolicy {
     misses: u32,
     /// Steps left without drafting.
     pause: u32,
+    /// Draft tokens accepted, and drafts cut short by a rejection (for the chance that the
+    /// next draft token is accepted), both fading with every step so that a sequence whose
+    /// answer turns to copying its input after a while starts drafting again.
+    accepted: f64,
+    rejections: f64,
 }
 
 impl DraftPolicy {
@@ -64,6 +70,8 @@ impl DraftPolicy {
     pub const PATIENCE: u32 = 2;
     /// The longest pause, in steps.
     pub const MAX_PAUSE: u32 = 64;
+    /// What the evidence keeps of its weight each step (half of it after 23 steps).
+    const FADE: f64 = 0.97;
 
     /// A policy drafting up to `max` tokens (0: never).
     pub fn new(max: usize) -> Self {
@@ -72,7 +80,33 @@ impl DraftPolicy {
             len: max.clamp(1, 4),
             misses: 0,
             pause: 0,
+            accepted: 0.0,
+            rejections: 0.0,
         }
+    }
+
+    /// The estimated chance that a draft token is accepted given the ones before it were
+    /// (with a prior of one acceptance and one rejection).
+    pub fn acceptance(&self) -> f64 {
+        (self.accepted + 1.0) / (self.accepted + self.rejections + 2.0)
+    }
+
+    /// Tokens a draft may have at this step when a draft token costs `ratio` of what an
+    /// accepted one saves: only those whose chance of acceptance (`acceptance()` to the
+    /// power of their place) exceeds it. Each call is one step.
+    pub fn budget_at(&mut self, ratio: f64) -> usize {
+        let most = self.budget();
+        let p = self.acceptance();
+        let mut chance = 1.0;
+        let mut n = 0;
+        while n < most {
+            chance *= p;
+            if chance <= ratio {
+                break;
+            }
+            n += 1;
+        }
+        n
     }
 
     /// Tokens a draft may have at this step (0: do not draft). Each call is one step.
@@ -80,6 +114,8 @@ impl DraftPolicy {
         if self.max == 0 {
             return 0;
         }
+        self.accepted *= Self::FADE;
+        self.rejections *= Self::FADE;
         if self.pause > 0 {
             self.pause -= 1;
             return 0;
@@ -91,6 +127,10 @@ impl DraftPolicy {
     pub fn observe(&mut self, proposed: usize, accepted: usize) {
         if proposed == 0 || self.max == 0 {
             return;
+        }
+        self.accepted += accepted as f64;
+        if accepted < proposed {
+            self.rejections += 1.0;
         }
         if accepted == 0 {
             self.misses += 1;
@@ -117,31 +157,31 @@ mod tests {
     #[test]
     fn the_latest_longest_match_proposes_what_followed_it() {
         // ... 1 2 3 [9 9] ... 1 2 3 [7 8] ... 2 3 -> the later "2 3" continues with 7 8.
-        let ctx = [1, 2, 3, 9, 9, 5, 1, 2, 3, 7, 8, 6, 2, 3];
+        let ctx = [1, 2, 3, 9, 9, 5, 1, 2, 3, 7, 8, 6, 1, 2, 3];
         assert_eq!(lookup(&ctx, 2, 100), vec![7, 8]);
-        // A longer key beats a later shorter one: "1 2 3" (at 0) before "2 3" (at 5).
-        let ctx = [1, 2, 3, 4, 5, 2, 3, 6, 1, 2, 3];
-        assert_eq!(lookup(&ctx, 3, 100), vec![4, 5, 2]);
+        // A longer key beats a later shorter one: "0 1 2 3" (at 0) before "1 2 3" (at 6).
+        let ctx = [0, 1, 2, 3, 4, 5, 1, 2, 3, 6, 0, 1, 2, 3];
+        assert_eq!(lookup(&ctx, 3, 100), vec![4, 5, 1]);
         // The draft stops at the end of the context.
-        let ctx = [4, 5, 6, 4, 5];
-        assert_eq!(lookup(&ctx, 8, 100), vec![6, 4, 5]);
+        let ctx = [4, 5, 6, 4, 5, 6];
+        assert_eq!(lookup(&ctx, 8, 100), vec![4, 5, 6]);
     }
 
     #[test]
     fn nothing_to_propose() {
         assert!(lookup(&[1, 2, 3, 4, 5, 6], 4, 100).is_empty());
-        assert!(lookup(&[1, 2], 4, 100).is_empty());
-        assert!(lookup(&[1, 2, 1, 2], 0, 100).is_empty());
-        // A single repeated token is no evidence (keys are two tokens at least).
-        assert!(lookup(&[7, 1, 8, 1], 4, 100).is_empty());
+        assert!(lookup(&[1, 2, 3], 4, 100).is_empty());
+        assert!(lookup(&[1, 2, 3, 1, 2, 3], 0, 100).is_empty());
+        // Two repeated tokens are no evidence (keys are three tokens at least).
+        assert!(lookup(&[7, 1, 2, 8, 1, 2], 4, 100).is_empty());
     }
 
     #[test]
     fn media_ids_end_a_draft() {
         // 500 and -3 stand for positions of an image (outside the vocabulary of 100).
-        let ctx = [1, 2, 5, 500, 6, 1, 2];
+        let ctx = [1, 2, 3, 5, 500, 6, 1, 2, 3];
         assert_eq!(lookup(&ctx, 4, 100), vec![5]);
-        let ctx = [1, 2, -3, 6, 1, 2];
+        let ctx = [1, 2, 3, -3, 6, 1, 2, 3];
         assert!(lookup(&ctx, 4, 100).is_empty());
     }
 
@@ -182,6 +222,36 @@ mod tests {
         p.observe(2, 1);
         p.observe(2, 0);
         assert_eq!(p.budget(), 1, "one miss after a hit does not pause");
+    }
+
+    #[test]
+    fn drafts_are_as_long_as_their_chance_pays() {
+        let mut p = DraftPolicy::new(8);
+        // No evidence: a chance of 1/2, so one token where it costs 0.4 of a step.
+        assert_eq!(p.budget_at(0.4), 1);
+        assert_eq!(p.budget_at(0.6), 0);
+        // A sequence that copies: 40 accepted, 4 rejections; p = 41/46.
+        let mut p = DraftPolicy::new(8);
+        p.observe(4, 4);
+        p.observe(8, 8);
+        for _ in 0..4 {
+            p.observe(8, 7);
+        }
+        assert!((p.acceptance() - 41.0 / 46.0).abs() < 1e-9);
+        // 0.891^7 = 0.45 and 0.891^8 = 0.40: seven tokens pay at 0.4, all eight at 0.3.
+        assert_eq!(p.budget_at(0.4), 7);
+        assert_eq!(p.budget_at(0.3), 8);
+        // One that does not: the chance falls below the cost and it stops drafting.
+        let mut q = DraftPolicy::new(8);
+        q.observe(1, 0);
+        q.observe(1, 0);
+        while q.pause > 0 {
+            q.budget();
+        }
+        assert_eq!(q.budget_at(0.3), 0, "p is about 1/4");
+        // The misses fade: about ten steps later a one-token draft is tried again.
+        let later = (0..60).position(|_| q.budget_at(0.3) > 0);
+        assert!(later.is_some_and(|k| (8..20).contains(&k)), "{later:?}");
     }
 
     #[test]

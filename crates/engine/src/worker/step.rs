@@ -10,6 +10,9 @@ impl Worker<'_> {
     /// allows and its context and output cap have room.
     fn draft_all(&mut self) {
         let n_vocab = self.model.n_vocab();
+        // Drafts pay only as far as their chance of acceptance beats their cost.
+        let decoders = self.active.iter().filter(|s| s.next.is_some()).count();
+        let ratio = self.step_budget.draft_cost_ratio(decoders);
         for s in &mut self.active {
             s.draft.clear();
             s.forced_draft = false;
@@ -30,7 +33,7 @@ impl Worker<'_> {
                 s.forced_draft = true;
                 continue;
             }
-            let want = s.policy.budget().min(room);
+            let want = s.policy.budget_at(ratio).min(room);
             if want > 0 {
                 s.draft.extend(
                     speculate::lookup(&s.history, want, n_vocab)
@@ -183,6 +186,9 @@ impl Worker<'_> {
         tracing::trace!(prefilled, decoded, drafted, secs, "step");
         self.step_budget
             .observe(prefilled as usize, (decoded + drafted) as usize, secs);
+        if prefilled == 0 && decoded == 1 {
+            self.step_budget.observe_single(drafted as usize, secs);
+        }
         if prefilled as usize >= RestoreCosts::MIN_PREFILL {
             self.costs
                 .observe_prefill((prefilled + decoded + drafted) as usize, secs);
