@@ -43,6 +43,14 @@ pub struct KvManager {
     min_reuse: usize,
 }
 
+/// Prompt tokens always prefilled, never taken from a stored state: the last one for its
+/// logits, and the one before it so that the last is never computed alone. llama.cpp's CPU
+/// kernels take another path for a one-token matrix product than for a batch (its tinyBLAS
+/// only for two rows or more), so without flash attention a token computed alone rounds
+/// differently from the same token computed in any chunk of two or more, while any two
+/// such chunkings agree bit for bit (`examples/kv_probe.rs`, cases B, E and F).
+pub const PREFILL_TAIL: usize = 2;
+
 /// How many leading tokens `a` and `b` share.
 pub(crate) fn common_prefix(a: &[i32], b: &[i32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
@@ -66,8 +74,7 @@ impl KvManager {
 
     /// Pick a slot for `prompt`. `None` when every slot is active.
     ///
-    /// At least one prompt token is always left to prefill, since sampling needs the logits of
-    /// the last prompt token. Another conversation's state is not cut short just because it
+    /// At least [`PREFILL_TAIL`] prompt tokens are always left to prefill. Another conversation's state is not cut short just because it
     /// shares a few tokens (a system prompt, say) with this prompt: in order of preference,
     /// 1. the longest resident state the prompt continues (all of it is reused);
     /// 2. the longest one that keeps at least half its tokens (an earlier turn was rewritten);
@@ -136,7 +143,7 @@ impl KvManager {
 
     /// What [`KvManager::acquire`] would decide, without deciding it.
     pub fn choose(&self, scope: &str, prompt: &[i32]) -> Option<Lease> {
-        let limit = prompt.len().saturating_sub(1);
+        let limit = prompt.len().saturating_sub(PREFILL_TAIL);
         // (slot, reused, tokens held, last used) for every resident state of this scope
         let matches: Vec<(usize, usize, usize, u64)> = self
             .slots
@@ -168,7 +175,7 @@ impl KvManager {
                     evicted: false,
                 })
         };
-        if let Some(l) = best(&|n, len| n + 1 >= len) {
+        if let Some(l) = best(&|n, len| n + PREFILL_TAIL >= len) {
             return Some(l);
         }
         if let Some(l) = best(&|n, len| 2 * n >= len) {
@@ -272,7 +279,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reuses_the_longest_prefix_and_leaves_one_token() {
+    fn reuses_the_longest_prefix_and_leaves_two_tokens() {
         let mut kv = KvManager::new(3, 1);
         let a = kv.acquire("a", &[1, 2, 3]).unwrap();
         assert_eq!(
@@ -298,13 +305,13 @@ mod tests {
             }
         );
         kv.finish(0, "a", vec![1, 2, 3, 4, 5, 6, 7, 8]);
-        // identical prompt: everything but the last token is reused
+        // identical prompt: everything but the last two tokens is reused
         let d = kv.acquire("a", &[1, 2, 3, 4, 5, 6, 7, 8]).unwrap();
         assert_eq!(
             d,
             Lease {
                 slot: 0,
-                reused: 7,
+                reused: 6,
                 evicted: false
             }
         );
@@ -328,7 +335,7 @@ mod tests {
         kv.finish(0, "a", vec![1, 1, 1]);
         kv.finish(1, "a", vec![2, 2, 2]);
         // touch slot 0 again so slot 1 is the LRU
-        let l = kv.acquire("a", &[1, 1, 1, 1]).unwrap();
+        let l = kv.acquire("a", &[1, 1, 1, 1, 1]).unwrap();
         assert_eq!((l.slot, l.reused), (0, 3));
         kv.finish(0, "a", vec![1, 1, 1, 1, 5]);
         let l = kv.acquire("a", &[7, 7, 7]).unwrap();
@@ -352,7 +359,7 @@ mod tests {
         // shares only 2 tokens (< min_reuse 4): takes the free slot instead
         let l = kv.acquire("a", &[1, 2, 9, 9, 9]).unwrap();
         assert_eq!((l.slot, l.reused), (1, 0));
-        let l = kv.acquire("a", &[1, 2, 3, 4, 5, 6]).unwrap();
+        let l = kv.acquire("a", &[1, 2, 3, 4, 5, 6, 7]).unwrap();
         assert_eq!((l.slot, l.reused), (0, 5));
         assert!(kv.acquire("a", &[1]).is_none(), "both slots active");
         kv.free(1);
@@ -370,8 +377,8 @@ mod tests {
         freed.sort();
         assert_eq!(freed, [0, 2]);
         assert_eq!(kv.resident(), 1);
-        assert_eq!(kv.reusable("b", &[3, 4, 9]), 2);
-        assert_eq!(kv.reusable("a", &[1, 2, 9]), 0);
+        assert_eq!(kv.reusable("b", &[3, 4, 9, 9]), 2);
+        assert_eq!(kv.reusable("a", &[1, 2, 9, 9]), 0);
     }
 
     #[test]
@@ -386,9 +393,9 @@ mod tests {
             "another scope never sees slot 0"
         );
         kv.finish(1, "b", vec![1, 2, 3, 4, 5]);
-        assert_eq!(kv.reusable("a", &[1, 2, 3, 4, 5, 6]), 4);
-        assert_eq!(kv.reusable("b", &[1, 2, 3, 4, 5, 6]), 5);
-        assert_eq!(kv.reusable("c", &[1, 2, 3, 4, 5, 6]), 0);
+        assert_eq!(kv.reusable("a", &[1, 2, 3, 4, 5, 6, 7]), 4);
+        assert_eq!(kv.reusable("b", &[1, 2, 3, 4, 5, 6, 7]), 5);
+        assert_eq!(kv.reusable("c", &[1, 2, 3, 4, 5, 6, 7]), 0);
     }
 
     #[test]
@@ -455,20 +462,20 @@ mod tests {
             kv.finish(i, "k", t);
         }
         // two live sequences in slots 0 and 1 (continuing their conversations)
-        let (a, copy) = kv.acquire_near("k", &[0, 0, 0, 0, 0, 1], &[]).unwrap();
+        let (a, copy) = kv.acquire_near("k", &[0, 0, 0, 0, 0, 1, 1], &[]).unwrap();
         assert_eq!((a.slot, a.reused, copy), (0, 5, None));
         let (b, copy) = kv
-            .acquire_near("k", &[10, 10, 10, 10, 10, 1], &[0])
+            .acquire_near("k", &[10, 10, 10, 10, 10, 1, 1], &[0])
             .unwrap();
         assert_eq!((b.slot, b.reused, copy), (1, 5, None), "already adjacent");
         // conversation 4 lives in slot 4: its state is copied next to the block (slot 2,
         // the least recently used neighbour) and slot 4 keeps it
         let (c, copy) = kv
-            .acquire_near("k", &[40, 40, 40, 40, 40, 1], &[0, 1])
+            .acquire_near("k", &[40, 40, 40, 40, 40, 1, 1], &[0, 1])
             .unwrap();
         assert_eq!((c.slot, c.reused, c.evicted, copy), (2, 5, true, Some(4)));
         assert_eq!(
-            kv.reusable("k", &[40, 40, 40, 40, 40, 2]),
+            kv.reusable("k", &[40, 40, 40, 40, 40, 2, 2]),
             5,
             "slot 4 still holds it"
         );
@@ -482,7 +489,7 @@ mod tests {
         assert_eq!(x.slot, 0);
         kv.finish(0, "k", vec![1, 1, 1]);
         let (_, _) = kv.acquire_near("k", &[5, 5], &[]).unwrap(); // slot 1, live
-        let (y, copy) = kv.acquire_near("k", &[1, 1, 1, 1], &[1]).unwrap();
+        let (y, copy) = kv.acquire_near("k", &[1, 1, 1, 1, 1], &[1]).unwrap();
         assert_eq!((y.slot, y.reused, copy), (0, 3, None), "0 joins 1");
         let (z, copy) = kv.acquire_near("k", &[7, 7], &[0, 1]).unwrap();
         assert_eq!((z.slot, copy), (2, None));

@@ -30,6 +30,48 @@ pub struct Limits {
     pub prefill_cap: usize,
     /// Draft tokens.
     pub draft_cap: usize,
+    /// Whether prompt chunks share steps with other sequences' tokens.
+    pub mixing: Mixing,
+}
+
+/// Whether a prompt chunk may go into one `decode` with other sequences' tokens.
+///
+/// With one KV stream per sequence, llama.cpp splits a batch into ubatches that take the
+/// same number of tokens from every sequence in them, so a prompt chunk beside a decoding
+/// sequence is computed one token at a time for as many tokens as its neighbours bring;
+/// without flash attention a token computed alone rounds differently from one computed in a
+/// chunk (see [`crate::kv::PREFILL_TAIL`]). Exact reuse therefore keeps prompt chunks apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mixing {
+    /// Decoders, drafts and prompt chunks of several sequences in one step.
+    Together,
+    /// A step carries either the decoders (and their drafts) or one sequence's prompt
+    /// chunk. When both wait, `prompt_turn` says which goes now; the caller alternates it.
+    Apart { prompt_turn: bool },
+}
+
+/// Prompt tokens to take from `pending` with `room` left in the step: never one token out
+/// of a longer prompt and never one token left behind, since either would be computed alone
+/// (see [`crate::kv::PREFILL_TAIL`]). 0 when `room` allows no such chunk.
+pub fn chunk(pending: usize, room: usize) -> usize {
+    if pending <= room {
+        return pending;
+    }
+    let n = if pending - room == 1 { room - 1 } else { room };
+    if n >= 2 {
+        n
+    } else {
+        0
+    }
+}
+
+/// [`chunk`], but for a step that carries nothing else: a room under three tokens, where
+/// no clean split exists, gives up on it rather than on progress.
+fn chunk_or_progress(pending: usize, room: usize) -> usize {
+    match chunk(pending, room) {
+        0 => pending.min(room),
+        n => n,
+    }
 }
 
 /// Tokens to feed per sequence this step, index-aligned with the input; 0 means skip; a
@@ -37,6 +79,32 @@ pub struct Limits {
 /// `limits.budget` tokens in all, of which at most `prefill_cap` prompt tokens and
 /// `draft_cap` draft tokens; drafts go before prompt chunks, in sequence order.
 pub fn plan(seqs: &[SeqState], limits: Limits) -> Vec<usize> {
+    if let Mixing::Apart { prompt_turn } = limits.mixing {
+        let decoders = seqs.iter().any(|s| s.decoding);
+        let prompt = seqs
+            .iter()
+            .position(|s| !s.decoding && s.pending_prompt > 0);
+        if let Some(i) = prompt.filter(|_| prompt_turn || !decoders) {
+            let mut out = vec![0; seqs.len()];
+            let room = limits.prefill_cap.min(limits.budget);
+            out[i] = chunk_or_progress(seqs[i].pending_prompt, room);
+            return out;
+        }
+        let only_decoders: Vec<SeqState> = seqs
+            .iter()
+            .map(|s| SeqState {
+                pending_prompt: if s.decoding { s.pending_prompt } else { 0 },
+                ..*s
+            })
+            .collect();
+        return plan(
+            &only_decoders,
+            Limits {
+                mixing: Mixing::Together,
+                ..limits
+            },
+        );
+    }
     let mut left = limits.budget;
     let mut out: Vec<usize> = seqs
         .iter()
@@ -61,9 +129,17 @@ pub fn plan(seqs: &[SeqState], limits: Limits) -> Vec<usize> {
     let mut prefill = limits.prefill_cap.min(left);
     for (i, s) in seqs.iter().enumerate() {
         if !s.decoding && s.pending_prompt > 0 && prefill > 0 {
-            let n = s.pending_prompt.min(prefill);
+            let n = chunk(s.pending_prompt, prefill);
             out[i] = n;
             prefill -= n;
+        }
+    }
+    if out.iter().all(|&n| n == 0) {
+        if let Some(i) = seqs
+            .iter()
+            .position(|s| !s.decoding && s.pending_prompt > 0)
+        {
+            out[i] = chunk_or_progress(seqs[i].pending_prompt, limits.prefill_cap.min(left));
         }
     }
     out
@@ -252,6 +328,7 @@ mod tests {
                 budget,
                 prefill_cap,
                 draft_cap: 8,
+                mixing: Mixing::Together,
             },
         )
     }
@@ -262,6 +339,7 @@ mod tests {
             budget,
             prefill_cap: budget,
             draft_cap,
+            mixing: Mixing::Together,
         };
         assert_eq!(
             super::plan(&[pre(600), spec(5), dec(), spec(5)], lim(512, 8)),
@@ -314,6 +392,44 @@ mod tests {
             plan(&[pre(100), dec(), pre(10)], 512, 512),
             vec![100, 1, 10]
         );
+    }
+
+    #[test]
+    fn a_prompt_is_never_split_into_a_lone_token() {
+        assert_eq!(chunk(10, 64), 10);
+        assert_eq!(chunk(1, 64), 1, "a one-token prompt is what it is");
+        assert_eq!(chunk(65, 64), 63, "not 64, which would leave one");
+        assert_eq!(chunk(100, 64), 64);
+        assert_eq!(chunk(3, 2), 0, "no clean split");
+        assert_eq!(chunk(5, 1), 0);
+        // ...unless the step would otherwise carry nothing
+        assert_eq!(plan(&[pre(3)], 2, 2), vec![2]);
+        // in a plan: the second prompt gets what is left, unless that is one token
+        assert_eq!(plan(&[pre(9), pre(5)], 10, 10), vec![9, 0]);
+        assert_eq!(plan(&[pre(8), pre(5)], 10, 10), vec![8, 2]);
+        assert_eq!(plan(&[dec(), pre(12)], 12, 12), vec![1, 10]);
+    }
+
+    #[test]
+    fn apart_a_step_is_either_the_decoders_or_one_prompt_chunk() {
+        let lim = |prompt_turn| Limits {
+            budget: 64,
+            prefill_cap: 32,
+            draft_cap: 8,
+            mixing: Mixing::Apart { prompt_turn },
+        };
+        let seqs = [dec(), pre(100), spec(3), pre(5)];
+        assert_eq!(super::plan(&seqs, lim(false)), vec![1, 0, 4, 0]);
+        assert_eq!(super::plan(&seqs, lim(true)), vec![0, 32, 0, 0]);
+        // with nobody decoding a prompt goes whatever the turn; one prompt a step
+        assert_eq!(
+            super::plan(&[pre(33), pre(5)], lim(false)),
+            vec![31, 0],
+            "31, leaving two"
+        );
+        // with no prompt pending the decoders go whatever the turn
+        assert_eq!(super::plan(&[dec(), dec()], lim(true)), vec![1, 1]);
+        assert_eq!(super::plan(&[], lim(true)), Vec::<usize>::new());
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
-use crate::kv::common_prefix;
+use crate::kv::{common_prefix, PREFILL_TAIL};
 
 const MAGIC: &[u8; 4] = b"LGKV";
 const FORMAT: u32 = 1;
@@ -128,7 +128,7 @@ impl SpillIndex {
     /// prefix with the prompt (the rest is cut after the restore). Without it, only a state
     /// that is entirely a prefix of the prompt is usable: sliding-window layers save only the
     /// window before the state's end, so a cut state could lack cells the prompt needs.
-    /// Never the whole prompt: its last token is always prefilled, for its logits.
+    /// Never the prompt's last [`PREFILL_TAIL`] tokens.
     pub fn best(
         &self,
         scope: &str,
@@ -136,7 +136,7 @@ impl SpillIndex {
         min_len: usize,
         allow_cut: bool,
     ) -> Option<Candidate> {
-        let limit = prompt.len().saturating_sub(1);
+        let limit = prompt.len().saturating_sub(PREFILL_TAIL);
         self.entries
             .iter()
             .filter(|(_, e)| e.scope == scope)
@@ -667,14 +667,14 @@ mod tests {
         i.insert("b".into(), entry("k", &[1, 2, 3, 4], 10, 2));
         i.insert("c".into(), entry("k", &[1, 2, 9, 9, 9], 10, 3));
         i.insert("d".into(), entry("other", &[1, 2, 3, 4, 5], 10, 4));
-        let prompt = [1, 2, 3, 4, 5, 6];
+        let prompt = [1, 2, 3, 4, 5, 6, 7];
         assert_eq!(pick(&i, "k", &prompt, 1, false), Some(("b".into(), 4)));
         // a state whose tokens differ anywhere is never restored whole
         assert_eq!(
             pick(&i, "k", &[1, 2, 9, 9, 8, 8], 1, false),
             Some(("a".into(), 2))
         );
-        // never the whole prompt: the last token must be prefilled for its logits
+        // never the prompt's last two tokens
         assert_eq!(
             pick(&i, "k", &[1, 2, 3, 4], 1, false),
             Some(("a".into(), 2))
@@ -700,10 +700,10 @@ mod tests {
             pick(&i, "k", &[1, 2, 9, 9, 8, 8], 1, true),
             Some(("c".into(), 4))
         );
-        // and is cut one short of an identical prompt
+        // and is cut two short of an identical prompt
         assert_eq!(
             pick(&i, "k", &[1, 2, 9, 9, 9, 7], 1, true),
-            Some(("c".into(), 5))
+            Some(("c".into(), 4))
         );
         assert_eq!(pick(&i, "k", &[1, 2, 9, 9, 8, 8], 5, true), None);
         assert_eq!(pick(&i, "k", &[5, 5, 5], 1, true), None);
@@ -754,7 +754,7 @@ mod tests {
         // a second process (restart or replica) indexes what is there
         let (d2, _) = SpillDir::open(dir.clone(), 1 << 20).unwrap();
         assert_eq!(d2.usage(), (1, bytes));
-        let c = d2.best("k", &[5, 6, 7, 8], 1, false).unwrap();
+        let c = d2.best("k", &[5, 6, 7, 8, 9], 1, false).unwrap();
         assert_eq!(
             (c.name.as_str(), c.usable, c.bytes),
             (name.as_str(), 3, bytes)
@@ -763,12 +763,16 @@ mod tests {
         // a file written by the other one appears on the next scan
         d.write("k", &[5, 6, 7, 8, 9], &payload).unwrap();
         assert_eq!(
-            d2.best("k", &[5, 6, 7, 8, 9, 10], 1, false).unwrap().usable,
+            d2.best("k", &[5, 6, 7, 8, 9, 10, 11], 1, false)
+                .unwrap()
+                .usable,
             3
         );
         d2.scan().unwrap();
         assert_eq!(
-            d2.best("k", &[5, 6, 7, 8, 9, 10], 1, false).unwrap().usable,
+            d2.best("k", &[5, 6, 7, 8, 9, 10, 11], 1, false)
+                .unwrap()
+                .usable,
             5
         );
         // and one deleted by the other disappears

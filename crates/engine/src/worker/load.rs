@@ -176,6 +176,8 @@ pub(crate) fn run(
         step_budget: StepBudget::new(config.max_step),
         draft_max,
         reuse_decoded_kv: config.reuse_decoded_kv,
+        prompts_apart: !config.flash_attention,
+        prompt_turn: false,
         copy_pending: false,
         swa: model
             .meta_val_str(&format!("{arch}.attention.sliding_window"))

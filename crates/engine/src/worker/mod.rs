@@ -44,7 +44,7 @@ use crate::media::{self, MediaSpan};
 use crate::output::Output;
 use crate::prompt::{template_for, Prompter, Rendered};
 use crate::restore::RestoreCosts;
-use crate::scheduler::{background_budget, plan, Limits, SeqState, StepBudget};
+use crate::scheduler::{background_budget, chunk, plan, Limits, Mixing, SeqState, StepBudget};
 use crate::speculate::{self, DraftPolicy};
 use crate::spill::SpillDir;
 use crate::telemetry::EngineMetrics;
@@ -259,6 +259,10 @@ struct Worker<'m> {
     /// Draft tokens a step may verify (0: no speculation).
     draft_max: usize,
     reuse_decoded_kv: bool,
+    /// Prompt chunks go in steps of their own (no flash attention: exact reuse), the next
+    /// one when both prompts and decoders wait if `prompt_turn`.
+    prompts_apart: bool,
+    prompt_turn: bool,
     /// A KV stream copy is queued for the next decode.
     copy_pending: bool,
     /// Whether the model has sliding-window layers (a restored state is then never cut).

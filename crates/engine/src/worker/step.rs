@@ -92,7 +92,15 @@ impl Worker<'_> {
             budget: self.batch_size,
             prefill_cap: self.step_budget.prefill_cap(decoders, self.batch_size),
             draft_cap: self.draft_max,
+            mixing: if self.prompts_apart {
+                Mixing::Apart {
+                    prompt_turn: self.prompt_turn,
+                }
+            } else {
+                Mixing::Together
+            },
         };
+        self.prompt_turn = !self.prompt_turn;
         let planned = plan(&states, limits);
         self.batch.clear();
         let mut logits_at: Vec<Option<i32>> = vec![None; self.active.len()];
@@ -145,14 +153,18 @@ impl Worker<'_> {
                 prefilled += n as u64;
             }
         }
-        // What live work left of the budget goes to finished answers.
-        let mut room = background_budget(&states, self.batch_size, EXTEND_CHUNK);
+        // What live work left of the budget goes to finished answers, one at a time (two in
+        // one batch would be split into ubatches of equal parts, see `Mixing`).
+        let room = background_budget(&states, self.batch_size, EXTEND_CHUNK);
         let mut extended: Vec<(usize, usize)> = Vec::new();
-        for (k, e) in self.extensions.iter().enumerate() {
-            if room == 0 {
-                break;
-            }
-            let n = (e.tokens.len() - e.fed).min(room);
+        if let Some((k, e)) = self
+            .extensions
+            .iter()
+            .enumerate()
+            .next()
+            .filter(|_| room > 0)
+        {
+            let n = chunk(e.tokens.len() - e.fed, room);
             let mut added = 0;
             for j in 0..n {
                 let pos = (e.fed + j) as i32;
@@ -165,7 +177,6 @@ impl Worker<'_> {
                 }
                 added += 1;
             }
-            room -= added;
             prefilled += added as u64;
             extended.push((k, added));
         }
@@ -271,10 +282,19 @@ impl Worker<'_> {
             tokens.extend(s.output);
             tokens.truncate(room);
             if tokens.len() > held_len {
+                // A one-token answer goes in with the prompt's last token, so that neither is
+                // computed alone (`kv::PREFILL_TAIL`).
+                let mut fed = held_len;
+                if tokens.len() == held_len + 1 && held_len >= 2 {
+                    fed = held_len - 1;
+                    let _ = ctx.clear_kv_cache_seq(Some(s.slot as u32), Some(fed as u32), None);
+                    let kept = tokens[..fed].iter().map(|t| t.0).collect();
+                    self.kv.finish(s.slot, &s.scope, kept);
+                }
                 self.extensions.push(Extension {
                     slot: s.slot,
                     scope: s.scope,
-                    fed: held_len,
+                    fed,
                     tokens,
                 });
             }
