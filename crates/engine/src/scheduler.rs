@@ -57,7 +57,11 @@ pub fn chunk(pending: usize, room: usize) -> usize {
     if pending <= room {
         return pending;
     }
-    let n = if pending - room == 1 { room - 1 } else { room };
+    let n = if pending - room == 1 {
+        room.saturating_sub(1)
+    } else {
+        room
+    };
     if n >= 2 {
         n
     } else {
@@ -74,6 +78,12 @@ fn chunk_or_progress(pending: usize, room: usize) -> usize {
     }
 }
 
+/// The first sequence, in order, with prompt tokens to take in.
+fn first_prompt(seqs: &[SeqState]) -> Option<usize> {
+    seqs.iter()
+        .position(|s| !s.decoding && s.pending_prompt > 0)
+}
+
 /// Tokens to feed per sequence this step, index-aligned with the input; 0 means skip; a
 /// decoding sequence's count is its next token plus the drafts it got. At most
 /// `limits.budget` tokens in all, of which at most `prefill_cap` prompt tokens and
@@ -81,25 +91,17 @@ fn chunk_or_progress(pending: usize, room: usize) -> usize {
 pub fn plan(seqs: &[SeqState], limits: Limits) -> Vec<usize> {
     if let Mixing::Apart { prompt_turn } = limits.mixing {
         let decoders = seqs.iter().any(|s| s.decoding);
-        let prompt = seqs
-            .iter()
-            .position(|s| !s.decoding && s.pending_prompt > 0);
-        if let Some(i) = prompt.filter(|_| prompt_turn || !decoders) {
+        if let Some(i) = first_prompt(seqs).filter(|_| prompt_turn || !decoders) {
             let mut out = vec![0; seqs.len()];
             let room = limits.prefill_cap.min(limits.budget);
             out[i] = chunk_or_progress(seqs[i].pending_prompt, room);
             return out;
         }
-        let only_decoders: Vec<SeqState> = seqs
-            .iter()
-            .map(|s| SeqState {
-                pending_prompt: if s.decoding { s.pending_prompt } else { 0 },
-                ..*s
-            })
-            .collect();
+        // The decoders' turn: the plan with no room for prompts.
         return plan(
-            &only_decoders,
+            seqs,
             Limits {
+                prefill_cap: 0,
                 mixing: Mixing::Together,
                 ..limits
             },
@@ -135,10 +137,7 @@ pub fn plan(seqs: &[SeqState], limits: Limits) -> Vec<usize> {
         }
     }
     if out.iter().all(|&n| n == 0) {
-        if let Some(i) = seqs
-            .iter()
-            .position(|s| !s.decoding && s.pending_prompt > 0)
-        {
+        if let Some(i) = first_prompt(seqs) {
             out[i] = chunk_or_progress(seqs[i].pending_prompt, limits.prefill_cap.min(left));
         }
     }
@@ -402,6 +401,7 @@ mod tests {
         assert_eq!(chunk(100, 64), 64);
         assert_eq!(chunk(3, 2), 0, "no clean split");
         assert_eq!(chunk(5, 1), 0);
+        assert_eq!(chunk(1, 0), 0, "no room");
         // ...unless the step would otherwise carry nothing
         assert_eq!(plan(&[pre(3)], 2, 2), vec![2]);
         // in a plan: the second prompt gets what is left, unless that is one token

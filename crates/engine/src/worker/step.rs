@@ -157,13 +157,7 @@ impl Worker<'_> {
         // one batch would be split into ubatches of equal parts, see `Mixing`).
         let room = background_budget(&states, self.batch_size, EXTEND_CHUNK);
         let mut extended: Vec<(usize, usize)> = Vec::new();
-        if let Some((k, e)) = self
-            .extensions
-            .iter()
-            .enumerate()
-            .next()
-            .filter(|_| room > 0)
-        {
+        if let Some(e) = self.extensions.first().filter(|_| room > 0) {
             let n = chunk(e.tokens.len() - e.fed, room);
             let mut added = 0;
             for j in 0..n {
@@ -178,7 +172,7 @@ impl Worker<'_> {
                 added += 1;
             }
             prefilled += added as u64;
-            extended.push((k, added));
+            extended.push((0, added));
         }
         if self.batch.n_tokens() == 0 {
             return;
