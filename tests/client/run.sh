@@ -133,19 +133,30 @@ run_example() {
   if [ -n "${CLIENT_ONLY:-}" ] && ! [[ "$name" =~ $CLIENT_ONLY ]]; then return 0; fi
   local exe="$EXAMPLES/$name" out="$WORK/$name.out" err="$WORK/$name.err" rc=0
   if [ ! -x "$exe" ]; then fail "$name: $exe not built"; return 0; fi
-  env -u GOOGLE_API_KEY -u GOOGLE_GENAI_API_VERSION -u GOOGLE_GENAI_USE_VERTEXAI \
-    -u HTTP_PROXY -u HTTPS_PROXY -u ALL_PROXY -u http_proxy -u https_proxy -u all_proxy \
-    NO_PROXY="127.0.0.1,localhost" no_proxy="127.0.0.1,localhost" \
-    GOOGLE_GEMINI_BASE_URL="$BASE_URL" GEMINI_API_KEY="client-test-key" \
-    timeout "$EX_TIMEOUT" "$exe" "$@" >"$out" 2>"$err" || rc=$?
-  if [ "$rc" -ne 0 ]; then
-    fail "$name: exited $rc; stderr: $(tail -c 400 "$err" | tr '\n' ' ')"
-    return 0
-  fi
-  if ! grep -q '[^[:space:]]' "$out"; then
-    fail "$name: printed nothing"
-    return 0
-  fi
+  # The image example runs against a projector with random weights (tests/vision): its image
+  # embeddings mean nothing to the model, which then answers with whitespace alone about
+  # once in a hundred sampled answers. A blank answer there gets one more run.
+  local tries=1 try
+  [ "$name" = image_upload ] && tries=2
+  for ((try = 1; try <= tries; try++)); do
+    rc=0
+    env -u GOOGLE_API_KEY -u GOOGLE_GENAI_API_VERSION -u GOOGLE_GENAI_USE_VERTEXAI \
+      -u HTTP_PROXY -u HTTPS_PROXY -u ALL_PROXY -u http_proxy -u https_proxy -u all_proxy \
+      NO_PROXY="127.0.0.1,localhost" no_proxy="127.0.0.1,localhost" \
+      GOOGLE_GEMINI_BASE_URL="$BASE_URL" GEMINI_API_KEY="client-test-key" \
+      timeout "$EX_TIMEOUT" "$exe" "$@" >"$out" 2>"$err" || rc=$?
+    if [ "$rc" -ne 0 ]; then
+      fail "$name: exited $rc; stderr: $(tail -c 400 "$err" | tr '\n' ' ')"
+      return 0
+    fi
+    if grep -q '[^[:space:]]' "$out"; then break; fi
+    if [ "$try" -lt "$tries" ]; then
+      echo "# $name: blank answer (random test projector); running it once more"
+    else
+      fail "$name: printed nothing$([ "$tries" -gt 1 ] && echo ' (twice)')"
+      return 0
+    fi
+  done
   if [ "$name" = stateless ]; then
     for n in 1 2; do
       if ! grep -Eq "^Response $n: *[^[:space:]]" "$out"; then
