@@ -67,22 +67,14 @@ pub(super) fn report_disk(dir: &SpillDir, states: &metrics::Gauge, bytes: &metri
     bytes.set(total as f64);
 }
 
-/// Let the calling thread run only on a core nothing else wants (Linux `SCHED_IDLE`), so
-/// that writing states to disk never takes a core from the engine's compute threads: those
-/// wait for each other at every layer, so a writer holding one of two cores for a moment
-/// stalls both (a 160-token prefill at a depth of 1,784 took 956 ms beside a state being
-/// written at nice 10, 835 ms with nothing written). Where that policy is refused, the
-/// thread falls back to the lowest nice value.
+/// Give the calling thread a lower scheduling priority, so that writing states to disk
+/// yields the cores to the engine's compute threads.
 fn lower_priority() {
     #[cfg(target_os = "linux")]
-    // SAFETY: both calls only read their arguments (`param` lives across the call); `0`
-    // names the calling thread.
+    // SAFETY: setpriority only reads its integer arguments; `0` names the calling thread.
     #[allow(unsafe_code)]
     unsafe {
-        let param = libc::sched_param { sched_priority: 0 };
-        if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
-            libc::setpriority(libc::PRIO_PROCESS as _, 0, 19);
-        }
+        libc::setpriority(libc::PRIO_PROCESS as _, 0, 10);
     }
 }
 
@@ -419,24 +411,5 @@ impl Worker<'_> {
             let _ = ctx.clear_kv_cache_seq(Some(slot as u32), None, None);
             self.kv.free(slot);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn the_writer_thread_runs_only_on_idle_cores() {
-        let policy = std::thread::spawn(|| {
-            super::lower_priority();
-            // SAFETY: sched_getscheduler only reads its argument; `0` is the calling thread.
-            #[allow(unsafe_code)]
-            unsafe {
-                libc::sched_getscheduler(0)
-            }
-        })
-        .join()
-        .unwrap();
-        assert_eq!(policy, libc::SCHED_IDLE);
     }
 }
