@@ -357,54 +357,61 @@ def main() -> int:
                 continue
             saver = (lambda o, e, _n=name: save(a.work, _n, o, e))
             ex_env = clean_env(a.vision_url, key) if vision else env
+
+            def attempt() -> str:
+                """Runs the example once and checks it; returns a note for the log."""
+                note = ""
+                if flavour.endswith("text-only-400"):
+                    rc, out, err = run(cmd, a.work, env, a.timeout, saver)
+                    check_text_only_refusal(rc, out, err, media["kind"])
+                    note = f"the text-only model refused the {media['kind']} with 400"
+                elif flavour == "rest":
+                    script = path
+                    if "YOUR_FILE_URI" in code:
+                        uri = upload_file(a.vision_url, key, os.path.join(a.work, media["file"]),
+                                          media["mime"], a.timeout)
+                        script = os.path.join(a.work, ex["name"] + ".uploaded.sh")
+                        with open(script, "w", encoding="utf-8") as f:
+                            f.write(code.replace("YOUR_FILE_URI", uri))
+                    dump_dir = os.path.join(a.work, ex["name"] + ".vars")
+                    os.makedirs(dump_dir, exist_ok=True)
+                    for v in REST_VARS:
+                        if os.path.exists(os.path.join(dump_dir, v)):
+                            os.remove(os.path.join(dump_dir, v))
+                    rc, out, err = run(["bash", "--noprofile", "--norc", "-c", REST_WRAPPER,
+                                        "rest-example", script, dump_dir], a.work, ex_env, a.timeout, saver)
+                    if rc != 0:
+                        raise CheckFailed(f"exit code {rc}; stderr: {tail(err)}")
+                    dump = {}
+                    for v in REST_VARS:
+                        p = os.path.join(dump_dir, v)
+                        if os.path.exists(p):
+                            with open(p, encoding="utf-8", errors="replace") as f:
+                                dump[v] = f.read()
+                    if not out.strip():
+                        raise BlankAnswer(f"stdout is empty; stderr: {tail(err)}")
+                    note = check_rest(ex, code, out, dump, ex_env, a.timeout)
+                else:
+                    rc, out, err = run(cmd, a.work, ex_env, a.timeout, saver)
+                    if rc != 0:
+                        raise CheckFailed(f"exit code {rc}; stderr: {tail(err)}")
+                    check_sdk_output(code, out)
+                return note
+
             tries = 2 if vision else 1
-            for attempt in range(1, tries + 1):
+            for n in range(1, tries + 1):
                 try:
-                    note = ""
-                    if flavour.endswith("text-only-400"):
-                        rc, out, err = run(cmd, a.work, env, a.timeout, saver)
-                        check_text_only_refusal(rc, out, err, media["kind"])
-                        note = f"the text-only model refused the {media['kind']} with 400"
-                    elif flavour == "rest":
-                        if "YOUR_FILE_URI" in code:
-                            uri = upload_file(a.vision_url, key, os.path.join(a.work, media["file"]),
-                                              media["mime"], a.timeout)
-                            path = os.path.join(a.work, ex["name"] + ".uploaded.sh")
-                            with open(path, "w", encoding="utf-8") as f:
-                                f.write(code.replace("YOUR_FILE_URI", uri))
-                        dump_dir = os.path.join(a.work, ex["name"] + ".vars")
-                        os.makedirs(dump_dir, exist_ok=True)
-                        for v in REST_VARS:
-                            if os.path.exists(os.path.join(dump_dir, v)):
-                                os.remove(os.path.join(dump_dir, v))
-                        rc, out, err = run(["bash", "--noprofile", "--norc", "-c", REST_WRAPPER,
-                                            "rest-example", path, dump_dir], a.work, ex_env, a.timeout, saver)
-                        if rc != 0:
-                            raise CheckFailed(f"exit code {rc}; stderr: {tail(err)}")
-                        dump = {}
-                        for v in REST_VARS:
-                            p = os.path.join(dump_dir, v)
-                            if os.path.exists(p):
-                                with open(p, encoding="utf-8", errors="replace") as f:
-                                    dump[v] = f.read()
-                        if not out.strip():
-                            raise BlankAnswer(f"stdout is empty; stderr: {tail(err)}")
-                        note = check_rest(ex, code, out, dump, ex_env, a.timeout)
-                    else:
-                        rc, out, err = run(cmd, a.work, ex_env, a.timeout, saver)
-                        if rc != 0:
-                            raise CheckFailed(f"exit code {rc}; stderr: {tail(err)}")
-                        check_sdk_output(code, out)
+                    note = attempt()
                     if note:
                         print(f"# {name}: {note}", flush=True)
                     print(f"PASS {name}", flush=True)
                     break
                 except BlankAnswer as e:
-                    if attempt < tries:
+                    if n < tries:
                         print(f"# {name}: blank answer ({e}); running it once more (see BlankAnswer)", flush=True)
                         continue
                     failed += 1
-                    print(f"FAIL {name}: {e} (blank twice)", flush=True)
+                    print(f"FAIL {name}: {e}" + (" (blank twice)" if tries > 1 else ""), flush=True)
                 except (CheckFailed, OSError) as e:
                     failed += 1
                     print(f"FAIL {name}: {e}", flush=True)
