@@ -662,6 +662,73 @@ fn a_graceful_stop_puts_the_last_answer_on_disk_too() {
 
 #[test]
 #[ignore = "needs the bundled models; run by scripts/test.sh"]
+fn conversations_sent_back_to_back_all_survive_a_graceful_restart() {
+    // Four conversations keep the engine busy, so the writer (which runs only on an idle
+    // core) falls behind: their latest states must wait for it rather than be skipped, and
+    // a graceful stop must write them all. After the restart each one's next turn restores its latest
+    // state rather than an older one or none.
+    let dir = tempfile::tempdir().unwrap();
+    let model = "smollm2-135m";
+    let system = long_system();
+    let mut a = start_default(dir.path(), &[]);
+    let shelves = [3, 17, 31, 44];
+    // Each conversation its own library: with a shared system prompt, a conversation whose
+    // prefix another one's slot already holds would rightly prefill its last turns rather
+    // than read its whole state from disk.
+    let systems: Vec<String> = shelves
+        .iter()
+        .map(|n| format!("Library number {n}.\n{system}"))
+        .collect();
+    let last: Vec<Value> = std::thread::scope(|s| {
+        let handles: Vec<_> = shelves
+            .iter()
+            .zip(&systems)
+            .map(|(shelf, system)| {
+                let a = &a;
+                s.spawn(move || {
+                    let first = json!({"model": model, "system_instruction": system,
+                        "input": format!("What is on shelf {shelf}?"),
+                        "generation_config": {"temperature": 0, "max_output_tokens": 24}});
+                    let (st, mut prev) = a.post(first);
+                    assert_eq!(st, 200, "{prev}");
+                    for turn in 2..=3 {
+                        let q = format!("And on shelf {}?", shelf + turn);
+                        let (st, next) = a.post(chained(&q, &prev, model, system));
+                        assert_eq!(st, 200, "{next}");
+                        prev = next;
+                    }
+                    prev
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    a.stop();
+
+    let b = start_default(dir.path(), &[]);
+    for ((shelf, prev), system) in shelves.iter().zip(&last).zip(&systems) {
+        let (st, next) = b.post(chained(
+            &format!("And shelf {}?", shelf + 9),
+            prev,
+            model,
+            system,
+        ));
+        assert_eq!(st, 200, "{next}");
+        // The third turn's prompt at least (its answer too, unless a background prefill of
+        // it was still to come).
+        assert!(
+            cached(&next) >= input_tokens(prev),
+            "shelf {shelf}: {} after {}",
+            next["usage"],
+            prev["usage"]
+        );
+    }
+    let restores = format!("localgem_kv_restores_total{{model=\"{model}\"}}");
+    assert_eq!(metric(&b.url, &restores), 4.0);
+}
+
+#[test]
+#[ignore = "needs the bundled models; run by scripts/test.sh"]
 fn conversations_moved_next_to_the_live_slots_answer_exactly() {
     let dir = tempfile::tempdir().unwrap();
     // two live sequences, four slots: conversations end up in scattered slots

@@ -20,7 +20,6 @@
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
-use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -37,7 +36,7 @@ use localgem_core::{EngineError, EngineEvent, FinishReason, GenerateRequest, Gen
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::constrain::{Closer, Grammars};
-use crate::device::{cell_bytes, describe, gpu_device};
+use crate::device::{cell_bytes, describe, gpu_device, head_sizes};
 use crate::fit;
 use crate::kv::KvManager;
 use crate::media::{self, MediaSpan};
@@ -59,7 +58,7 @@ mod projector;
 mod sample;
 mod step;
 
-use disk::{fingerprint, start_reader, start_writer, Reader, Restore, SpillJob};
+use disk::{fingerprint, start_reader, start_writer, Reader, Restore, SpillTx};
 pub(crate) use load::run;
 use projector::Projector;
 
@@ -269,7 +268,7 @@ struct Worker<'m> {
     swa: bool,
     /// Finished states on disk, and the writer thread that puts them there.
     spill: Option<Arc<SpillDir>>,
-    spill_tx: Option<std_mpsc::SyncSender<SpillJob>>,
+    spill_tx: Option<SpillTx>,
     spill_writer: Option<std::thread::JoinHandle<()>>,
     /// Set by [`Command::Drain`]: who to tell once everything is on disk.
     draining: Option<oneshot::Sender<()>>,
@@ -291,6 +290,9 @@ impl Worker<'_> {
         while !self.extensions.is_empty() && steps < 10_000 {
             self.step(ctx);
             steps += 1;
+        }
+        if let Some((states, bytes)) = self.spill_tx.as_ref().map(SpillTx::pending) {
+            tracing::info!(model = %self.model_id, states, bytes, "writing queued KV states");
         }
         self.spill_tx = None;
         if let Some(writer) = self.spill_writer.take() {
