@@ -127,8 +127,7 @@ struct EngineArgs {
     /// is then off unless --draft-max asks for it.
     #[arg(long, env = "LOCALGEM_EXACT", default_value_t = false)]
     exact: bool,
-    /// Flash attention. Default: chosen per model, on where it is faster (on a GPU, or heads
-    /// of 128 values or more on the CPU: Gemma 3 yes, SmolLM2 no); off with --exact.
+    /// Flash attention (default: on, off with --exact).
     #[arg(long, env = "LOCALGEM_FLASH_ATTENTION", num_args = 0..=1, default_missing_value = "true")]
     flash_attention: Option<bool>,
     /// Keep the K/V written while decoding an answer for the next turn instead of prefilling
@@ -351,7 +350,7 @@ fn engine_config(args: &EngineArgs, data_dir: Option<&Path>) -> Result<EngineCon
         gpu_layers: args.gpu_layers,
         kv_slots: args.kv_slots,
         min_reuse: d.min_reuse,
-        flash_attention: args.flash_attention.or(args.exact.then_some(false)),
+        flash_attention: args.flash_attention.unwrap_or(!args.exact),
         reuse_decoded_kv: args.reuse_decoded_kv.unwrap_or(!args.exact),
         chat_template,
         spill_dir: data_dir

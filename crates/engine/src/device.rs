@@ -17,9 +17,8 @@ pub(crate) fn gpu_device() -> Option<LlamaBackendDevice> {
     })
 }
 
-/// The size of one attention head's key and value rows (`{arch}.attention.key_length` and
-/// `value_length`, else the embedding size over the head count).
-pub(crate) fn head_sizes(model: &LlamaModel) -> (u32, u32) {
+/// Bytes of K and V per context cell, from the GGUF's attention shape.
+pub(crate) fn cell_bytes(model: &LlamaModel) -> u64 {
     let arch = model
         .meta_val_str("general.architecture")
         .unwrap_or_default();
@@ -30,13 +29,12 @@ pub(crate) fn head_sizes(model: &LlamaModel) -> (u32, u32) {
             .and_then(|v| v.parse::<u32>().ok())
             .unwrap_or_else(|| u32::try_from(model.n_embd()).unwrap_or(0) / model.n_head().max(1))
     };
-    (head_dim("key_length"), head_dim("value_length"))
-}
-
-/// Bytes of K and V per context cell, from the GGUF's attention shape.
-pub(crate) fn cell_bytes(model: &LlamaModel) -> u64 {
-    let (key_len, value_len) = head_sizes(model);
-    fit::bytes_per_cell(model.n_layer(), model.n_head_kv(), key_len, value_len)
+    fit::bytes_per_cell(
+        model.n_layer(),
+        model.n_head_kv(),
+        head_dim("key_length"),
+        head_dim("value_length"),
+    )
 }
 
 fn gib(bytes: u64) -> String {

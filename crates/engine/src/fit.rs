@@ -19,19 +19,6 @@ pub fn gpu_layers(setting: Option<u32>, gpu_present: bool) -> u32 {
     }
 }
 
-/// Head size from which flash attention pays on the CPU. llama.cpp's CPU flash-attention
-/// kernel walks the cache one position at a time; with small heads that costs more than
-/// the matrix products it replaces. SmolLM2 (head size 64) decodes at a depth of 1,944 at
-/// 25 tok/s with it and 60 without; Gemma 3 (256) at 47 with it and 42 without
-/// (`examples/depth_probe.rs`, BENCHMARKS.md).
-pub const CPU_FLASH_MIN_HEAD: u32 = 128;
-
-/// Whether to use flash attention: the setting when given, else on when the model runs on
-/// a GPU or its heads are large enough for the CPU kernel to pay.
-pub fn flash_attention(setting: Option<bool>, key_len: u32, on_gpu: bool) -> bool {
-    setting.unwrap_or(on_gpu || key_len >= CPU_FLASH_MIN_HEAD)
-}
-
 /// Layers that actually run on the GPU (llama.cpp offloads the output layer as one more).
 pub fn offloaded(requested: u32, n_layer: u32, gpu_present: bool) -> u32 {
     if gpu_present {
@@ -122,18 +109,6 @@ fn parse_meminfo(text: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn flash_attention_is_chosen_by_head_size_on_the_cpu_and_kept_on_a_gpu() {
-        // SmolLM2 (64) on the CPU: off; Gemma 3 (256): on.
-        assert!(!flash_attention(None, 64, false));
-        assert!(flash_attention(None, 256, false));
-        assert!(flash_attention(None, CPU_FLASH_MIN_HEAD, false));
-        assert!(flash_attention(None, 64, true));
-        // A setting wins either way.
-        assert!(flash_attention(Some(true), 64, false));
-        assert!(!flash_attention(Some(false), 256, true));
-    }
-
     use super::*;
 
     const GIB: u64 = 1 << 30;

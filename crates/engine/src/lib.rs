@@ -86,13 +86,10 @@ pub struct EngineConfig {
     pub kv_slots: u32,
     /// Shortest cached prefix, in tokens, worth reusing a slot for.
     pub min_reuse: u32,
-    /// Use flash attention. `None` (the default) chooses per model: on where the model runs
-    /// on a GPU or its attention heads hold at least [`fit::CPU_FLASH_MIN_HEAD`] values,
-    /// since llama.cpp's CPU kernel is slower than plain attention with small heads (it
-    /// halves SmolLM2's decode deep in a conversation). With it, drafts checked in a batch
-    /// get exactly the logits of one-token steps on the CPU, which default speculation needs;
-    /// without it (`--exact`), a prompt prefilled in chunks rounds as one prefilled at once.
-    pub flash_attention: Option<bool>,
+    /// Use flash attention. On by default (faster, and needed for drafts checked in a batch
+    /// to get exactly the logits of one-token steps); off for bit-exact reuse, since with it
+    /// a prompt prefilled in chunks rounds differently from one prefilled at once.
+    pub flash_attention: bool,
     /// Keep the K/V that decoding wrote for an answer, instead of prefilling the answer into
     /// the conversation's state again. On by default (saves that prefill); off for bit-exact
     /// reuse, since one-token decode steps round differently from a prefill, so a later turn
@@ -122,7 +119,7 @@ impl Default for EngineConfig {
             gpu_layers: None,
             kv_slots: 8,
             min_reuse: 16,
-            flash_attention: None,
+            flash_attention: true,
             reuse_decoded_kv: true,
             chat_template: None,
             spill_dir: None,

@@ -59,8 +59,7 @@ pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
     start_default(data_dir, &[&["--exact"], extra].concat())
 }
 
-/// A server with the defaults (flash attention where it is faster, decoded KV reused,
-/// speculation where exact).
+/// A server with the defaults (flash attention, decoded KV reused, speculation where exact).
 pub fn start_default(data_dir: &Path, extra: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_localgem"))
         .args(["serve", "--addr", "127.0.0.1:0", "--threads", "2"])

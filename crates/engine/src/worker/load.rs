@@ -46,23 +46,15 @@ pub(crate) fn run(
         ),
     );
     let n_ctx = plan.total;
-    let (key_len, _) = head_sizes(&model);
-    let flash = fit::flash_attention(config.flash_attention, key_len, gpu_layers > 0);
-    if config.flash_attention.is_none() {
-        tracing::info!(model = %model_id, flash_attention = flash, head_size = key_len,
-            on_gpu = gpu_layers > 0, "flash attention chosen for this model \
-            (on a GPU or from head size {} on the CPU; --flash-attention sets it)",
-            fit::CPU_FLASH_MIN_HEAD);
-    }
     // One KV stream per slot (live sequences and finished ones kept for reuse), each
     // `n_ctx / kv_slots` cells. Exactness needs both choices below (`examples/kv_probe.rs`):
     // in a unified buffer a sequence whose cells do not start at cell 0 rounds differently,
     // and with flash attention a prefill split across decodes rounds differently from a
     // one-shot one. With separate streams and no flash attention, batched, chunked and reused
     // computation are bit-identical to a fresh one, so reuse never changes an answer: that is
-    // `--exact`. By default flash attention is on where it is faster (`fit::flash_attention`;
-    // with it, on the CPU, drafts checked in a batch get the logits of one-token steps, which
-    // speculation needs: see `probe`). The full-size SWA cache keeps every position, so sliding-window models
+    // `--exact`. By default flash attention is on (faster; and with it, on the CPU, drafts
+    // checked in a batch get the logits of one-token steps, which speculation needs: see
+    // `probe`). The full-size SWA cache keeps every position, so sliding-window models
     // (Gemma 3) reuse too.
     let cparams = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(n_ctx))
@@ -71,7 +63,7 @@ pub(crate) fn run(
         .with_n_seq_max(kv_slots)
         .with_kv_unified(false)
         .with_swa_full(true)
-        .with_flash_attention_policy(if flash { 1 } else { 0 })
+        .with_flash_attention_policy(if config.flash_attention { 1 } else { 0 })
         .with_n_threads(config.threads)
         .with_n_threads_batch(config.threads);
     let mut ctx = match model.new_context(backend, cparams) {
@@ -139,7 +131,7 @@ pub(crate) fn run(
             &path,
             mmproj.as_deref(),
             kv_slots,
-            flash,
+            config.flash_attention,
             config.reuse_decoded_kv,
         ));
         match SpillDir::open(dir, config.spill_budget) {
@@ -184,7 +176,7 @@ pub(crate) fn run(
         step_budget: StepBudget::new(config.max_step),
         draft_max,
         reuse_decoded_kv: config.reuse_decoded_kv,
-        prompts_apart: !flash && !config.reuse_decoded_kv,
+        prompts_apart: !config.flash_attention,
         prompt_turn: false,
         copy_pending: false,
         swa: model

@@ -36,7 +36,7 @@ use localgem_core::{EngineError, EngineEvent, FinishReason, GenerateRequest, Gen
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::constrain::{Closer, Grammars};
-use crate::device::{cell_bytes, describe, gpu_device, head_sizes};
+use crate::device::{cell_bytes, describe, gpu_device};
 use crate::fit;
 use crate::kv::KvManager;
 use crate::media::{self, MediaSpan};
