@@ -111,6 +111,12 @@ struct EngineArgs {
     /// for bit), else off. 0 turns it off.
     #[arg(long, env = "LOCALGEM_DRAFT_MAX")]
     draft_max: Option<usize>,
+    /// Draft whenever the conversation offers a continuation, whatever a draft costs on
+    /// this machine. By default a sequence drafts only as far as a draft token's estimated
+    /// chance of acceptance beats its measured cost, which on a CPU where a tiny model is
+    /// compute-bound (a draft token costs nearly a whole step) means hardly ever.
+    #[arg(long, env = "LOCALGEM_DRAFT_ALWAYS", default_value_t = false)]
+    draft_always: bool,
     /// Requests that may wait for a sequence before new ones get 429.
     #[arg(long, env = "LOCALGEM_MAX_QUEUE", default_value_t = EngineConfig::default().max_queue)]
     max_queue: usize,
@@ -346,6 +352,7 @@ fn engine_config(args: &EngineArgs, data_dir: Option<&Path>) -> Result<EngineCon
         batch_size: args.batch_size.max(16),
         max_step: std::time::Duration::from_millis(args.max_step_ms),
         draft_max: args.draft_max,
+        draft_always: args.draft_always,
         max_queue: args.max_queue.max(1),
         gpu_layers: args.gpu_layers,
         kv_slots: args.kv_slots,

@@ -76,6 +76,11 @@ pub struct EngineConfig {
     /// ([`speculate`]); 0 turns speculation off. `None`: [`DEFAULT_DRAFT_MAX`] where a check
     /// at load finds that verifying drafts in a batch cannot change an answer, else off.
     pub draft_max: Option<usize>,
+    /// Draft whenever a lookup finds a continuation, whatever a draft token costs here. By
+    /// default a sequence drafts only as many tokens as their estimated chance of acceptance
+    /// beats their measured cost (on a CPU where a tiny model's decode is compute-bound, a
+    /// draft token costs nearly a whole step, and drafting hardly ever pays).
+    pub draft_always: bool,
     /// Requests that may wait for a free sequence before new ones get 429.
     pub max_queue: usize,
     /// Layers to offload to a GPU; `None`: all of them when the build has a GPU backend that
@@ -115,6 +120,7 @@ impl Default for EngineConfig {
             batch_size: 512,
             max_step: std::time::Duration::from_millis(200),
             draft_max: None,
+            draft_always: false,
             max_queue: 64,
             gpu_layers: None,
             kv_slots: 8,

@@ -63,6 +63,8 @@ pub struct DraftPolicy {
     /// answer turns to copying its input after a while starts drafting again.
     accepted: f64,
     rejections: f64,
+    /// Steps since drafting was last tried while its cost kept it off.
+    since_probe: u32,
 }
 
 impl DraftPolicy {
@@ -72,6 +74,11 @@ impl DraftPolicy {
     pub const MAX_PAUSE: u32 = 64;
     /// What the evidence keeps of its weight each step (half of it after 23 steps).
     const FADE: f64 = 0.97;
+    /// While a draft token costs more than its estimated chance, one token is still tried
+    /// every this many steps: without it, on a machine where a draft costs more than the
+    /// prior chance (1/2), a sequence would never draft and so never learn that its answer
+    /// copies.
+    pub const PROBE_EVERY: u32 = 16;
 
     /// A policy drafting up to `max` tokens (0: never).
     pub fn new(max: usize) -> Self {
@@ -82,6 +89,7 @@ impl DraftPolicy {
             pause: 0,
             accepted: 0.0,
             rejections: 0.0,
+            since_probe: 0,
         }
     }
 
@@ -93,7 +101,8 @@ impl DraftPolicy {
 
     /// Tokens a draft may have at this step when a draft token costs `ratio` of what an
     /// accepted one saves: only those whose chance of acceptance (`acceptance()` to the
-    /// power of their place) exceeds it. Each call is one step.
+    /// power of their place) exceeds it, and one every [`Self::PROBE_EVERY`] steps when
+    /// none does (outside a pause). Each call is one step.
     pub fn budget_at(&mut self, ratio: f64) -> usize {
         let most = self.budget();
         let p = self.acceptance();
@@ -106,7 +115,16 @@ impl DraftPolicy {
             }
             n += 1;
         }
-        n
+        if n > 0 || most == 0 {
+            self.since_probe = 0;
+            return n;
+        }
+        self.since_probe += 1;
+        if self.since_probe >= Self::PROBE_EVERY {
+            self.since_probe = 0;
+            return 1;
+        }
+        0
     }
 
     /// Tokens a draft may have at this step (0: do not draft). Each call is one step.
@@ -252,6 +270,36 @@ mod tests {
         // The misses fade: about ten steps later a one-token draft is tried again.
         let later = (0..60).position(|_| q.budget_at(0.3) > 0);
         assert!(later.is_some_and(|k| (8..20).contains(&k)), "{later:?}");
+    }
+
+    #[test]
+    fn a_draft_dearer_than_the_prior_chance_is_still_tried_and_learned_from() {
+        // A machine where a draft token costs 0.7 of a step: the prior chance (1/2) never
+        // pays, yet a token is tried every PROBE_EVERY steps.
+        let mut p = DraftPolicy::new(8);
+        let tries: Vec<usize> = (0..2 * DraftPolicy::PROBE_EVERY)
+            .map(|_| p.budget_at(0.7))
+            .collect();
+        let at: Vec<usize> = (0..tries.len()).filter(|&k| tries[k] > 0).collect();
+        let every = DraftPolicy::PROBE_EVERY as usize;
+        assert_eq!(at, vec![every - 1, 2 * every - 1]);
+        assert!(tries.iter().all(|&n| n <= 1));
+        // An answer that copies: each probe lands, and once the chance passes the cost the
+        // sequence drafts every step, more each time.
+        p.observe(1, 1);
+        p.observe(1, 1);
+        assert!(p.acceptance() > 0.7);
+        let mut lens = Vec::new();
+        for _ in 0..4 {
+            let n = p.budget_at(0.7);
+            assert!(n > 0, "{lens:?}");
+            p.observe(n, n);
+            lens.push(n);
+        }
+        assert!(
+            lens.windows(2).all(|w| w[1] >= w[0]) && lens[3] > 1,
+            "{lens:?}"
+        );
     }
 
     #[test]

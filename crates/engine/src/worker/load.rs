@@ -175,6 +175,7 @@ pub(crate) fn run(
         batch_size: config.batch_size as usize,
         step_budget: StepBudget::new(config.max_step),
         draft_max,
+        draft_always: config.draft_always,
         reuse_decoded_kv: config.reuse_decoded_kv,
         prompts_apart: !config.flash_attention,
         prompt_turn: false,

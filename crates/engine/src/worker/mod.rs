@@ -257,6 +257,8 @@ struct Worker<'m> {
     step_budget: StepBudget,
     /// Draft tokens a step may verify (0: no speculation).
     draft_max: usize,
+    /// Draft whatever a draft costs ([`EngineConfig::draft_always`]).
+    draft_always: bool,
     reuse_decoded_kv: bool,
     /// Prompt chunks go in steps of their own (no flash attention: exact reuse), the next
     /// one when both prompts and decoders wait if `prompt_turn`.

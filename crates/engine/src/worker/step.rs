@@ -12,7 +12,11 @@ impl Worker<'_> {
         let n_vocab = self.model.n_vocab();
         // Drafts pay only as far as their chance of acceptance beats their cost.
         let decoders = self.active.iter().filter(|s| s.next.is_some()).count();
-        let ratio = self.step_budget.draft_cost_ratio(decoders);
+        let ratio = if self.draft_always {
+            0.0
+        } else {
+            self.step_budget.draft_cost_ratio(decoders)
+        };
         for s in &mut self.active {
             s.draft.clear();
             s.forced_draft = false;
