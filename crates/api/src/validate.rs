@@ -70,13 +70,18 @@ impl Surface {
     }
 }
 
-/// Sampling used when a request leaves `temperature` or `top_p` out.
+/// Sampling used when a request leaves `temperature`, `top_p` or (`generateContent`) `topK`
+/// out.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SamplingDefaults {
     /// Temperature.
     pub temperature: f32,
     /// Nucleus mass.
     pub top_p: f32,
+    /// Candidates kept before the nucleus is taken (0: all). 64 is Gemini's and Gemma's
+    /// own default; keeping the whole vocabulary makes the nucleus a sort of every token's
+    /// probability, each token (it halves Gemma 3's sampled decode, 262,144 tokens).
+    pub top_k: u32,
 }
 
 impl Default for SamplingDefaults {
@@ -84,6 +89,7 @@ impl Default for SamplingDefaults {
         SamplingDefaults {
             temperature: 0.7,
             top_p: 0.95,
+            top_k: 64,
         }
     }
 }
@@ -539,7 +545,7 @@ fn validate_generation_config(
         Sampling {
             temperature,
             top_p,
-            top_k: 0,
+            top_k: defaults.top_k,
             seed,
         },
         stops,
@@ -999,6 +1005,17 @@ mod tests {
         let ok = req(json!({"model": "m", "input": "x", "generation_config": {"temperature": 0, "seed": 7, "max_output_tokens": 3, "stop_sequences": ["a"], "thinking_level": "low"}})).unwrap();
         assert_eq!(ok.sampling.temperature, 0.0);
         assert_eq!(ok.sampling.seed, 7);
+        // The Interactions API has no top_k: the default (Gemini's 64) always applies.
+        assert_eq!(ok.sampling.top_k, 64);
+        let unset = req(json!({"model": "m", "input": "x"})).unwrap();
+        assert_eq!(
+            (
+                unset.sampling.temperature,
+                unset.sampling.top_p,
+                unset.sampling.top_k
+            ),
+            (0.7, 0.95, 64)
+        );
         assert_eq!(ok.max_output_tokens, Some(3));
         for bad in [
             json!({"temperature": 3}),

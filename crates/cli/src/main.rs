@@ -182,6 +182,10 @@ struct ServeArgs {
     /// `top_p` when a request sets none.
     #[arg(long, env = "LOCALGEM_DEFAULT_TOP_P", default_value_t = localgem_api::validate::SamplingDefaults::default().top_p)]
     default_top_p: f32,
+    /// `top_k` when a request sets none (the Interactions API has none): Gemini's 64. 0
+    /// keeps every token, which costs a sort of the whole vocabulary per sampled token.
+    #[arg(long, env = "LOCALGEM_DEFAULT_TOP_K", default_value_t = localgem_api::validate::SamplingDefaults::default().top_k)]
+    default_top_k: u32,
     /// Seconds a client has to send a request's headers; also how long a kept-alive
     /// connection may sit idle between requests.
     #[arg(long, env = "LOCALGEM_HEADER_TIMEOUT_SECS", default_value_t = ServeLimits::default().header_read_timeout.as_secs())]
@@ -552,6 +556,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             sampling: localgem_api::validate::SamplingDefaults {
                 temperature: args.default_temperature.clamp(0.0, 2.0),
                 top_p: args.default_top_p.clamp(0.0, 1.0),
+                top_k: args.default_top_k,
             },
             signer: Signer::new(signing_key(args.signing_key.as_deref(), &dir)?),
             keys: keys.clone(),
@@ -682,8 +687,8 @@ async fn run(args: RunArgs) -> Result<()> {
         .generate(GenerateRequest {
             sampling: Sampling {
                 temperature: args.temperature,
-                top_p: 0.95,
-                top_k: 0,
+                top_p: localgem_api::validate::SamplingDefaults::default().top_p,
+                top_k: localgem_api::validate::SamplingDefaults::default().top_k,
                 seed: args.seed.unwrap_or_else(rand_seed),
             },
             max_output_tokens: args.max_output_tokens,

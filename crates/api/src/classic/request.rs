@@ -181,7 +181,7 @@ fn sampling(
             )))
         }
         Some(k) => k.round().min(f64::from(u32::MAX)) as u32,
-        None => 0,
+        None => defaults.top_k,
     };
     Ok(localgem_core::Sampling {
         temperature,
