@@ -63,9 +63,15 @@ def t_generate_content():
 
 
 def t_generate_content_stream():
-    whole = client.models.generate_content(model=MODEL, contents="Tell me about the sea.", config=GREEDY)
+    # The server runs its defaults, which do not promise bit-identical answers across
+    # requests: the two requests reuse the shared system prefix from slots computed
+    # differently, so a near tie late in a long greedy answer can go either way (seen at
+    # token 30 of 40 on an AMD EPYC, neither request drafting). A short answer still shows
+    # dropped, repeated or reordered chunks.
+    short = types.GenerateContentConfig(temperature=0, max_output_tokens=16)
+    whole = client.models.generate_content(model=MODEL, contents="Tell me about the sea.", config=short)
     chunks = list(client.models.generate_content_stream(model=MODEL, contents="Tell me about the sea.",
-                                                         config=GREEDY))
+                                                         config=short))
     check(len(chunks) > 2, f"{len(chunks)} chunks")
     streamed = "".join(ch.text or "" for ch in chunks)
     check(streamed == whole.text, f"stream {streamed!r} != whole {whole.text!r}")
