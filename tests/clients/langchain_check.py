@@ -20,8 +20,12 @@ def t_invoke():
 
 
 def t_stream():
-    chunks = [c.content for c in llm.stream("Tell me about the sea.")]
-    whole = llm.invoke("Tell me about the sea.").content
+    # A short answer: under the server's defaults two identical requests are not promised
+    # bit-identical answers (reused prefixes computed in other batch shapes), and a near tie
+    # late in a long one can go either way; 16 tokens still show dropped or reordered chunks.
+    short = ChatGoogleGenerativeAI(model="gemini-2.5-flash", temperature=0, max_output_tokens=16)
+    chunks = [c.content for c in short.stream("Tell me about the sea.")]
+    whole = short.invoke("Tell me about the sea.").content
     check(len(chunks) > 2, f"{len(chunks)} chunks")
     check("".join(chunks) == whole, f"stream {''.join(chunks)!r} != invoke {whole!r}")
 

@@ -49,8 +49,12 @@ const checks = [
     check(r.modelVersion === MODEL && r.responseId, `${r.modelVersion} ${r.responseId}`);
   }],
   ["generate_content_stream", async () => {
-    const whole = await ai.models.generateContent({ model: MODEL, contents: "Tell me about the sea.", config: GREEDY });
-    const stream = await ai.models.generateContentStream({ model: MODEL, contents: "Tell me about the sea.", config: GREEDY });
+    // A short answer: under the server's defaults two identical requests are not promised
+    // bit-identical answers (see classic.py), and a near tie late in a long one can go
+    // either way; 16 tokens still show dropped, repeated or reordered chunks.
+    const short = { temperature: 0, maxOutputTokens: 16 };
+    const whole = await ai.models.generateContent({ model: MODEL, contents: "Tell me about the sea.", config: short });
+    const stream = await ai.models.generateContentStream({ model: MODEL, contents: "Tell me about the sea.", config: short });
     let text = "", n = 0, last = null;
     for await (const chunk of stream) { text += chunk.text ?? ""; n += 1; last = chunk; }
     check(n > 2, `${n} chunks`);
