@@ -665,8 +665,8 @@ fn a_graceful_stop_puts_the_last_answer_on_disk_too() {
 fn conversations_sent_back_to_back_all_survive_a_graceful_restart() {
     // Four conversations keep the engine busy, so the writer (which runs only on an idle
     // core) falls behind: their latest states must wait for it rather than be skipped, and
-    // a graceful stop must write them all. After the restart each one's next turn restores its latest
-    // state rather than an older one or none.
+    // a graceful stop must write them all. After the restart each one's next turn restores
+    // its latest state rather than an older one or none.
     let dir = tempfile::tempdir().unwrap();
     let model = "smollm2-135m";
     let system = long_system();

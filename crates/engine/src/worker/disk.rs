@@ -40,8 +40,8 @@ impl Queued for SpillJob {
 const WRITE_QUEUE_BYTES: usize = 512 << 20;
 
 /// How long a state may wait for an idle core before the writer competes for one (at the
-/// engine's own priority): under sustained load it would otherwise stay in memory, invisible to other
-/// replicas and lost to a `kill -9`.
+/// engine's own priority): under sustained load it would otherwise stay in memory,
+/// invisible to other replicas and lost to a `kill -9`.
 const WRITE_MAX_WAIT: Duration = Duration::from_secs(10);
 
 /// The writer thread's id and whether it currently runs at normal priority.
@@ -59,11 +59,10 @@ pub(super) struct SpillTx {
 }
 
 impl SpillTx {
-    /// Queue a state; returns how many states were dropped to make room.
+    /// Queue a state; returns how many states were dropped to make room. (The engine loop
+    /// calls [`Self::nudge`] after the step that queued it.)
     fn send(&self, job: SpillJob) -> usize {
-        let dropped = self.queue.push(job);
-        self.nudge();
-        dropped
+        self.queue.push(job)
     }
 
     /// When the writer has fallen behind ([`WriteQueue::behind`]), let it compete for a
@@ -144,13 +143,14 @@ pub(super) fn report_disk(dir: &SpillDir, states: &metrics::Gauge, bytes: &metri
 }
 
 /// Let thread `tid` (0: the calling one) run only on a core nothing else wants (Linux
-/// `SCHED_IDLE`) when `idle`, else at nice 0 like the engine. The writer runs idle, so that writing states to
-/// disk does not take a core from the engine's compute threads: those wait for each other
-/// at every layer, so a writer holding one of two cores for a moment stalls both (a
-/// 160-token prefill at a depth of 1,784 took 956 ms beside a state being written at nice
-/// 10, 835 ms with nothing written). States wait for it in a queue bounded by bytes
-/// ([`WRITE_QUEUE_BYTES`]); when it falls behind ([`SpillTx::nudge`]) it competes for a
-/// core like any other thread until the queue is empty. Where a policy is refused the thread keeps the one it has.
+/// `SCHED_IDLE`) when `idle`, else at nice 0 like the engine. The writer runs idle, so that
+/// writing states to disk does not take a core from the engine's compute threads: those
+/// wait for each other at every layer, so a writer holding one of two cores for a moment
+/// stalls both (a 160-token prefill at a depth of 1,784 took 956 ms beside a state being
+/// written at nice 10, 835 ms with nothing written). States wait for it in a queue bounded
+/// by bytes ([`WRITE_QUEUE_BYTES`]); when it falls behind ([`SpillTx::nudge`]) it competes
+/// for a core like any other thread until the queue is empty. Where a policy is refused
+/// the thread keeps the one it has.
 fn set_priority(tid: i32, idle: bool) {
     #[cfg(target_os = "linux")]
     // SAFETY: both calls only read their arguments (`param` lives across the call); a tid
