@@ -14,7 +14,9 @@ Scenarios, per model (each server is started fresh for each scenario):
 * restart: the same, with both servers restarted between turn 5 and turn 6;
 * spec: answers that quote, edit or extract into JSON a given document (greedy, 256 tokens),
   where speculation from the conversation pays: decode tok/s of llama-server's defaults,
-  llama-server with its own draft-free speculation (--spec-type ngram-simple) and localgem;
+  llama-server with its own draft-free speculation (--spec-type ngram-simple), localgem with
+  --draft-max 0, its defaults (speculation where the check at load finds it exact) and
+  --draft-max 8 (speculation asked for);
 * localgem-exact (with --with-exact): localgem with --exact (flash attention off, answers
   prefilled again: bit-exact reuse, and so no speculation), to show what exactness costs;
 * membw: the machine's memory read bandwidth (bench/membw.c) and the decode tok/s it allows.
@@ -98,6 +100,8 @@ class Server:
                 cmd += ["--exact"]
             if self.kind == "localgem-nodraft":
                 cmd += ["--draft-max", "0"]
+            if self.kind == "localgem-draft":
+                cmd += ["--draft-max", "8"]
             env = dict(os.environ, LOCALGEM_PYTHON="false", LOCALGEM_LOG="warn")
         else:
             cmd = [a.llama_server, "-m", os.path.join(a.models_dir, MODELS[self.model]),
@@ -438,7 +442,8 @@ def main():
             log(model, "json", {k: (v["decode_tok_s"], v["parsed"]) for k, v in m["json"].items()})
         if "spec" in want:
             m["spec"] = run_pair(args, model, 1, lambda s: speculation(s, max(1, args.runs // 2), rng),
-                                 ["llama-server", "llama-server-ngram", "localgem-nodraft", "localgem"])
+                                 ["llama-server", "llama-server-ngram", "localgem-nodraft", "localgem",
+                                  "localgem-draft"])
             log(model, "spec", {k: v["decode_tok_s"] for k, v in m["spec"].items()})
         report["models"][model] = m
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
@@ -512,7 +517,9 @@ def markdown(rep):
             base_s = sp[ls]["decode_tok_s"]
             for kind, name in (("llama-server-ngram", "llama-server --spec-type ngram-simple"),
                                ("localgem-nodraft", "localgem --draft-max 0"),
-                               (lg, "localgem (defaults)")):
+                               (lg, "localgem (defaults)"),
+                               ("localgem-draft", "localgem --draft-max 8 (where the check at "
+                                "load finds it inexact)")):
                 if kind in sp:
                     lines.append(f"| {model} | decode tok/s quoting/editing/extracting a document: "
                                  f"{name} | {base_s:.3g} | {sp[kind]['decode_tok_s']:.3g} | "

@@ -108,7 +108,8 @@ struct EngineArgs {
     /// checked in the same step as the next token, and kept while the model agrees. Pays on
     /// answers that quote, edit or extract from their input. Default: 8 where a check at
     /// load finds that it cannot change an answer (batched logits equal one-token ones bit
-    /// for bit), else off. 0 turns it off.
+    /// for bit, near the start of a context and past 512 cells), else off (on the CPU
+    /// builds measured so far: off). 0 turns it off.
     #[arg(long, env = "LOCALGEM_DRAFT_MAX")]
     draft_max: Option<usize>,
     /// Draft whenever the conversation offers a continuation, whatever a draft costs on
@@ -117,6 +118,17 @@ struct EngineArgs {
     /// compute-bound (a draft token costs nearly a whole step) means hardly ever.
     #[arg(long, env = "LOCALGEM_DRAFT_ALWAYS", default_value_t = false)]
     draft_always: bool,
+    /// Draft models, `ID=MODEL`: a smaller model with the same vocabulary as served model
+    /// ID (a bundled id, a GGUF path or OWNER/NAME[:QUANT] from the Hugging Face Hub)
+    /// drafts its tokens where the conversation offers nothing to copy; ID checks them in
+    /// one batch, so answers are the same. Repeatable. Used where speculation is on (see
+    /// --draft-max).
+    #[arg(
+        long = "draft-model",
+        env = "LOCALGEM_DRAFT_MODEL",
+        value_delimiter = ','
+    )]
+    draft_model: Vec<String>,
     /// Requests that may wait for a sequence before new ones get 429.
     #[arg(long, env = "LOCALGEM_MAX_QUEUE", default_value_t = EngineConfig::default().max_queue)]
     max_queue: usize,
@@ -337,6 +349,7 @@ fn resolve_models(common: &Common, args: &EngineArgs) -> Result<models::Models> 
         &args.models,
         args.default_model.clone(),
         &args.mmproj,
+        &args.draft_model,
     )
 }
 

@@ -108,6 +108,7 @@ fn bundled(id: &str, dir: &Path, python: &str) -> Result<ModelSpec> {
         display_name: b.display_name.to_owned(),
         path: b.ensure(dir, python)?,
         mmproj: None,
+        draft: None,
         default_max_output_tokens: b.default_max_output_tokens,
     })
 }
@@ -127,6 +128,7 @@ fn hub(id: Option<&str>, r: &HubRef) -> Result<ModelSpec> {
         },
         path: pulled.model,
         mmproj: pulled.mmproj,
+        draft: None,
         default_max_output_tokens: None,
     })
 }
@@ -165,6 +167,7 @@ fn file(id: &str, path: &str) -> Result<ModelSpec> {
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_default(),
         mmproj: projector_beside(&path),
+        draft: None,
         path,
         default_max_output_tokens: None,
     })
@@ -178,6 +181,7 @@ pub fn resolve(
     raw: &[String],
     default_model: Option<String>,
     mmproj: &[String],
+    draft: &[String],
 ) -> Result<Models> {
     let mut m = Models {
         local: Vec::new(),
@@ -258,6 +262,22 @@ pub fn resolve(
             bail!("--mmproj names model {id}, which is not served in process ({ids})");
         };
         spec.mmproj = Some(path);
+    }
+    for entry in draft.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
+        let Some((id, src)) = entry.split_once('=') else {
+            bail!("--draft-model {entry:?}: use ID=MODEL (the id of a served model)");
+        };
+        let ids = m.ids();
+        let Some(at) = m.local.iter().position(|s| s.id == id) else {
+            bail!("--draft-model names model {id}, which is not served in process ({ids})");
+        };
+        let found = if catalog::find(src).is_some() {
+            bundled(src, dir, python)
+        } else {
+            source(&format!("{id}-draft"), src)
+        }
+        .with_context(|| format!("--draft-model {entry}"))?;
+        m.local[at].draft = Some(found.path);
     }
     Ok(m)
 }
@@ -399,5 +419,23 @@ mod tests {
             projector_beside(&d.path().join("other.gguf")),
             Some(d.path().join("other.mmproj.gguf"))
         );
+    }
+
+    #[test]
+    fn draft_models_attach_to_served_models() {
+        let d = tempfile::tempdir().unwrap();
+        for n in ["big.gguf", "small.gguf"] {
+            std::fs::write(d.path().join(n), b"x").unwrap();
+        }
+        let (big, small) = (d.path().join("big.gguf"), d.path().join("small.gguf"));
+        let model = [format!("big={}", big.display())];
+        let resolve = |draft: &[String]| resolve(d.path(), "false", &model, None, &[], draft);
+        let m = resolve(&[format!("big={}", small.display())]).unwrap();
+        assert_eq!(m.local[0].draft.as_deref(), Some(small.as_path()));
+        assert_eq!(resolve(&[]).unwrap().local[0].draft, None);
+        let err = |draft: &str| format!("{:#}", resolve(&[draft.to_owned()]).err().unwrap());
+        assert!(err("other=/x.gguf").contains("not served"), "{}", err("other=/x.gguf"));
+        assert!(err("small.gguf").contains("ID=MODEL"));
+        assert!(err("big=/nowhere/x.gguf").contains("does not exist"));
     }
 }

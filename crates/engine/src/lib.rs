@@ -49,6 +49,9 @@ pub struct ModelSpec {
     /// A projector (mmproj GGUF) for the model: with a vision encoder it takes images and
     /// video frames, with an audio encoder audio and soundtracks.
     pub mmproj: Option<PathBuf>,
+    /// A smaller model with the same vocabulary that drafts tokens for speculative decoding
+    /// (`--draft-model`), beside the drafts prompt lookup finds.
+    pub draft: Option<PathBuf>,
     /// Output cap for requests that set none; `None`: until the model stops or the context
     /// is full.
     pub default_max_output_tokens: Option<u32>,
@@ -91,9 +94,8 @@ pub struct EngineConfig {
     pub kv_slots: u32,
     /// Shortest cached prefix, in tokens, worth reusing a slot for.
     pub min_reuse: u32,
-    /// Use flash attention. On by default (faster, and needed for drafts checked in a batch
-    /// to get exactly the logits of one-token steps); off for bit-exact reuse, since with it
-    /// a prompt prefilled in chunks rounds differently from one prefilled at once.
+    /// Use flash attention. On by default (faster); off for bit-exact reuse, since with it a
+    /// prompt prefilled in chunks rounds differently from one prefilled at once.
     pub flash_attention: bool,
     /// Keep the K/V that decoding wrote for an answer, instead of prefilling the answer into
     /// the conversation's state again. On by default (saves that prefill); off for bit-exact
@@ -192,15 +194,14 @@ impl LlamaEngine {
         for spec in models {
             let (tx, rx) = mpsc::channel(config.max_queue.max(1));
             let (state_tx, state) = watch::channel(LoadState::Loading);
-            let (path, id, cfg) = (spec.path.clone(), spec.id.clone(), config.clone());
-            let mmproj = spec.mmproj.clone();
+            let (job, cfg) = (spec.clone(), config.clone());
             let prompter = Arc::new(OnceLock::new());
             let cell = prompter.clone();
             std::thread::Builder::new()
                 .name(format!("engine-{}", spec.id))
                 .spawn(move || {
                     let run = std::panic::AssertUnwindSafe(|| {
-                        worker::run(path, mmproj, id, cfg, rx, &state_tx, &cell)
+                        worker::run(job, cfg, rx, &state_tx, &cell)
                     });
                     if std::panic::catch_unwind(run).is_err() {
                         // Queued requests see their channels close; health turns 503.

@@ -48,6 +48,18 @@ pub fn lookup(context: &[i32], max: usize, vocab: i32) -> Vec<i32> {
     Vec::new()
 }
 
+/// How many of the tokens a draft model's stream holds (`held`, from position 0) it keeps
+/// before taking `context`: the prefix both share, less one when that is all of `context`
+/// (its last token is fed again, for the logits that follow it).
+pub fn resume_at(held: &[i32], context: &[i32]) -> usize {
+    let common = held.iter().zip(context).take_while(|(a, b)| a == b).count();
+    if common == context.len() {
+        common.saturating_sub(1)
+    } else {
+        common
+    }
+}
+
 /// How many tokens one sequence drafts, from how its drafts fared.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DraftPolicy {
@@ -183,6 +195,19 @@ mod tests {
         // The draft stops at the end of the context.
         let ctx = [4, 5, 6, 4, 5, 6];
         assert_eq!(lookup(&ctx, 8, 100), vec![4, 5, 6]);
+    }
+
+    #[test]
+    fn a_draft_stream_keeps_what_it_shares_with_the_context() {
+        // Rejected drafts (7 8) go; the accepted token and the next one are fed.
+        assert_eq!(resume_at(&[1, 2, 3, 7, 8], &[1, 2, 3, 4, 5]), 3);
+        // Another conversation held the slot: only the shared system prefix stays.
+        assert_eq!(resume_at(&[1, 2, 9, 9], &[1, 2, 3]), 2);
+        // Everything is held already: the last token is fed again for its logits.
+        assert_eq!(resume_at(&[1, 2, 3], &[1, 2, 3]), 2);
+        assert_eq!(resume_at(&[1, 2, 3, 4], &[1, 2, 3]), 2);
+        assert_eq!(resume_at(&[], &[1, 2]), 0);
+        assert_eq!(resume_at(&[5], &[]), 0);
     }
 
     #[test]

@@ -61,6 +61,9 @@ impl Worker<'_> {
             let freed = self.kv.forget(&scope);
             for slot in &freed {
                 let _ = ctx.clear_kv_cache_seq(Some(*slot as u32), None, None);
+                if let Some(d) = self.drafter.as_mut() {
+                    d.forget(*slot);
+                }
             }
             self.extensions.retain(|e| e.scope != scope);
             let on_disk = self.spill.as_ref().map_or(0, |d| d.forget_scope(&scope));

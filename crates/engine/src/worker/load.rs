@@ -4,14 +4,19 @@
 use super::*;
 
 pub(crate) fn run(
-    path: PathBuf,
-    mmproj: Option<PathBuf>,
-    model_id: String,
+    spec: ModelSpec,
     config: EngineConfig,
     mut rx: mpsc::Receiver<Command>,
     state: &watch::Sender<LoadState>,
     prompter: &OnceLock<Arc<Prompter>>,
 ) {
+    let ModelSpec {
+        id: model_id,
+        path,
+        mmproj,
+        draft,
+        ..
+    } = spec;
     let fail = |msg: String| {
         tracing::error!(model = %model_id, "{msg}");
         let _ = state.send(LoadState::Failed(msg));
@@ -52,10 +57,10 @@ pub(crate) fn run(
     // and with flash attention a prefill split across decodes rounds differently from a
     // one-shot one. With separate streams and no flash attention, batched, chunked and reused
     // computation are bit-identical to a fresh one, so reuse never changes an answer: that is
-    // `--exact`. By default flash attention is on (faster; and with it, on the CPU, drafts
-    // checked in a batch get the logits of one-token steps, which speculation needs: see
-    // `probe`). The full-size SWA cache keeps every position, so sliding-window models
-    // (Gemma 3) reuse too.
+    // `--exact`. By default flash attention is on (faster). Whether drafts checked in a batch
+    // get the logits of one-token steps, which speculation needs, is measured: see `probe`.
+    // The full-size SWA cache keeps every position, so sliding-window models (Gemma 3) reuse
+    // too.
     let cparams = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(n_ctx))
         .with_n_batch(config.batch_size)
@@ -77,8 +82,32 @@ pub(crate) fn run(
     };
     let per_seq = ctx.n_ctx() / kv_slots;
     let draft_max = draft_limit(&model_id, config.draft_max, || {
-        probe::verification_is_exact(&mut ctx, &model, kv_slots as i32 - 1)
+        probe::verification_is_exact(&mut ctx, &model, kv_slots as i32 - 1, per_seq as usize)
     });
+    let draft_model = match draft.as_deref().filter(|_| draft_max > 0) {
+        Some(p) => match drafter::load(backend, p, &model, gpu_layers) {
+            Ok(m) => Some(m),
+            Err(e) => return fail(e),
+        },
+        None => {
+            if draft.is_some() {
+                tracing::warn!(model = %model_id, "the draft model is not used: speculative \
+                    decoding is off (--draft-max N turns it on)");
+            }
+            None
+        }
+    };
+    let drafter = match draft_model.as_ref() {
+        Some(m) => match Drafter::new(backend, m, kv_slots, per_seq, &config) {
+            Ok(d) => {
+                tracing::info!(model = %model_id, draft = %draft.as_deref().unwrap_or_else(
+                    || std::path::Path::new("")).display(), "drafting with a draft model too");
+                Some(d)
+            }
+            Err(e) => return fail(e),
+        },
+        None => None,
+    };
     let projector = match mmproj.as_deref() {
         Some(p) => match Projector::load(p, &model, &config, gpu_layers > 0) {
             Ok(v) => Some(v),
@@ -176,6 +205,7 @@ pub(crate) fn run(
         step_budget: StepBudget::new(config.max_step),
         draft_max,
         draft_always: config.draft_always,
+        drafter,
         reuse_decoded_kv: config.reuse_decoded_kv,
         prompts_apart: !config.flash_attention,
         prompt_turn: false,

@@ -19,7 +19,6 @@
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
-use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -48,10 +47,11 @@ use crate::speculate::{self, DraftPolicy};
 use crate::spill::SpillDir;
 use crate::telemetry::EngineMetrics;
 use crate::template::ChatTemplate;
-use crate::{backend, EngineConfig};
+use crate::{backend, EngineConfig, ModelSpec};
 
 mod admit;
 mod disk;
+mod drafter;
 mod load;
 mod probe;
 mod projector;
@@ -59,6 +59,7 @@ mod sample;
 mod step;
 
 use disk::{fingerprint, start_reader, start_writer, Reader, Restore, SpillTx};
+use drafter::Drafter;
 pub(crate) use load::run;
 use projector::Projector;
 
@@ -259,6 +260,8 @@ struct Worker<'m> {
     draft_max: usize,
     /// Draft whatever a draft costs ([`EngineConfig::draft_always`]).
     draft_always: bool,
+    /// The draft model, when one is given: it drafts where prompt lookup finds nothing.
+    drafter: Option<Drafter<'m>>,
     reuse_decoded_kv: bool,
     /// Prompt chunks go in steps of their own (no flash attention: exact reuse), the next
     /// one when both prompts and decoders wait if `prompt_turn`.

@@ -17,7 +17,9 @@ impl Worker<'_> {
         } else {
             self.step_budget.draft_cost_ratio(decoders)
         };
-        for s in &mut self.active {
+        // Sequences for the draft model: (index, tokens wanted).
+        let mut for_model: Vec<(usize, usize)> = Vec::new();
+        for (i, s) in self.active.iter_mut().enumerate() {
             s.draft.clear();
             s.forced_draft = false;
             if s.next.is_none() || self.draft_max == 0 {
@@ -44,6 +46,35 @@ impl Worker<'_> {
                         .into_iter()
                         .map(LlamaToken),
                 );
+                if s.draft.is_empty() && self.drafter.is_some() {
+                    for_model.push((i, want));
+                }
+            }
+        }
+        if for_model.is_empty() {
+            return;
+        }
+        let Some(drafter) = self.drafter.as_mut() else {
+            return;
+        };
+        let asks: Vec<drafter::Ask<'_>> = for_model
+            .iter()
+            .map(|&(i, want)| drafter::Ask {
+                slot: self.active[i].slot,
+                context: &self.active[i].history,
+                want,
+            })
+            .collect();
+        match drafter.propose(&asks) {
+            Ok(drafts) => {
+                for ((i, _), d) in for_model.into_iter().zip(drafts) {
+                    self.active[i].draft.extend(d.into_iter().map(LlamaToken));
+                }
+            }
+            Err(e) => {
+                // Drafting is an optimisation: answers go on without it.
+                tracing::error!(model = %self.model_id, "{e}; the draft model is not used again");
+                self.drafter = None;
             }
         }
     }
