@@ -39,6 +39,15 @@ fn main() {
         .with_flash_attention_policy(fa)
         .with_n_threads(2)
         .with_n_threads_batch(2);
+    let params = match std::env::args().find_map(|a| a.strip_prefix("--kv=").map(str::to_owned)) {
+        Some(t) if t == "bf16" => params
+            .with_type_k(llama_cpp_2::context::params::KvCacheType::BF16)
+            .with_type_v(llama_cpp_2::context::params::KvCacheType::BF16),
+        Some(t) if t == "q8_0" => params
+            .with_type_k(llama_cpp_2::context::params::KvCacheType::Q8_0)
+            .with_type_v(llama_cpp_2::context::params::KvCacheType::Q8_0),
+        _ => params,
+    };
     let mut ctx = model.new_context(&backend, params).unwrap();
     let text = "The quick brown fox jumps over the lazy dog while seven wizards hum. ".repeat(200);
     let toks = model.vocab().tokenize(text.as_bytes(), false, false);
@@ -47,7 +56,9 @@ fn main() {
     for (i, t) in toks[..depth].iter().enumerate() {
         batch.add(*t, i as i32, &[0], false).unwrap();
     }
+    let t0 = Instant::now();
     ctx.decode(&mut batch).unwrap();
+    println!("prefill of {depth}: {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
     if std::env::args().any(|a| a == "--check") {
         let mut single = Vec::new();
         for i in 0..9 {
