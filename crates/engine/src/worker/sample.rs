@@ -15,9 +15,14 @@ use localgem_core::{FinishReason, GenerateRequest};
 use super::{Seq, CLOSE_MARGIN};
 use crate::constrain::{try_token, Grammars, Pick, Verdict};
 
+/// Whether a request samples greedily (temperature 0).
+pub(super) fn is_greedy(request: &GenerateRequest) -> bool {
+    request.sampling.temperature <= 0.0
+}
+
 pub(super) fn sampler_for(request: &GenerateRequest) -> LlamaSampler {
     let s = request.sampling;
-    if s.temperature <= 0.0 {
+    if is_greedy(request) {
         LlamaSampler::greedy()
     } else {
         let mut chain = Vec::with_capacity(4);
@@ -43,12 +48,18 @@ thread_local! {
 
 /// What `llama_sampler_sample` does (every token's logit, unsorted, through the sampler
 /// chain), into a reused array. The chain's samplers (top-k, top-p, temperature, seeded
-/// draw, greedy) keep no state that accepting a token would update.
+/// draw, greedy) keep no state that accepting a token would update. A `greedy` sampler's
+/// pick is read off the logits directly: the first of the highest, as llama.cpp's greedy
+/// sampler picks, without building the candidate array.
 pub(super) fn sample_at(
     sampler: &mut LlamaSampler,
+    greedy: bool,
     ctx: &LlamaContext<'_>,
     idx: i32,
 ) -> LlamaToken {
+    if greedy {
+        return LlamaToken(first_highest(ctx.get_logits_ith(idx)) as i32);
+    }
     let picked = CANDIDATES.with(|buf| {
         let mut data = std::mem::take(&mut *buf.borrow_mut());
         data.clear();
@@ -62,12 +73,24 @@ pub(super) fn sample_at(
     picked.unwrap_or_else(|| sampler.sample(ctx, idx))
 }
 
+/// The index of the first of the highest values (0 for none).
+pub(crate) fn first_highest(values: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in values.iter().enumerate() {
+        if v > values[best] {
+            best = i;
+        }
+    }
+    best
+}
+
 /// Sample under a grammar: the token the ordinary sampler picks is kept when the grammar
 /// allows it (the common case, and cheap); otherwise the full mask is computed and the
 /// sampler picks again among the allowed tokens only. `None` when nothing is allowed (the
 /// grammar is complete).
 pub(super) fn sample_constrained(
     sampler: &mut LlamaSampler,
+    greedy: bool,
     m: &mut Matcher,
     ctx: &LlamaContext<'_>,
     idx: i32,
@@ -76,7 +99,7 @@ pub(super) fn sample_constrained(
     if m.is_stopped() {
         return None;
     }
-    let first = sample_at(sampler, ctx, idx);
+    let first = sample_at(sampler, greedy, ctx, idx);
     if vocab.is_eog(first) {
         if m.is_accepting().unwrap_or(false) {
             return Some(first);
@@ -153,7 +176,7 @@ pub(super) fn take_token(
                 let sampled = if wrap && m.is_accepting().unwrap_or(false) {
                     Some(vocab.eos())
                 } else {
-                    sample_constrained(&mut s.sampler, m, ctx, idx, vocab)
+                    sample_constrained(&mut s.sampler, s.greedy, m, ctx, idx, vocab)
                 };
                 match sampled {
                     Some(t) if vocab.is_eog(t) => t,
@@ -165,7 +188,7 @@ pub(super) fn take_token(
                     None => return Next::Done(FinishReason::Stop, false),
                 }
             }
-            None => sample_at(&mut s.sampler, ctx, idx),
+            None => sample_at(&mut s.sampler, s.greedy, ctx, idx),
         },
     };
     s.output.push(tok);
@@ -218,5 +241,18 @@ pub(super) fn verify(
             Next::Token(t) if kept < draft.len() && t == draft[kept] => kept += 1,
             _ => return (next, kept),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_highest;
+
+    #[test]
+    fn the_first_of_the_highest_is_picked() {
+        assert_eq!(first_highest(&[0.5, 2.0, -1.0, 2.0]), 1);
+        assert_eq!(first_highest(&[3.0, 3.0]), 0);
+        assert_eq!(first_highest(&[-5.0, f32::NEG_INFINITY, -4.0]), 2);
+        assert_eq!(first_highest(&[]), 0);
     }
 }
