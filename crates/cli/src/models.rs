@@ -434,7 +434,11 @@ mod tests {
         assert_eq!(m.local[0].draft.as_deref(), Some(small.as_path()));
         assert_eq!(resolve(&[]).unwrap().local[0].draft, None);
         let err = |draft: &str| format!("{:#}", resolve(&[draft.to_owned()]).err().unwrap());
-        assert!(err("other=/x.gguf").contains("not served"), "{}", err("other=/x.gguf"));
+        assert!(
+            err("other=/x.gguf").contains("not served"),
+            "{}",
+            err("other=/x.gguf")
+        );
         assert!(err("small.gguf").contains("ID=MODEL"));
         assert!(err("big=/nowhere/x.gguf").contains("does not exist"));
     }

@@ -185,6 +185,42 @@ fn a_draft_model_drafts_where_the_conversation_has_nothing_to_copy() {
         accepted > lookup_accepted + 40.0,
         "accepted {accepted} with the draft model, {lookup_accepted} without"
     );
+    // A prompt of over a thousand tokens reaches the draft model over several steps (256
+    // tokens a step), after which it drafts for that answer too.
+    let long = |extra: &[&str]| {
+        let dir = tempfile::tempdir().unwrap();
+        let s = start_default(
+            dir.path(),
+            &[
+                &[
+                    "--default-model",
+                    model,
+                    "--draft-max",
+                    "8",
+                    "--draft-always",
+                ][..],
+                extra,
+            ]
+            .concat(),
+        );
+        let input = format!("{}\nWrite a short poem about the library.", long_system());
+        let (st, v) = s.post(json!({"model": model, "input": input,
+            "generation_config": {"temperature": 0, "max_output_tokens": 64}}));
+        assert_eq!(st, 200, "{v}");
+        assert!(
+            v["usage"]["total_input_tokens"].as_u64().unwrap() > 1000,
+            "{v}"
+        );
+        metric(&s.url, "localgem_spec_accepted_tokens_total")
+    };
+    let (without, with) = (
+        long(&[]),
+        long(&["--draft-model", "smollm2-135m=smollm2-135m"]),
+    );
+    assert!(
+        with > without + 20.0,
+        "after a long prompt: accepted {with} with the draft model, {without} without"
+    );
 }
 
 /// A draft model whose token ids mean other things fails the model's load, with the reason.

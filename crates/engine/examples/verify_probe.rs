@@ -58,7 +58,10 @@ fn main() {
     }
     let t0 = Instant::now();
     ctx.decode(&mut batch).unwrap();
-    println!("prefill of {depth}: {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
+    println!(
+        "prefill of {depth}: {:.1} ms",
+        t0.elapsed().as_secs_f64() * 1e3
+    );
     if std::env::args().any(|a| a == "--check") {
         let mut single = Vec::new();
         for i in 0..9 {

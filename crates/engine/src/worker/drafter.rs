@@ -57,6 +57,11 @@ fn same_vocabulary(target: &LlamaModel, draft: &LlamaModel) -> Result<(), String
     Ok(())
 }
 
+/// Tokens of a context one call takes in for a sequence at most: a long new prompt reaches
+/// the draft model over several steps (no draft for it meanwhile), so that no step stalls
+/// the live streams for the whole prompt.
+const CATCH_UP: usize = 256;
+
 /// One sequence's request for a draft.
 pub(super) struct Ask<'a> {
     /// The served model's KV slot (the draft model's stream).
@@ -116,7 +121,7 @@ impl<'m> Drafter<'m> {
     }
 
     /// Drafts for `asks`, in order (empty where the context holds media, which the draft
-    /// model cannot read).
+    /// model cannot read, and while a long context is still being taken in).
     pub fn propose(&mut self, asks: &[Ask<'_>]) -> Result<Vec<Vec<i32>>, String> {
         let mut drafts: Vec<Vec<i32>> = vec![Vec::new(); asks.len()];
         // Catch up: each stream keeps what it shares with its context and takes the rest,
@@ -141,10 +146,11 @@ impl<'m> Drafter<'m> {
                 held.truncate(keep);
             }
             let last = a.context.len() - 1;
-            for (p, &t) in a.context.iter().enumerate().skip(keep) {
+            let end = a.context.len().min(keep + CATCH_UP);
+            for (p, &t) in a.context[..end].iter().enumerate().skip(keep) {
                 feeds.push((i, p as i32, t, p == last));
             }
-            held.extend_from_slice(&a.context[keep..]);
+            held.extend_from_slice(&a.context[keep..end]);
         }
         for part in feeds.chunks(self.batch_size) {
             self.batch.clear();
@@ -200,13 +206,6 @@ impl<'m> Drafter<'m> {
 
     /// The most likely token at batch row `idx`.
     fn argmax(&self, idx: i32) -> i32 {
-        let logits = self.ctx.get_logits_ith(idx);
-        let mut best = 0;
-        for (i, &l) in logits.iter().enumerate() {
-            if l > logits[best] {
-                best = i;
-            }
-        }
-        best as i32
+        super::sample::first_highest(self.ctx.get_logits_ith(idx)) as i32
     }
 }
