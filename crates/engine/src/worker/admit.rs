@@ -205,7 +205,7 @@ impl Worker<'_> {
                 closer: Closer::default(),
                 forced: VecDeque::new(),
                 sampler: sampler_for(&p.request),
-                greedy: sample::is_greedy(&p.request),
+                preselect: sample::Preselect::for_request(&p.request),
                 history: ids,
                 policy: DraftPolicy::new(self.draft_max),
                 draft: Vec::new(),

@@ -195,8 +195,8 @@ struct Seq {
     n_past: i32,
     next: Option<LlamaToken>,
     sampler: LlamaSampler,
-    /// The sampler is greedy (its pick is read off the logits: [`sample::sample_at`]).
-    greedy: bool,
+    /// What sampling takes off the logits before the sampler ([`sample::sample_at`]).
+    preselect: sample::Preselect,
     /// Text, reasoning and calls streamed to the request; token counts and caps.
     out: Output,
     /// Sampled tokens, in order (the end-of-generation token included when one ended it).
