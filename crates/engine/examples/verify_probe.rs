@@ -15,12 +15,8 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 
-fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
-    let prefix = format!("--{name}=");
-    std::env::args()
-        .find_map(|a| a.strip_prefix(&prefix).and_then(|v| v.parse().ok()))
-        .unwrap_or(default)
-}
+mod common;
+use common::arg;
 
 fn main() {
     let path = std::env::args().nth(1).expect("MODEL.gguf");

@@ -9,10 +9,8 @@
 //! and feeds what is missing; then it decodes one token a round, for every drafting sequence
 //! in one batch. It never changes an answer: only the served model's logits pick tokens.
 
-use std::num::NonZeroU32;
 use std::path::Path;
 
-use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
@@ -90,16 +88,7 @@ impl<'m> Drafter<'m> {
         per_seq: u32,
         config: &EngineConfig,
     ) -> Result<Self, String> {
-        let params = LlamaContextParams::default()
-            .with_n_ctx(NonZeroU32::new(per_seq.saturating_mul(slots)))
-            .with_n_batch(config.batch_size)
-            .with_n_ubatch(config.batch_size)
-            .with_n_seq_max(slots)
-            .with_kv_unified(false)
-            .with_swa_full(true)
-            .with_flash_attention_policy(if config.flash_attention { 1 } else { 0 })
-            .with_n_threads(config.threads)
-            .with_n_threads_batch(config.threads);
+        let params = super::load::context_params(per_seq.saturating_mul(slots), slots, config);
         let ctx = model
             .new_context(backend, params)
             .map_err(|e| format!("cannot create the draft model's context: {e}"))?;

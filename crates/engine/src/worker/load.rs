@@ -61,17 +61,7 @@ pub(crate) fn run(
     // get the logits of one-token steps, which speculation needs, is measured: see `probe`.
     // The full-size SWA cache keeps every position, so sliding-window models (Gemma 3) reuse
     // too.
-    let cparams = LlamaContextParams::default()
-        .with_n_ctx(NonZeroU32::new(n_ctx))
-        .with_n_batch(config.batch_size)
-        .with_n_ubatch(config.batch_size)
-        .with_n_seq_max(kv_slots)
-        .with_kv_unified(false)
-        .with_swa_full(true)
-        .with_flash_attention_policy(if config.flash_attention { 1 } else { 0 })
-        .with_n_threads(config.threads)
-        .with_n_threads_batch(config.threads);
-    let mut ctx = match model.new_context(backend, cparams) {
+    let mut ctx = match model.new_context(backend, context_params(n_ctx, kv_slots, &config)) {
         Ok(c) => c,
         Err(e) => {
             return fail(format!(
@@ -266,6 +256,20 @@ pub(crate) fn run(
         w.metrics.resident.set(w.kv.resident() as f64);
     }
     tracing::info!(model = %w.model_id, "engine thread stopped");
+}
+
+/// A context of `n_ctx` cells in `slots` streams (one per KV slot), as `config` asks.
+pub(super) fn context_params(n_ctx: u32, slots: u32, config: &EngineConfig) -> LlamaContextParams {
+    LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(n_ctx))
+        .with_n_batch(config.batch_size)
+        .with_n_ubatch(config.batch_size)
+        .with_n_seq_max(slots)
+        .with_kv_unified(false)
+        .with_swa_full(true)
+        .with_flash_attention_policy(if config.flash_attention { 1 } else { 0 })
+        .with_n_threads(config.threads)
+        .with_n_threads_batch(config.threads)
 }
 
 /// Draft tokens a step may verify: `configured` when set; by default
