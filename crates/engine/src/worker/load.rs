@@ -74,26 +74,25 @@ pub(crate) fn run(
     let draft_max = draft_limit(&model_id, config.draft_max, || {
         probe::verification_is_exact(&mut ctx, &model, kv_slots as i32 - 1, per_seq as usize)
     });
-    let draft_model = match draft.as_deref().filter(|_| draft_max > 0) {
-        Some(p) => match drafter::load(backend, p, &model, gpu_layers) {
-            Ok(m) => Some(m),
+    let draft_model = match draft.as_deref() {
+        Some(p) if draft_max > 0 => match drafter::load(backend, p, &model, gpu_layers) {
+            Ok(m) => {
+                tracing::info!(model = %model_id, draft = %p.display(),
+                    "drafting with a draft model too");
+                Some(m)
+            }
             Err(e) => return fail(e),
         },
-        None => {
-            if draft.is_some() {
-                tracing::warn!(model = %model_id, "the draft model is not used: speculative \
-                    decoding is off (--draft-max N turns it on)");
-            }
+        Some(_) => {
+            tracing::warn!(model = %model_id, "the draft model is not used: speculative \
+                decoding is off (--draft-max N turns it on)");
             None
         }
+        None => None,
     };
     let drafter = match draft_model.as_ref() {
         Some(m) => match Drafter::new(backend, m, kv_slots, per_seq, &config) {
-            Ok(d) => {
-                tracing::info!(model = %model_id, draft = %draft.as_deref().unwrap_or_else(
-                    || std::path::Path::new("")).display(), "drafting with a draft model too");
-                Some(d)
-            }
+            Ok(d) => Some(d),
             Err(e) => return fail(e),
         },
         None => None,

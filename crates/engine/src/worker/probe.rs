@@ -21,8 +21,10 @@ lit the lamp, wound the clockwork and wrote the weather in the log before supper
 const DEPTHS: [usize; 2] = [520, 40];
 /// Tokens per prefill decode (within any batch size the engine is given).
 const CHUNK: usize = 64;
-/// Batch sizes checked (the next token plus drafts).
+/// Batch sizes checked (the next token plus drafts), ascending.
 const SIZES: [usize; 4] = [2, 3, 5, 9];
+/// The largest of them: one-token steps taken at each depth.
+const MOST: usize = SIZES[SIZES.len() - 1];
 
 /// Check in `slot` (left empty afterwards), whose stream holds `per_seq` cells (depths that
 /// do not fit are skipped). `Err` says what differed or failed.
@@ -32,10 +34,9 @@ pub(super) fn verification_is_exact(
     slot: i32,
     per_seq: usize,
 ) -> Result<(), String> {
-    let most = SIZES.iter().copied().max().unwrap_or(1);
     let deepest = DEPTHS.iter().copied().max().unwrap_or(0);
     let mut tokens = Vec::new();
-    while tokens.len() < deepest + most {
+    while tokens.len() < deepest + MOST {
         let more = model.vocab().tokenize(TEXT.as_bytes(), false, false);
         if more.is_empty() {
             return Err("the probe text has no tokens for this tokenizer".into());
@@ -44,7 +45,7 @@ pub(super) fn verification_is_exact(
     }
     let mut result = Ok(());
     for depth in DEPTHS {
-        if depth + most <= per_seq {
+        if depth + MOST <= per_seq {
             result = run(ctx, &tokens, depth, slot);
         }
         if result.is_err() {
@@ -61,8 +62,7 @@ fn run(
     prefix: usize,
     slot: i32,
 ) -> Result<(), String> {
-    let most = SIZES.iter().copied().max().unwrap_or(1);
-    let mut batch = LlamaBatch::new(CHUNK.max(most), 1);
+    let mut batch = LlamaBatch::new(CHUNK.max(MOST), 1);
     let decode = |ctx: &mut LlamaContext<'_>, batch: &mut LlamaBatch<'_>| {
         ctx.decode(batch).map_err(|e| format!("decode failed: {e}"))
     };
@@ -77,8 +77,8 @@ fn run(
         decode(ctx, &mut batch)?;
     }
     // One token a step.
-    let mut single: Vec<Vec<f32>> = Vec::with_capacity(most);
-    for (k, &t) in tokens[prefix..prefix + most].iter().enumerate() {
+    let mut single: Vec<Vec<f32>> = Vec::with_capacity(MOST);
+    for (k, &t) in tokens[prefix..prefix + MOST].iter().enumerate() {
         batch.clear();
         batch
             .add(t, (prefix + k) as i32, &[slot], true)
